@@ -1,0 +1,1 @@
+"""Redis + RQ plumbing shared by augmentation runs and training runs."""
