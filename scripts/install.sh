@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs the project with every extra. Shared by stack.sh and test.sh.
+# Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" - <<'PY' || { echo "Python >= 3.11 is required (found $("$PYTHON" --version 2>&1))." >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.lsmt-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "==> installing the project into .venv (first time: a few minutes; torch comes from the local wheel cache)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[labelstudio,augment,model,backend,test]'
+  echo "$want" > "$stamp"
+fi
