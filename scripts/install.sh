@@ -19,7 +19,12 @@ stamp=.venv/.lsmt-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing the project into .venv (first time: a few minutes; torch comes from the local wheel cache)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[labelstudio,augment,model,backend,test]'
+  log=.venv/install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e '.[labelstudio,augment,model,backend,test]'; } >"$log" 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -40 >&2
+    echo "pip install failed; full log: $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
