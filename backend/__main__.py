@@ -1,0 +1,35 @@
+"""``python -m backend``: serve the ML backend (uvicorn) on port 9090."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from backend.app import create_app
+from backend.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="Serve the Label Studio ML backend (predictions + training triggers) for multi-task models.",
+        epilog=(
+            "example: LABEL_STUDIO_URL=http://localhost:8080 LABEL_STUDIO_API_KEY=<token> "
+            "REDIS_URL=redis://localhost:6379/0 python -m backend --port 9090\n"
+            "then run a worker for training: python -m jobqueue.worker --queues train"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default: all)")
+    parser.add_argument("--port", type=int, default=9090, help="port (default: 9090)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(Settings.from_env())
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The Label Studio ML backend protocol on FastAPI.
+
+Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py``):
+
+- ``GET /health``, ``GET /``: liveness, checked with a 1 s timeout when a backend is connected.
+- ``POST /setup``: ``{"project": "<id>.<ts>", "schema": <config>}`` -> ``{"model_version"}``; called before
+  every prediction batch, so it only reads the ``current`` pointer.
+- ``POST /predict``: ``{"tasks", "project", "label_config", "params"}`` -> ``{"results": [{"result",
+  "score", "model_version"}]}``, one item per task.
+- ``POST /webhook``: ``START_TRAINING`` (the "Start Training" button, 100 s timeout) queues a run and
+  answers at once; annotation events (1 s timeout) are counted for ``RETRAIN_EVERY``; others get 200.
+- ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
+- ``GET /runs/{project_id}``: this project's training status and published versions (for people).
+
+Every error answers ``{"error": "<what to do>"}`` with a status code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import threading
+import time
+from typing import Any, Callable
+
+import redis
+from fastapi import Depends, FastAPI, HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import JSONResponse
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
+from backend.model_store import ModelCache, ModelStore, PredictorLoader, load_multitask_predictor
+from backend.predictions import PredictionService, project_id_of
+from backend.runs import Runs
+from backend.settings import Settings
+from combined_coco.schema import SchemaError
+from jobqueue.connection import RedisUnavailable, connect
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+
+
+class Services:
+    """The app's collaborators, created lazily so that /health works while Redis or LS are down."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loader: PredictorLoader,
+        redis_factory: Callable[[], redis.Redis],
+    ) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.model_dir)
+        self.predictions = PredictionService(
+            ModelCache(self.store, loader), self.labelstudio, settings.keypoint_threshold
+        )
+        self._redis_factory = redis_factory
+        self._runs: Runs | None = None
+        self._ls: LabelStudioClient | None = None
+        self._guard = threading.Lock()
+
+    def runs(self) -> Runs:
+        with self._guard:
+            if self._runs is None:
+                self._runs = Runs(self._redis_factory(), self.settings.train_job_timeout)
+            return self._runs
+
+    def labelstudio(self) -> LabelStudioClient:
+        with self._guard:
+            if self._ls is None:
+                self._ls = LabelStudioClient(self.settings)
+            return self._ls
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loader: PredictorLoader | None = None,
+    redis_factory: Callable[[], redis.Redis] = connect,
+) -> FastAPI:
+    """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code."""
+    settings = settings or Settings.from_env()
+    if loader is None:
+        threshold = settings.score_threshold
+        loader = lambda path: load_multitask_predictor(path, threshold)  # noqa: E731
+    services = Services(settings, loader, redis_factory)
+    app = FastAPI(title="Label Studio multi-task ML backend", version="1")
+    app.state.services = services
+    _install_error_handlers(app)
+    auth = _auth_dependency(settings)
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "UP", "model_class": "multitask", "model_dir": str(settings.model_dir)}
+
+    @app.post("/setup", dependencies=[auth])
+    def setup(payload: dict[str, Any]) -> dict[str, Any]:
+        project_id = project_id_of(payload)
+        return {"model_version": services.store.current_version(project_id)}
+
+    @app.post("/predict", dependencies=[auth])
+    def predict(payload: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        response = services.predictions.predict(payload)
+        log.info(
+            "predict: %d task(s), model %s, %.0f ms",
+            len(payload.get("tasks") or []), response["model_version"], 1000 * (time.perf_counter() - started),
+        )
+        return response
+
+    @app.post("/webhook", dependencies=[auth])
+    def webhook(payload: dict[str, Any]) -> JSONResponse:
+        action = payload.get("action")
+        if action == "START_TRAINING":
+            project_id = project_id_of(payload)
+            result = services.runs().request_training(project_id, "Start Training")
+            body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced"}
+            if not result.enqueued:
+                body["message"] = "a training run is in progress; it will run once more with the new annotations"
+            return JSONResponse(body, status_code=201)
+        if action in ANNOTATION_EVENTS and settings.retrain_every > 0:
+            project_id = project_id_of(payload)
+            if services.runs().count_annotation_event(project_id, settings.retrain_every):
+                result = services.runs().request_training(project_id, f"{settings.retrain_every} new annotations")
+                return JSONResponse({"job": result.job_id, "status": "queued"}, status_code=201)
+            return JSONResponse({"status": "counted"})
+        return JSONResponse({"status": "ignored", "action": action})
+
+    @app.post("/job_status", dependencies=[auth])
+    def job_status(payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            job = Job.fetch(str(payload.get("job")), connection=services.runs().conn)
+        except NoSuchJobError:
+            raise HTTPException(410, f"training job {payload.get('job')!r} is unknown or expired") from None
+        latest = job.latest_result()
+        failure = latest.exc_string if latest is not None and latest.exc_string else None
+        return {"job_status": job.get_status(refresh=False).value, "error": failure and failure.strip().splitlines()[-1]}
+
+    @app.get("/runs/{project_id}", dependencies=[auth])
+    def runs(project_id: int) -> dict[str, Any]:
+        return {
+            "project": project_id,
+            "model_version": services.store.current_version(project_id),
+            "versions": services.store.versions(project_id),
+            "new_annotations": services.runs().new_annotations(project_id),
+            "training": services.runs().status(project_id),
+        }
+
+    return app
+
+
+def _auth_dependency(settings: Settings) -> Any:
+    """Basic auth (what Label Studio's "Authentication method: Basic" sends) and/or a bearer token."""
+
+    def check(request: Request) -> None:
+        if not settings.auth_enabled:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and settings.bearer_token:
+            if secrets.compare_digest(value.encode(), settings.bearer_token.encode()):
+                return
+        elif scheme.lower() == "basic" and settings.basic_auth_user:
+            try:
+                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, password = "", ""
+            ok_user = secrets.compare_digest(user.encode(), settings.basic_auth_user.encode())
+            ok_pass = secrets.compare_digest(password.encode(), (settings.basic_auth_pass or "").encode())
+            if ok_user and ok_pass:
+                return
+        raise HTTPException(
+            401,
+            "authentication required: set the same user/password in Label Studio's model settings"
+            " (Basic Auth) or send Authorization: Bearer <ML_BACKEND_TOKEN>",
+            headers={"WWW-Authenticate": 'Basic realm="ml-backend"'},
+        )
+
+    return Depends(check)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RedisUnavailable)
+    async def redis_down(_: Request, exc: RedisUnavailable) -> JSONResponse:
+        log.error("%s", exc)
+        return error(503, str(exc))
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
+        log.error("Redis error: %s", exc)
+        return error(503, f"Redis is not reachable ({exc}); check REDIS_URL and that Redis is running")
+
+    @app.exception_handler(LabelStudioError)
+    async def ls_down(_: Request, exc: LabelStudioError) -> JSONResponse:
+        log.error("%s", exc)
+        return error(503, str(exc))
+
+    @app.exception_handler(SchemaError)
+    async def bad_config(_: Request, exc: SchemaError) -> JSONResponse:
+        return error(422, f"the project's labeling config cannot be used: {exc}")
+
+    @app.exception_handler(MediaError)
+    async def bad_media(_: Request, exc: MediaError) -> JSONResponse:
+        return error(422, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_request(_: Request, exc: ValueError) -> JSONResponse:
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}: {exc}); see the backend log")

@@ -1,0 +1,170 @@
+"""Published model versions on disk, and the per-process cache of the loaded one.
+
+Layout, one folder per Label Studio project::
+
+    MODEL_DIR/<project_id>/
+        v0001-20261124T081500/model.pt   # weights, written completely before anything points at them
+        v0001-20261124T081500/meta.json
+        v0002-.../
+        current                           # one line: the published version name
+
+Publishing copies the weights into a new version folder first and replaces ``current`` with
+``os.replace`` last, so a server or worker reading at any moment sees either the old complete model
+or the new complete one. Older versions stay on disk (roll back by rewriting ``current``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from combined_coco.schema import Schema
+
+log = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+CHECKPOINT_NAME = "model.pt"
+POINTER_NAME = "current"
+_VERSION_RE = re.compile(r"^v(\d+)-")
+
+
+class Predictor(Protocol):
+    """What the backend needs from a loaded model (``multitask.inference.Predictor`` provides it)."""
+
+    schema: Schema
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list]:
+        """One list of instances per RGB uint8 image."""
+        ...
+
+
+PredictorLoader = Callable[[Path], Predictor]
+
+
+def load_multitask_predictor(checkpoint: Path, score_threshold: float = 0.5) -> Predictor:
+    """The real loader; torch is imported only by processes that actually load a model."""
+    from multitask.inference import Predictor as MultitaskPredictor
+
+    return MultitaskPredictor.from_checkpoint(checkpoint, device="cpu", score_threshold=score_threshold)
+
+
+class ModelStore:
+    """Reads and publishes versions under ``MODEL_DIR/<project_id>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def project_dir(self, project_id: int) -> Path:
+        return self.root / str(int(project_id))
+
+    def current_version(self, project_id: int) -> str:
+        """The published version name, or ``"untrained"`` when the project has none yet."""
+        try:
+            return (self.project_dir(project_id) / POINTER_NAME).read_text().strip() or UNTRAINED
+        except FileNotFoundError:
+            return UNTRAINED
+
+    def checkpoint(self, project_id: int, version: str) -> Path:
+        return self.project_dir(project_id) / version / CHECKPOINT_NAME
+
+    def versions(self, project_id: int) -> list[str]:
+        folder = self.project_dir(project_id)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+
+    def publish(self, project_id: int, checkpoint: Path, meta: dict) -> str:
+        """Copy ``checkpoint`` into a new version folder, then point ``current`` at it; returns the version."""
+        folder = self.project_dir(project_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for v in self.versions(project_id) if (m := _VERSION_RE.match(v))]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        version = f"v{max(numbers, default=0) + 1:04d}-{stamp}"
+        staging = folder / f".{version}.partial"
+        staging.mkdir()
+        shutil.copyfile(checkpoint, staging / CHECKPOINT_NAME)
+        (staging / "meta.json").write_text(json.dumps({**meta, "version": version}, indent=2))
+        _fsync_tree(staging)
+        staging.rename(folder / version)
+        pointer_tmp = folder / f".{POINTER_NAME}.{os.getpid()}.tmp"
+        pointer_tmp.write_text(version + "\n")
+        _fsync_file(pointer_tmp)
+        os.replace(pointer_tmp, folder / POINTER_NAME)
+        log.info("project %s: published model version %s", project_id, version)
+        return version
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        _fsync_file(path)
+
+
+@dataclass
+class _Loaded:
+    pointer_stamp: tuple[int, int, int]
+    version: str
+    predictor: Predictor | None
+
+
+class ModelCache:
+    """The loaded model per project for this process, reloaded when ``current`` changes.
+
+    Each lookup costs one ``stat`` of the pointer file; the file is re-read only when its
+    inode/mtime/size changed, and a model is loaded only when the version named in it changed.
+    """
+
+    def __init__(self, store: ModelStore, loader: PredictorLoader) -> None:
+        self._store = store
+        self._loader = loader
+        self._loaded: dict[int, _Loaded] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, project_id: int) -> tuple[str, Predictor | None]:
+        """``(version, predictor)``; ``(UNTRAINED, None)`` while the project has no published model."""
+        pointer = self._store.project_dir(project_id) / POINTER_NAME
+        stamp = _stamp(pointer)
+        cached = self._loaded.get(project_id)
+        if cached and cached.pointer_stamp == stamp:
+            return cached.version, cached.predictor
+        with self._lock_for(project_id):  # concurrent requests wait for one load instead of loading N times
+            cached = self._loaded.get(project_id)
+            if cached and cached.pointer_stamp == stamp:
+                return cached.version, cached.predictor
+            version = self._store.current_version(project_id)
+            if cached and cached.version == version:
+                predictor = cached.predictor
+            elif version == UNTRAINED:
+                predictor = None
+            else:
+                log.info("project %s: loading model version %s", project_id, version)
+                predictor = self._loader(self._store.checkpoint(project_id, version))
+            self._loaded[project_id] = _Loaded(stamp, version, predictor)
+            return version, predictor
+
+    def _lock_for(self, project_id: int) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(project_id, threading.Lock())
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

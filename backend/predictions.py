@@ -1,0 +1,101 @@
+"""``/predict``: Label Studio tasks in, one prediction per task out, from the project's published model."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from backend.labelstudio import MediaError
+from backend.model_store import ModelCache
+from backend.regions import ProjectTarget, task_regions
+
+log = logging.getLogger(__name__)
+
+INFERENCE_BATCH = 4  # images per forward pass: bounds memory for Label Studio's 100-task batches
+
+
+class ImageSource(Protocol):
+    def fetch_image(self, url: str, task_id: Any = None) -> np.ndarray: ...
+
+
+def project_id_of(payload: dict[str, Any]) -> int:
+    """Label Studio sends ``"project": "<id>.<created-at timestamp>"``; tasks carry ``project`` too."""
+    raw = payload.get("project")
+    if isinstance(raw, dict):
+        raw = raw.get("id")
+    if raw is None:
+        tasks = payload.get("tasks") or [{}]
+        raw = tasks[0].get("project")
+    try:
+        return int(str(raw).split(".")[0])
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot tell the Label Studio project from project={raw!r}") from None
+
+
+@functools.lru_cache(maxsize=32)
+def project_target(label_config: str) -> ProjectTarget:
+    """Parsed once per distinct config: Label Studio sends the full config with every request."""
+    return ProjectTarget.from_label_config(label_config)
+
+
+class PredictionService:
+    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], keypoint_threshold: float) -> None:
+        self._cache = cache
+        self._images = images  # called per request, so a missing Label Studio config fails that request only
+        self._keypoint_threshold = keypoint_threshold
+        # One forward pass at a time per process: concurrent passes on a few CPU cores only thrash.
+        self._inference = threading.Lock()
+
+    def model_version(self, project_id: int) -> str:
+        return self._cache.get(project_id)[0]
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        tasks: list[dict[str, Any]] = payload.get("tasks") or []
+        project_id = project_id_of(payload)
+        version, predictor = self._cache.get(project_id)
+        if predictor is None or not tasks:
+            # Label Studio stores nothing for an empty list, so untrained projects get no empty predictions.
+            return {"results": [], "model_version": version}
+        target = project_target(payload["label_config"])
+        controls = target.schema.controls
+        assert controls is not None
+        images: list[np.ndarray | None] = []
+        errors: list[str | None] = []
+        source: ImageSource = self._images()
+        for task in tasks:
+            try:
+                url = (task.get("data") or {}).get(controls.image_value)
+                images.append(source.fetch_image(url, task.get("id")))
+                errors.append(None)
+            except MediaError as exc:
+                log.warning("%s", exc)
+                images.append(None)
+                errors.append(str(exc))
+        instances = self._run(predictor, [im for im in images if im is not None])
+        results = []
+        for image, error in zip(images, errors):
+            if image is None:
+                results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
+                continue
+            found = instances.pop(0)
+            height, width = image.shape[:2]
+            regions = task_regions(
+                found, predictor.schema, target, width, height, keypoint_threshold=self._keypoint_threshold
+            )
+            scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
+            results.append(
+                {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
+            )
+        return {"results": results, "model_version": version}
+
+    def _run(self, predictor: Any, images: Sequence[np.ndarray]) -> list[list]:
+        out: list[list] = []
+        with self._inference:
+            for start in range(0, len(images), INFERENCE_BATCH):
+                out.extend(predictor.predict(list(images[start : start + INFERENCE_BATCH])))
+        return out
+

@@ -1,0 +1,107 @@
+"""Everything the ML backend server and its training jobs read from the environment, in one place.
+
+The server and the RQ workers are separate processes (possibly on separate machines); both build
+:class:`Settings` from the same environment so that they agree on where models live and how to
+reach Label Studio. Nothing else in ``backend`` reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from jobqueue.connection import data_dir
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the backend cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    label_studio_url: str | None
+    label_studio_api_key: str | None
+    model_dir: Path
+    retrain_every: int = 0  # 0: annotation events never trigger training on their own
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    bearer_token: str | None = None
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 50 * 1024 * 1024
+    media_timeout: float = 30.0
+    score_threshold: float = 0.5
+    keypoint_threshold: float = 0.0
+    train_backbone: str = "mobilenet_v3_large_fpn"
+    train_steps: int = 300
+    train_batch_size: int = 2
+    train_lr: float = 0.01
+    train_min_size: int = 320
+    train_max_size: int = 512
+    train_augment_copies: int = 0  # 0: train on the annotated images only
+    train_device: str = "cpu"
+    train_seed: int = 0
+    train_job_timeout: int = 3 * 3600  # seconds an RQ training job may run
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        url = env.get("LABEL_STUDIO_URL") or None
+        return cls(
+            label_studio_url=url.rstrip("/") if url else None,
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
+            model_dir=Path(env.get("MODEL_DIR") or data_dir() / "models").resolve(),
+            retrain_every=reader.int("RETRAIN_EVERY", 0),
+            basic_auth_user=env.get("BASIC_AUTH_USER") or None,
+            basic_auth_pass=env.get("BASIC_AUTH_PASS") or None,
+            bearer_token=env.get("ML_BACKEND_TOKEN") or None,
+            max_image_pixels=reader.int("MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            max_image_bytes=reader.int("MAX_IMAGE_BYTES", cls.max_image_bytes),
+            media_timeout=reader.float("MEDIA_TIMEOUT", cls.media_timeout),
+            score_threshold=reader.float("SCORE_THRESHOLD", cls.score_threshold),
+            keypoint_threshold=reader.float("KEYPOINT_THRESHOLD", cls.keypoint_threshold),
+            train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,
+            train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
+            train_batch_size=reader.int("TRAIN_BATCH_SIZE", cls.train_batch_size),
+            train_lr=reader.float("TRAIN_LR", cls.train_lr),
+            train_min_size=reader.int("TRAIN_MIN_SIZE", cls.train_min_size),
+            train_max_size=reader.int("TRAIN_MAX_SIZE", cls.train_max_size),
+            train_augment_copies=reader.int("TRAIN_AUGMENT_COPIES", 0),
+            train_device=env.get("TRAIN_DEVICE") or cls.train_device,
+            train_seed=reader.int("TRAIN_SEED", 0),
+            train_job_timeout=reader.int("TRAIN_JOB_TIMEOUT", cls.train_job_timeout),
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user or self.bearer_token)
+
+
+class _Reader:
+    """Typed env lookups whose errors name the variable, so a typo fails at start-up, not mid-request."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def int(self, key: str, default: int) -> int:
+        raw = self._env.get(key)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{key}={raw!r} is not a whole number") from None
+        if value < 0:
+            raise SettingsError(f"{key}={raw!r} must not be negative")
+        return value
+
+    def float(self, key: str, default: float) -> float:
+        raw = self._env.get(key)
+        if not raw:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{key}={raw!r} is not a number") from None

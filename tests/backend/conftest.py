@@ -1,0 +1,45 @@
+"""Protocol-test fixtures: the real app with a stand-in predictor, a real HTTP media server, real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+from backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, MediaServer, animal, make_backend
+
+from backend.settings import Settings
+from combined_coco.schema import Schema
+
+
+@pytest.fixture(scope="session")
+def media_server() -> Iterator[MediaServer]:
+    server = MediaServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def schema() -> Schema:
+    return Schema.from_label_config(GENERIC)
+
+
+@pytest.fixture
+def backend_redis_url(redis_url: str) -> str:
+    """Database 7 of the session Redis: jobs queued here are never picked up by other tests' workers."""
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}db=7"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, media_server: MediaServer) -> Settings:
+    return Settings(label_studio_url=media_server.url, label_studio_api_key=TOKEN, model_dir=tmp_path / "models")
+
+
+@pytest.fixture
+def backend(settings: Settings, schema: Schema, backend_redis_url: str) -> Backend:
+    return make_backend(settings, FakePredictor(schema, [animal(schema)]), backend_redis_url)
+
+
