@@ -1,0 +1,243 @@
+"""Regions -> objects: which shapes form one instance, and which instance each keypoint belongs to.
+
+The rules are the contract in docs/FORMAT.md ("Keypoint-to-instance rules"):
+
+- Shapes of the same label linked by ``parentID`` or a relation are one instance (several polygons of
+  one object); a rectangle whose box matches a polygon of the same label (IoU >= 0.85) is that
+  polygon's box, not a second object.
+- A keypoint goes to its ``parentID`` region's instance, else a related region's instance, else the
+  smallest instance of an applicable category containing it, else the nearest one within a tolerance,
+  else it is reported. It is never dropped silently nor copied onto several objects.
+
+Point tests are plain Python (ray casting, segment distance): they run once per unnested keypoint
+against a handful of polygons, where building shapely objects would cost more than the test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from combined_coco.brush_rle import coco_rle_area_bbox, merge_coco_rles
+from combined_coco.geometry import FlatPolygon, polygons_area, polygons_bbox
+from combined_coco.issues import Issue
+from combined_coco.ls_regions import KeypointRegion, ShapeRegion, TaskRegions
+from combined_coco.schema import Schema
+
+RECTANGLE_MATCH_IOU = 0.85
+
+
+@dataclass
+class Instance:
+    """One object: its regions, COCO geometry and the keypoints assigned to it (by name)."""
+
+    label: str
+    regions: list[ShapeRegion]
+    polygons: list[FlatPolygon]  # empty for brush instances
+    rle: dict | None
+    bbox: list[float]
+    area: float
+    keypoints: dict[str, KeypointRegion] = field(default_factory=dict)
+    _mask: object = field(default=None, repr=False)  # decoded brush mask, only once a point test needs it
+
+    @property
+    def region_ids(self) -> list[str]:
+        return [r.id for r in self.regions] + [k.id for k in self.keypoints.values()]
+
+
+def group_instances(regions: TaskRegions) -> tuple[list[Instance], dict[str, Instance]]:
+    """Instances in drawing order, and region id -> instance for every shape region."""
+    shapes = {s.id: s for s in regions.shapes}
+    parent = {sid: sid for sid in shapes}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def link(a: str | None, b: str | None) -> None:
+        if a in shapes and b in shapes and a != b:
+            sa, sb = shapes[a], shapes[b]  # type: ignore[index]
+            if sa.label == sb.label and (sa.kind == "brush") == (sb.kind == "brush"):
+                parent[find(a)] = find(b)  # type: ignore[arg-type]
+
+    for s in regions.shapes:
+        link(s.id, s.parent_id)
+    for a, b in regions.relations:
+        link(a, b)
+
+    groups: dict[str, list[ShapeRegion]] = {}
+    for s in regions.shapes:
+        groups.setdefault(find(s.id), []).append(s)
+    _merge_matching_rectangles(list(groups.values()))
+
+    instances: list[Instance] = []
+    by_region: dict[str, Instance] = {}
+    for members in groups.values():
+        if not members:
+            continue
+        inst = _instance(members)
+        instances.append(inst)
+        for s in members:
+            by_region[s.id] = inst
+    return instances, by_region
+
+
+def _merge_matching_rectangles(all_groups: list[list[ShapeRegion]]) -> None:
+    """A rectangle-only group joins the best-matching polygon group of its label that has no box yet."""
+    polygon_groups = [g for g in all_groups if any(s.kind == "polygon" for s in g)]
+    boxed = {id(g) for g in polygon_groups if any(s.kind == "rectangle" for s in g)}
+    for g in all_groups:
+        if not all(s.kind == "rectangle" for s in g) or len(g) != 1:
+            continue
+        rect = g[0]
+        box = polygons_bbox(rect.polygons)
+        best, best_iou = None, RECTANGLE_MATCH_IOU
+        for pg in polygon_groups:
+            if id(pg) in boxed or pg[0].label != rect.label:
+                continue
+            iou = _iou(box, polygons_bbox([p for s in pg if s.kind == "polygon" for p in s.polygons]))
+            if iou >= best_iou:
+                best, best_iou = pg, iou
+        if best is not None:
+            boxed.add(id(best))
+            best.append(rect)
+            g.clear()
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _instance(members: list[ShapeRegion]) -> Instance:
+    label = members[0].label
+    if members[0].kind == "brush":
+        rle = members[0].rle if len(members) == 1 else merge_coco_rles([s.rle for s in members])  # type: ignore[misc]
+        area, bbox = coco_rle_area_bbox(rle)  # type: ignore[arg-type]
+        return Instance(label, members, [], rle, bbox, area)
+    # Polygons define the object; a rectangle only stands in when nothing else was drawn.
+    outline = [s for s in members if s.kind == "polygon"] or members
+    polygons = [p for s in outline for p in s.polygons]
+    single = outline[0].area if len(outline) == 1 and len(polygons) == 1 else None
+    area = single if single is not None else polygons_area(polygons)
+    return Instance(label, members, polygons, None, polygons_bbox(polygons), area)
+
+
+def assign_keypoints(
+    task_id: int | None,
+    regions: TaskRegions,
+    instances: list[Instance],
+    by_region: dict[str, Instance],
+    schema: Schema,
+    tolerance: float,
+    issues: list[Issue],
+) -> None:
+    """Attach every keypoint to one instance (see module docstring) or report it."""
+    applies = {c.name: set(c.keypoints) for c in schema.categories}
+    keypoint_ids = {k.id for k in regions.keypoints}
+    related: dict[str, list[str]] = {}
+    for a, b in regions.relations:
+        related.setdefault(a, []).append(b)
+        related.setdefault(b, []).append(a)
+    assert regions.width is not None and regions.height is not None
+    max_distance = tolerance * math.hypot(regions.width, regions.height)
+
+    for kp in regions.keypoints:
+        target = by_region.get(kp.parent_id) if kp.parent_id else None
+        if kp.parent_id and target is None:
+            what = "another keypoint" if kp.parent_id in keypoint_ids else "not a region of this annotation"
+            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} is nested under {kp.parent_id!r}, which is "
+                                f"{what}; placed by position instead"))
+        if target is None:
+            target = next((by_region[o] for o in related.get(kp.id, ()) if o in by_region), None)
+        if target is not None:
+            if kp.label not in applies[target.label]:
+                issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} does not apply to category "
+                                    f"{target.label!r} (see its category= in the labeling config); skipped", "error"))
+                continue
+        else:
+            target = _by_position(kp, [i for i in instances if kp.label in applies[i.label]], max_distance)
+            if target is None:
+                issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
+                                    "or near an object it applies to; nest it under its polygon in Label Studio; "
+                                    "skipped", "error"))
+                continue
+        first = target.keypoints.get(kp.label)
+        if first is not None:
+            issues.append(Issue(task_id, kp.id, f"object {target.regions[0].id} already has keypoint {kp.label!r} "
+                                f"(region {first.id}); this second one is skipped", "error"))
+            continue
+        target.keypoints[kp.label] = kp
+
+
+def _by_position(kp: KeypointRegion, candidates: list[Instance], max_distance: float) -> Instance | None:
+    """The smallest candidate containing the point, else the nearest within ``max_distance``."""
+    inside = [i for i in candidates if _contains(i, kp.x, kp.y)]
+    if inside:
+        return min(inside, key=lambda i: i.area)
+    best, best_d = None, max_distance
+    for inst in candidates:
+        d = _distance(inst, kp.x, kp.y)
+        if d <= best_d:
+            best, best_d = inst, d
+    return best
+
+
+def _contains(inst: Instance, x: float, y: float) -> bool:
+    bx, by, bw, bh = inst.bbox
+    if not (bx <= x <= bx + bw and by <= y <= by + bh):
+        return False
+    if inst.rle is not None:
+        return _mask_at(inst, x, y)
+    return any(point_in_polygon(x, y, p) for p in inst.polygons)
+
+
+def _mask_at(inst: Instance, x: float, y: float) -> bool:
+    from pycocotools import mask as mask_utils
+
+    if inst._mask is None:
+        rle = inst.rle
+        assert rle is not None
+        inst._mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+    h, w = inst.rle["size"]  # type: ignore[index]
+    return bool(inst._mask[min(int(y), h - 1), min(int(x), w - 1)])  # type: ignore[index]
+
+
+def _distance(inst: Instance, x: float, y: float) -> float:
+    if inst.rle is not None:  # brushes: distance to the mask's box is close enough for a tolerance test
+        bx, by, bw, bh = inst.bbox
+        return math.hypot(max(bx - x, 0.0, x - bx - bw), max(by - y, 0.0, y - by - bh))
+    return min(polygon_distance(x, y, p) for p in inst.polygons)
+
+
+def point_in_polygon(x: float, y: float, flat: FlatPolygon) -> bool:
+    """Even-odd ray casting; points exactly on an edge may fall either way (the distance rule catches them)."""
+    inside = False
+    n = len(flat) // 2
+    x1, y1 = flat[-2], flat[-1]
+    for i in range(n):
+        x2, y2 = flat[2 * i], flat[2 * i + 1]
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+        x1, y1 = x2, y2
+    return inside
+
+
+def polygon_distance(x: float, y: float, flat: FlatPolygon) -> float:
+    """Distance from a point to the polygon's outline."""
+    best = math.inf
+    x1, y1 = flat[-2], flat[-1]
+    for i in range(len(flat) // 2):
+        x2, y2 = flat[2 * i], flat[2 * i + 1]
+        dx, dy = x2 - x1, y2 - y1
+        seg = dx * dx + dy * dy
+        t = 0.0 if seg == 0 else max(0.0, min(1.0, ((x - x1) * dx + (y - y1) * dy) / seg))
+        best = min(best, math.hypot(x - x1 - t * dx, y - y1 - t * dy))
+        x1, y1 = x2, y2
+    return best

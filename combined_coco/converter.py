@@ -1,0 +1,313 @@
+"""Label Studio JSON export -> combined COCO (docs/FORMAT.md): one annotation per object with its
+polygon(s) or mask, box, area and its own keypoints.
+
+Pipeline per task: pick the annotation (:func:`latest_annotation`) -> typed regions
+(:mod:`combined_coco.ls_regions`) -> instances and keypoint placement (:mod:`combined_coco.association`)
+-> COCO dicts. Problems with the user's data never raise: they become :class:`Issue` s naming the task
+and region, and the rest of the export is still converted. Only input that cannot be read at all
+raises :class:`ConversionError`.
+
+Which annotation: the latest non-cancelled one per task (by ``created_at``, then list order), as
+Label Studio's own exporters do; predictions are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import unquote, urlparse
+
+from tqdm import tqdm
+
+from combined_coco.association import Instance, assign_keypoints, group_instances
+from combined_coco.issues import ConversionError, Issue
+from combined_coco.ls_regions import parse_results
+from combined_coco.schema import KeypointLayout, Schema, SchemaError
+
+__all__ = [
+    "ConversionError",
+    "ConversionResult",
+    "Issue",
+    "convert_export_file",
+    "convert_tasks",
+    "latest_annotation",
+]
+
+# Label Studio prefixes uploaded files with 8 hex chars and a dash: /data/upload/3/1a2b3c4d-quokka.jpg
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?=.)")
+_MIN_ROLES = ("polygon", "rectangle", "brush", "keypoint")
+
+
+@dataclass
+class ConversionResult:
+    coco: dict
+    issues: list[Issue]
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+
+def latest_annotation(task: dict) -> dict | None:
+    """The latest annotation that was neither cancelled nor skipped, or None."""
+    candidates = [
+        (str(a.get("created_at") or ""), i, a)
+        for i, a in enumerate(task.get("annotations") or [])
+        if isinstance(a, dict) and not (a.get("was_cancelled") or a.get("skipped"))
+    ]
+    return max(candidates, key=lambda c: c[:2])[2] if candidates else None
+
+
+def convert_tasks(
+    tasks: Iterable[dict],
+    schema: Schema,
+    *,
+    layout: KeypointLayout = "global",
+    progress: bool = False,
+    nearest_tolerance: float = 0.02,
+) -> ConversionResult:
+    """Convert Label Studio tasks (full JSON export items, or JSON_MIN records) to combined COCO.
+
+    ``nearest_tolerance`` is the keypoint-to-polygon distance accepted by the nearest rule, as a
+    fraction of the image diagonal.
+    """
+    if layout not in ("global", "per_category"):
+        raise ValueError(f"layout must be 'global' or 'per_category', got {layout!r}")
+    issues: list[Issue] = []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    seen: set = set()
+    json_min_reported = False
+    total = len(tasks) if hasattr(tasks, "__len__") else None  # type: ignore[arg-type]
+    for position, task in enumerate(tqdm(tasks, total=total, disable=not progress, unit="task", desc="converting")):
+        if not isinstance(task, dict):
+            issues.append(Issue(None, None, f"item #{position} of the export is not a task object; skipped", "error"))
+            continue
+        task_id = task.get("id")
+        json_min = "annotations" not in task and "data" not in task
+        if json_min and not json_min_reported:
+            json_min_reported = True
+            issues.append(Issue(None, None, "this is a JSON_MIN export: relations and occlusion choices are not in it, "
+                                "so keypoints without parentID are placed by position only; export as JSON to keep them"))
+        if task_id in seen:
+            issues.append(Issue(task_id, None, "duplicate task id (a JSON_MIN export lists one row per annotation; "
+                                "the first, latest, is used); skipped" if json_min else "duplicate task id; skipped",
+                                "warning" if json_min else "error"))
+            continue
+        if task_id is not None:
+            seen.add(task_id)
+        _convert_task(task, task_id, json_min, schema, layout, nearest_tolerance, images, annotations, issues)
+    _name_images(images)
+    coco = {
+        "info": {
+            "description": "combined COCO exported from Label Studio",
+            "keypoint_layout": layout,
+            "source": "label-studio",
+            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "images": images,
+        "categories": schema.to_coco_categories(layout),
+        "annotations": annotations,
+    }
+    return ConversionResult(coco, issues)
+
+
+def _convert_task(
+    task: dict,
+    task_id,
+    json_min: bool,
+    schema: Schema,
+    layout: KeypointLayout,
+    tolerance: float,
+    images: list[dict],
+    annotations: list[dict],
+    issues: list[Issue],
+) -> None:
+    image_key = schema.controls.image_value if schema.controls else "image"
+    data = task if json_min else task.get("data")
+    url = data.get(image_key) if isinstance(data, dict) else None
+    if not isinstance(url, str) or not url:
+        issues.append(Issue(task_id, None, f"task data has no {image_key!r} image (the labeling config reads "
+                            f"${image_key}); skipped", "error"))
+        return
+    if json_min:
+        results = _json_min_results(task, schema)
+    else:
+        annotation = latest_annotation(task)
+        results = annotation.get("result") if annotation else []
+        if not isinstance(results, list):
+            issues.append(Issue(task_id, None, f"annotation {annotation.get('id')} has no result list; skipped", "error"))  # type: ignore[union-attr]
+            return
+    regions = parse_results(task_id, results, schema, issues)
+    has_regions = bool(regions.shapes or regions.keypoints)
+    if regions.width is None:
+        size = _any_size(task)
+        if size is None:
+            if any(str(r.get("type", "")).lower().endswith("labels") for r in results if isinstance(r, dict)):
+                issues.append(Issue(task_id, None, "its regions have no original_width/original_height, so "
+                                    "coordinates cannot be converted; re-export from Label Studio; skipped", "error"))
+            else:
+                issues.append(Issue(task_id, None, "no labeled regions and no known image size; skipped"))
+            return
+        regions.width, regions.height = size
+    image_id = len(images) + 1
+    images.append({"id": image_id, "file_name": _basename(url), "width": regions.width,
+                   "height": regions.height, "ls_task_id": task_id, "ls_image": url})
+    if not has_regions:
+        return
+    instances, by_region = group_instances(regions)
+    assign_keypoints(task_id, regions, instances, by_region, schema, tolerance, issues)
+    for inst in instances:
+        annotations.append(_annotation(inst, len(annotations) + 1, image_id, schema, layout))
+
+
+def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
+    category = schema.category(inst.label)
+    names = schema.keypoint_names if layout == "global" else category.keypoints
+    keypoints: list[float] = []
+    labeled = 0
+    for name in names:
+        kp = inst.keypoints.get(name)
+        if kp is None:
+            keypoints += [0, 0, 0]
+        else:
+            keypoints += [kp.x, kp.y, kp.visibility]
+            labeled += 1
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category.id,
+        "iscrowd": 0,
+        "segmentation": inst.rle if inst.rle is not None else inst.polygons,
+        "bbox": inst.bbox,
+        "area": inst.area,
+        "keypoints": keypoints,
+        "num_keypoints": labeled,
+        "ls_region_ids": inst.region_ids,
+    }
+
+
+def _json_min_results(record: dict, schema: Schema) -> list[dict]:
+    """Rebuild Label Studio results from a JSON_MIN row (``{control name: [value, ...]}``)."""
+    results = []
+    controls = schema.controls.__dict__ if schema.controls else {}
+    for role in _MIN_ROLES:
+        name = controls.get(role)
+        values = record.get(name) if name else None
+        if isinstance(values, dict):
+            values = [values]
+        for index, v in enumerate(values if isinstance(values, list) else []):
+            if not isinstance(v, dict):
+                continue
+            results.append({
+                "id": v.get("id") or f"{name}#{index}",
+                "type": f"{role}labels",
+                "from_name": name,
+                "original_width": v.get("original_width"),
+                "original_height": v.get("original_height"),
+                "parentID": v.get("parentID"),
+                "value": v,
+            })
+    return results
+
+
+def _any_size(task: dict) -> tuple[int, int] | None:
+    """An image size from any annotation or prediction of the task, for images without regions."""
+    for source in ("annotations", "predictions"):
+        for item in task.get(source) or []:
+            for r in (item.get("result") or []) if isinstance(item, dict) else []:
+                w, h = (r.get("original_width"), r.get("original_height")) if isinstance(r, dict) else (None, None)
+                if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
+                    return int(round(w)), int(round(h))
+    return None
+
+
+def _basename(url: str) -> str:
+    path = urlparse(url).path if "://" in url or url.startswith("/") else url
+    # Label Studio local-files URLs carry the path in the query: /data/local-files/?d=dir/img.jpg
+    if not path.rstrip("/") or path.rstrip("/").endswith("local-files"):
+        query = urlparse(url).query
+        path = next((v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "d"), path)
+    return unquote(path.rstrip("/").rsplit("/", 1)[-1]) or url
+
+
+def _name_images(images: list[dict]) -> None:
+    """Strip Label Studio's upload prefix unless two different files would then share a name."""
+    stripped = [_UPLOAD_PREFIX.sub("", im["file_name"]) for im in images]
+    sources: dict[str, set[str]] = {}
+    for im, short in zip(images, stripped):
+        sources.setdefault(short, set()).add(im["file_name"])
+    for im, short in zip(images, stripped):
+        if len(sources[short]) == 1:
+            im["file_name"] = short
+
+
+def convert_export_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    label_config: str,
+    *,
+    layout: KeypointLayout = "global",
+    progress: bool = False,
+    nearest_tolerance: float = 0.02,
+) -> ConversionResult:
+    """Read a Label Studio JSON (or JSON_MIN) export file and write combined COCO atomically.
+
+    Raises :class:`ConversionError` when the input cannot be used at all; per-task problems are in
+    the returned issues and the output is still written.
+    """
+    try:
+        schema = Schema.from_label_config(label_config)
+    except SchemaError as exc:
+        raise ConversionError(f"labeling config: {exc}") from None
+    tasks = read_export(input_path)
+    result = convert_tasks(tasks, schema, layout=layout, progress=progress, nearest_tolerance=nearest_tolerance)
+    if tasks and not result.coco["images"] and result.errors:
+        shown = "\n".join(str(i) for i in result.errors[:5])
+        raise ConversionError(f"no task of {input_path} could be converted; first problems:\n{shown}")
+    write_json_atomic(result.coco, output_path)
+    return result
+
+
+def read_export(input_path: str | os.PathLike) -> list:
+    """The task list of a Label Studio export file, or ConversionError saying what is wrong with it."""
+    path = Path(input_path)
+    try:
+        with path.open("rb") as f:
+            tasks = json.load(f)
+    except OSError as exc:
+        raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConversionError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
+                              f"(character {exc.pos})") from None
+    except UnicodeDecodeError as exc:
+        raise ConversionError(f"{path} is not UTF-8 text (byte {exc.start}); export it again from Label Studio") from None
+    if isinstance(tasks, dict):
+        hint = ("it looks like a COCO file already" if "images" in tasks
+                else "it looks like a single task; wrap it in [ ]" if "data" in tasks else f"keys: {list(tasks)[:5]}")
+        raise ConversionError(f"{path} holds a JSON object, but a Label Studio export is a list of tasks ({hint})")
+    if not isinstance(tasks, list):
+        raise ConversionError(f"{path} holds a JSON {type(tasks).__name__}, but a Label Studio export is a list of tasks")
+    if tasks and not any(isinstance(t, dict) for t in tasks):
+        raise ConversionError(f"{path} is a list without task objects; is it a Label Studio JSON export?")
+    return tasks
+
+
+def write_json_atomic(data: dict, output_path: str | os.PathLike) -> None:
+    """Write to a temporary file next to the target and rename it, so readers never see half a file."""
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, ensure_ascii=False))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
