@@ -1,0 +1,13 @@
+"""Label Studio's own settings plus this plugin: ``DJANGO_SETTINGS_MODULE=export_plugin.settings``.
+
+``label-studio start`` only sets ``DJANGO_SETTINGS_MODULE`` when it is unset (``os.environ.setdefault``
+in ``label_studio/server.py``), so exporting this variable is all it takes; every Label Studio setting
+and environment variable keeps working.
+"""
+
+# Label Studio's settings modules are imported by their short names (``core.settings``): server.py puts
+# the label_studio package directory on sys.path. base first, as label_studio.py expects it loaded.
+from core.settings.base import *  # noqa: F401,F403
+from core.settings.label_studio import *  # noqa: F401,F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "export_plugin"]  # noqa: F405
