@@ -138,7 +138,11 @@ def assign_keypoints(
     tolerance: float,
     issues: list[Issue],
 ) -> None:
-    """Attach every keypoint to one instance (see module docstring) or report it."""
+    """Attach every keypoint to one instance (see module docstring) or report it.
+
+    When two keypoints of one name land on one instance the first wins, nested/related ones before
+    those placed by position, then in drawing order.
+    """
     applies = {c.name: set(c.keypoints) for c in schema.categories}
     keypoint_ids = {k.id for k in regions.keypoints}
     related: dict[str, list[str]] = {}
@@ -148,6 +152,8 @@ def assign_keypoints(
     assert regions.width is not None and regions.height is not None
     max_distance = tolerance * math.hypot(regions.width, regions.height)
 
+    placed: list[tuple[KeypointRegion, Instance]] = []
+    by_position: list[KeypointRegion] = []
     for kp in regions.keypoints:
         target = by_region.get(kp.parent_id) if kp.parent_id else None
         if kp.parent_id and target is None:
@@ -156,24 +162,29 @@ def assign_keypoints(
                                 f"{what}; placed by position instead"))
         if target is None:
             target = next((by_region[o] for o in related.get(kp.id, ()) if o in by_region), None)
-        if target is not None:
-            if kp.label not in applies[target.label]:
-                issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} does not apply to category "
-                                    f"{target.label!r} (see its category= in the labeling config); skipped", "error"))
-                continue
+        if target is None:
+            by_position.append(kp)
+        elif kp.label not in applies[target.label]:
+            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} does not apply to category "
+                                f"{target.label!r} (see its category= in the labeling config); skipped", "error"))
         else:
-            target = _by_position(kp, [i for i in instances if kp.label in applies[i.label]], max_distance)
-            if target is None:
-                issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
-                                    "or near an object it applies to; nest it under its polygon in Label Studio; "
-                                    "skipped", "error"))
-                continue
+            placed.append((kp, target))
+    # Explicit links first, so a stray unnested point cannot take the slot of a nested one.
+    for kp in by_position:
+        target = _by_position(kp, [i for i in instances if kp.label in applies[i.label]], max_distance)
+        if target is None:
+            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
+                                "or near an object it applies to; nest it under its polygon in Label Studio; "
+                                "skipped", "error"))
+        else:
+            placed.append((kp, target))
+    for kp, target in placed:
         first = target.keypoints.get(kp.label)
         if first is not None:
             issues.append(Issue(task_id, kp.id, f"object {target.regions[0].id} already has keypoint {kp.label!r} "
                                 f"(region {first.id}); this second one is skipped", "error"))
-            continue
-        target.keypoints[kp.label] = kp
+        else:
+            target.keypoints[kp.label] = kp
 
 
 def _by_position(kp: KeypointRegion, candidates: list[Instance], max_distance: float) -> Instance | None:

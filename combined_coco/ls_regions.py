@@ -33,6 +33,9 @@ _KEYPOINT_TYPE = "keypointlabels"
 # Region types this converter does not read; anything else (choices, textarea, ...) is task-level data.
 _UNSUPPORTED_GEOMETRY = {"ellipselabels", "ellipse", "polygon", "rectangle", "keypoint", "brush", "labels"}
 _OCCLUDED = "occluded"
+# Pixel coordinates are rounded to 1/1000 px: percent -> pixel leaves float noise (9.999999999999998)
+# that only bloats the file; a thousandth of a pixel is far below labeling precision.
+_DECIMALS = 3
 
 
 @dataclass
@@ -187,8 +190,8 @@ def _label(task_id: int | None, rid: str, rtype: str, value: dict, schema: Schem
 def _keypoint(
     task_id: int | None, rid: str, label: str, value: dict, parent_id: str | None, w: int, h: int, issues: list[Issue]
 ) -> KeypointRegion:
-    x = float(value["x"]) / 100.0 * w
-    y = float(value["y"]) / 100.0 * h
+    x = round(float(value["x"]) / 100.0 * w, _DECIMALS)
+    y = round(float(value["y"]) / 100.0 * h, _DECIMALS)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError("non-finite coordinates")
     if not (0.0 <= x <= w and 0.0 <= y <= h):
@@ -201,8 +204,8 @@ def _keypoint(
 def _polygon(value: dict, w: int, h: int) -> FlatPolygon:
     flat: FlatPolygon = []
     for p in value["points"]:
-        flat.append(float(p[0]) / 100.0 * w)
-        flat.append(float(p[1]) / 100.0 * h)
+        flat.append(round(float(p[0]) / 100.0 * w, _DECIMALS))
+        flat.append(round(float(p[1]) / 100.0 * h, _DECIMALS))
     if not all(math.isfinite(v) for v in flat):
         raise ValueError("non-finite coordinates")
     return flat
@@ -213,11 +216,9 @@ def _rectangle(value: dict, w: int, h: int) -> FlatPolygon:
     x0, y0 = float(value["x"]) / 100.0 * w, float(value["y"]) / 100.0 * h
     rw, rh = float(value["width"]) / 100.0 * w, float(value["height"]) / 100.0 * h
     angle = math.radians(float(value.get("rotation") or 0.0))
-    if angle == 0.0:
-        return [x0, y0, x0 + rw, y0, x0 + rw, y0 + rh, x0, y0 + rh]
     c, s = math.cos(angle), math.sin(angle)
     corners = [(0.0, 0.0), (rw, 0.0), (rw, rh), (0.0, rh)]
-    return [v for dx, dy in corners for v in (x0 + dx * c - dy * s, y0 + dx * s + dy * c)]
+    return [round(v, _DECIMALS) for dx, dy in corners for v in (x0 + dx * c - dy * s, y0 + dx * s + dy * c)]
 
 
 def _shoelace(flat: FlatPolygon) -> float:

@@ -1,0 +1,190 @@
+"""Check that a dict is a usable combined COCO file (docs/FORMAT.md) before anything trains on it.
+
+Every later stage (augmentation, training, evaluation) trusts this contract; a file that breaks it
+fails there with an index error far from the cause. Each problem names the image or annotation id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from numbers import Real
+
+_BBOX_SLACK = 1e-3  # pixels; float rounding of clipped coordinates
+
+
+def validate_coco(coco: dict) -> list[str]:
+    """Problems found, each naming the image/annotation/category id; an empty list means valid.
+
+    Also loads the file in pycocotools and turns every annotation into a mask there.
+    """
+    if not isinstance(coco, dict):
+        return [f"top level must be an object, got {type(coco).__name__}"]
+    problems: list[str] = []
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(coco.get(key), list):
+            problems.append(f"'{key}' must be a list")
+    if problems:
+        return problems
+
+    images = _check_images(coco["images"], problems)
+    categories = _check_categories(coco["categories"], problems)
+    _check_annotations(coco["annotations"], images, categories, problems)
+    if not problems:
+        problems += _pycocotools_problems(coco)
+    return problems
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _check_images(images: list, problems: list[str]) -> dict[int, tuple[float, float]]:
+    sizes: dict[int, tuple[float, float]] = {}
+    for n, im in enumerate(images):
+        iid = im.get("id") if isinstance(im, dict) else None
+        if not _is_id(iid):
+            problems.append(f"images[{n}]: id must be an int >= 1, got {iid!r}")
+            continue
+        if iid in sizes:
+            problems.append(f"image {iid}: duplicate image id")
+            continue
+        w, h = im.get("width"), im.get("height")
+        if not (_is_num(w) and _is_num(h) and w > 0 and h > 0):
+            problems.append(f"image {iid}: width/height must be positive numbers, got {w!r}x{h!r}")
+            continue
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            problems.append(f"image {iid}: missing file_name")
+        sizes[iid] = (float(w), float(h))
+    return sizes
+
+
+def _check_categories(categories: list, problems: list[str]) -> dict[int, int]:
+    """Category id -> number of keypoints it lists."""
+    out: dict[int, int] = {}
+    for n, cat in enumerate(categories):
+        cid = cat.get("id") if isinstance(cat, dict) else None
+        if cid != n + 1:
+            problems.append(f"categories[{n}]: ids must be 1..N in order, got {cid!r}")
+            continue
+        names = cat.get("keypoints", [])
+        if not isinstance(names, list) or not all(isinstance(k, str) for k in names):
+            problems.append(f"category {cid}: keypoints must be a list of names")
+            continue
+        for edge in cat.get("skeleton") or []:
+            if not (isinstance(edge, list) and len(edge) == 2 and all(_is_id(v) and v <= len(names) for v in edge)):
+                problems.append(f"category {cid}: skeleton edge {edge!r} is not a 1-based pair into its keypoints")
+        out[cid] = len(names)
+    return out
+
+
+def _check_annotations(annotations: list, images: dict, categories: dict, problems: list[str]) -> None:
+    seen: set[int] = set()
+    for n, ann in enumerate(annotations):
+        aid = ann.get("id") if isinstance(ann, dict) else None
+        if not _is_id(aid):
+            problems.append(f"annotations[{n}]: id must be an int >= 1, got {aid!r}")
+            continue
+        if aid in seen:
+            problems.append(f"annotation {aid}: duplicate annotation id")
+            continue
+        seen.add(aid)
+        where = f"annotation {aid} (image {ann.get('image_id')!r})"
+        size = images.get(ann.get("image_id"))
+        if size is None:
+            problems.append(f"{where}: image_id is not an image of this file")
+            continue
+        if ann.get("category_id") not in categories:
+            problems.append(f"{where}: category_id {ann.get('category_id')!r} is not a category of this file")
+            continue
+        if ann.get("iscrowd", 0) not in (0, 1):
+            problems.append(f"{where}: iscrowd must be 0 or 1")
+        points = _check_segmentation(ann.get("segmentation"), size, where, problems)
+        _check_box(ann, points, size, where, problems)
+        _check_keypoints(ann, categories[ann["category_id"]], where, problems)
+
+
+def _check_segmentation(seg, size: tuple[float, float], where: str, problems: list[str]) -> list[float]:
+    """Flat polygon coordinates (for the box check); [] for RLE."""
+    if isinstance(seg, dict):
+        if seg.get("size") != [int(size[1]), int(size[0])]:
+            problems.append(f"{where}: RLE size {seg.get('size')!r} is not [height, width] of its image")
+        if not isinstance(seg.get("counts"), (str, list)) or not seg.get("counts"):
+            problems.append(f"{where}: RLE counts missing")
+        return []
+    if not isinstance(seg, list) or not seg:
+        problems.append(f"{where}: segmentation must be a non-empty list of polygons or an RLE object")
+        return []
+    flat: list[float] = []
+    for k, poly in enumerate(seg):
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_num(v) for v in poly):
+            problems.append(f"{where}: polygon {k} must be a flat list of >= 3 x,y number pairs")
+            continue
+        flat += poly
+    return flat
+
+
+def _check_box(ann: dict, points: list[float], size: tuple[float, float], where: str, problems: list[str]) -> None:
+    bbox, area = ann.get("bbox"), ann.get("area")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
+        problems.append(f"{where}: bbox must be [x, y, w, h] numbers, got {bbox!r}")
+        return
+    x, y, w, h = bbox
+    if w < 0 or h < 0:
+        problems.append(f"{where}: bbox has negative size {bbox}")
+    if x < -_BBOX_SLACK or y < -_BBOX_SLACK or x + w > size[0] + _BBOX_SLACK or y + h > size[1] + _BBOX_SLACK:
+        problems.append(f"{where}: bbox {bbox} leaves the {size[0]:g}x{size[1]:g} image")
+    if points:
+        xs, ys = points[0::2], points[1::2]
+        if min(xs) < x - _BBOX_SLACK or max(xs) > x + w + _BBOX_SLACK or min(ys) < y - _BBOX_SLACK \
+                or max(ys) > y + h + _BBOX_SLACK:
+            problems.append(f"{where}: bbox {bbox} does not contain all polygon points")
+    if not _is_num(area) or area < 0:
+        problems.append(f"{where}: area must be a number >= 0, got {area!r}")
+    elif area > w * h * (1 + 1e-6) + _BBOX_SLACK:
+        problems.append(f"{where}: area {area} exceeds its bbox area {w * h}")
+
+
+def _check_keypoints(ann: dict, expected: int, where: str, problems: list[str]) -> None:
+    kps = ann.get("keypoints")
+    if kps is None and expected == 0:
+        return
+    if not isinstance(kps, list) or len(kps) != 3 * expected or not all(_is_num(v) for v in kps):
+        got = len(kps) if isinstance(kps, list) else kps
+        problems.append(f"{where}: keypoints must be {3 * expected} numbers (3 per category keypoint), got {got!r}")
+        return
+    labeled = 0
+    for i in range(0, len(kps), 3):
+        x, y, v = kps[i : i + 3]
+        if v not in (0, 1, 2):
+            problems.append(f"{where}: keypoint {i // 3} has visibility {v!r} (must be 0, 1 or 2)")
+        elif v == 0 and (x or y):
+            problems.append(f"{where}: keypoint {i // 3} is unlabeled (v=0) but has coordinates")
+        labeled += v > 0
+    if ann.get("num_keypoints") != labeled:
+        problems.append(f"{where}: num_keypoints is {ann.get('num_keypoints')!r} but {labeled} keypoints are labeled")
+
+
+def _pycocotools_problems(coco: dict) -> list[str]:
+    from pycocotools.coco import COCO
+
+    api = COCO()
+    api.dataset = coco
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress lines
+            api.createIndex()
+    except Exception as exc:  # pycocotools raises bare KeyError/TypeError on malformed input
+        return [f"pycocotools cannot index the file: {type(exc).__name__}: {exc}"]
+    problems = []
+    for ann in coco["annotations"]:
+        try:
+            api.annToRLE(ann)
+        except Exception as exc:
+            problems.append(f"annotation {ann['id']} (image {ann['image_id']}): pycocotools cannot make its mask: "
+                            f"{type(exc).__name__}: {exc}")
+    return problems
