@@ -10,6 +10,7 @@ import contextlib
 import io
 import math
 from numbers import Real
+from typing import Iterator
 
 _BBOX_SLACK = 1e-3  # pixels; float rounding of clipped coordinates
 
@@ -44,16 +45,23 @@ def _is_id(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+def _with_unique_ids(items: list, kind: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
+    """The items whose ``id`` is a new int >= 1; the others are reported."""
+    seen: set[int] = set()
+    for n, item in enumerate(items):
+        iid = item.get("id") if isinstance(item, dict) else None
+        if not _is_id(iid):
+            problems.append(f"{kind}s[{n}]: id must be an int >= 1, got {iid!r}")
+        elif iid in seen:
+            problems.append(f"{kind} {iid}: duplicate {kind} id")
+        else:
+            seen.add(iid)
+            yield iid, item
+
+
 def _check_images(images: list, problems: list[str]) -> dict[int, tuple[float, float]]:
     sizes: dict[int, tuple[float, float]] = {}
-    for n, im in enumerate(images):
-        iid = im.get("id") if isinstance(im, dict) else None
-        if not _is_id(iid):
-            problems.append(f"images[{n}]: id must be an int >= 1, got {iid!r}")
-            continue
-        if iid in sizes:
-            problems.append(f"image {iid}: duplicate image id")
-            continue
+    for iid, im in _with_unique_ids(images, "image", problems):
         w, h = im.get("width"), im.get("height")
         if not (_is_num(w) and _is_num(h) and w > 0 and h > 0):
             problems.append(f"image {iid}: width/height must be positive numbers, got {w!r}x{h!r}")
@@ -84,16 +92,7 @@ def _check_categories(categories: list, problems: list[str]) -> dict[int, int]:
 
 
 def _check_annotations(annotations: list, images: dict, categories: dict, problems: list[str]) -> None:
-    seen: set[int] = set()
-    for n, ann in enumerate(annotations):
-        aid = ann.get("id") if isinstance(ann, dict) else None
-        if not _is_id(aid):
-            problems.append(f"annotations[{n}]: id must be an int >= 1, got {aid!r}")
-            continue
-        if aid in seen:
-            problems.append(f"annotation {aid}: duplicate annotation id")
-            continue
-        seen.add(aid)
+    for aid, ann in _with_unique_ids(annotations, "annotation", problems):
         where = f"annotation {aid} (image {ann.get('image_id')!r})"
         size = images.get(ann.get("image_id"))
         if size is None:

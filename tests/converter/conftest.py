@@ -1,0 +1,31 @@
+"""Fixtures for the converter tests: the project's labeling configs as parsed schemas, and a one-task
+conversion shortcut so each test states only the regions it is about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from combined_coco.converter import ConversionResult, convert_tasks
+from combined_coco.ls_results import task
+from combined_coco.schema import Schema
+
+CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
+W, H = 960, 643  # the quokka image size, used for every synthetic task
+
+
+@pytest.fixture(scope="session")
+def generic() -> Schema:
+    return Schema.from_label_config((CONFIGS / "generic.xml").read_text())
+
+
+@pytest.fixture
+def convert_one(generic: Schema) -> Callable[..., ConversionResult]:
+    """Convert one task (id 7) holding ``results`` with the generic config."""
+
+    def run(results: list[dict], schema: Schema | None = None, **kwargs) -> ConversionResult:
+        return convert_tasks([task(7, "/data/upload/1/1a2b3c4d-img.jpg", results)], schema or generic, **kwargs)
+
+    return run

@@ -1,0 +1,198 @@
+"""Every kind of bad input yields a message naming the task and region, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter.brush import mask2rle
+from pycocotools import mask as mask_utils
+
+from combined_coco.converter import ConversionError, convert_export_file, convert_tasks
+from combined_coco.ls_results import keypoint_result, polygon_result, task
+from combined_coco.validate import validate_coco
+
+from conftest import CONFIGS, H, W
+
+SQUARE = [(100, 100), (300, 100), (300, 300), (100, 300)]
+
+
+def only_issue(res, region_id: str | None = None):
+    (issue,) = res.issues
+    assert issue.task_id == 7 and issue.region_id == region_id
+    assert str(issue).startswith(f"task 7, region {region_id}: " if region_id else "task 7: ")
+    return issue
+
+
+def test_polygon_under_three_points(convert_one) -> None:
+    res = convert_one([polygon_result("p", "animal", [(1, 1), (50, 50)], W, H)])
+    assert str(only_issue(res, "p")) == "task 7, region p: polygon has 2 points (needs 3); skipped"
+    assert res.coco["annotations"] == [] and len(res.coco["images"]) == 1
+
+
+def test_self_intersection_is_repaired(convert_one) -> None:
+    bowtie = [(100, 100), (300, 300), (300, 100), (100, 300)]
+    res = convert_one([polygon_result("p", "animal", bowtie, W, H)])
+    issue = only_issue(res, "p")
+    assert issue.severity == "warning" and "intersects itself; repaired" in issue.message
+    (ann,) = res.coco["annotations"]
+    assert len(ann["segmentation"]) == 2 and ann["area"] == pytest.approx(20000)
+    assert not validate_coco(res.coco)
+
+
+def test_out_of_range_is_clipped(convert_one) -> None:
+    res = convert_one([polygon_result("p", "animal", [(900, 600), (1000, 600), (1000, 700), (900, 700)], W, H),
+                       keypoint_result("k", "nose", 1000, 650, W, H, parent_id="p")])
+    messages = {i.region_id: i.message for i in res.issues}
+    assert "clipped" in messages["p"] and "outside" in messages["k"]
+    (ann,) = res.coco["annotations"]
+    assert ann["bbox"] == pytest.approx([900, 600, 60, 43])
+    assert ann["keypoints"][12:15] == pytest.approx([960, 643, 2])
+
+
+def test_polygon_entirely_outside_is_skipped(convert_one) -> None:
+    res = convert_one([polygon_result("p", "animal", [(1000, 700), (1100, 700), (1100, 800)], W, H)])
+    issue = only_issue(res, "p")
+    assert issue.severity == "error" and "no area inside the 960x643 image" in issue.message
+
+
+def test_unknown_labels(convert_one) -> None:
+    res = convert_one([polygon_result("p", "robot", SQUARE, W, H)])
+    issue = only_issue(res, "p")
+    assert "label 'robot' is not in the labeling config" in issue.message and issue.severity == "warning"
+    res = convert_one([polygon_result("p", "animal", SQUARE, W, H), keypoint_result("k", "tail", 150, 150, W, H)])
+    assert "label 'tail'" in only_issue(res, "k").message
+
+
+def test_duplicate_region_ids(convert_one) -> None:
+    res = convert_one([polygon_result("p", "animal", SQUARE, W, H),
+                       polygon_result("p", "tool", [(400, 400), (500, 400), (500, 500)], W, H)])
+    assert "duplicate region id" in only_issue(res, "p").message
+    assert len(res.coco["annotations"]) == 1
+
+
+def test_missing_sizes(generic) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    del result["original_width"], result["original_height"]
+    res = convert_tasks([task(7, "a.jpg", [result])], generic)
+    assert "original_width/original_height" in only_issue(res).message
+    assert res.coco["images"] == []
+
+
+def test_task_without_regions_kept_only_with_known_size(generic) -> None:
+    unlabeled = task(7, "a.jpg", [])
+    res = convert_tasks([unlabeled], generic)
+    assert res.coco["images"] == [] and "no known image size" in only_issue(res).message
+    unlabeled["predictions"] = [{"result": [polygon_result("x", "animal", SQUARE, W, H)]}]
+    res = convert_tasks([unlabeled], generic)
+    assert res.coco["images"][0]["width"] == W and not res.issues
+
+
+def test_duplicate_task_ids(generic) -> None:
+    res = convert_tasks([task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])] * 2, generic)
+    assert str(only_issue(res)) == "task 7: duplicate task id; skipped"
+    assert len(res.coco["images"]) == 1
+
+
+def test_latest_non_cancelled_annotation(generic) -> None:
+    t = task(7, "a.jpg", [polygon_result("old", "animal", SQUARE, W, H)])
+    t["annotations"].append({"id": 8, "created_at": "2026-02-01T00:00:00Z", "was_cancelled": False,
+                             "result": [polygon_result("new", "tool", SQUARE, W, H)]})
+    t["annotations"].append({"id": 9, "created_at": "2026-03-01T00:00:00Z", "was_cancelled": True,
+                             "result": [polygon_result("cancelled", "tool", SQUARE, W, H)]})
+    (ann,) = convert_tasks([t], generic).coco["annotations"]
+    assert ann["ls_region_ids"] == ["new"]
+
+
+def test_unreadable_values(convert_one) -> None:
+    bad = polygon_result("p", "animal", SQUARE, W, H)
+    bad["value"]["points"] = [[1, 2], "x", [3, 4]]
+    assert "unreadable polygonlabels value" in only_issue(convert_one([bad]), "p").message
+    res = convert_one([{"id": "e", "type": "ellipselabels", "value": {}, "original_width": W, "original_height": H}])
+    assert "ellipselabels regions are not converted" in only_issue(res, "e").message
+
+
+def test_image_names(generic) -> None:
+    res = convert_tasks([
+        task(1, "/data/upload/3/1a2b3c4d-quokka.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+        task(2, "/data/upload/3/0000aaaa-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+        task(3, "/data/upload/3/1111bbbb-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+        task(4, "/data/local-files/?d=images/a%20b.png", [polygon_result("p", "animal", SQUARE, W, H)]),
+    ], generic)
+    names = [im["file_name"] for im in res.coco["images"]]
+    assert names == ["quokka.jpg", "0000aaaa-shared.jpg", "1111bbbb-shared.jpg", "a b.png"]
+    assert res.coco["images"][0]["ls_image"] == "/data/upload/3/1a2b3c4d-quokka.jpg"
+    assert [im["ls_task_id"] for im in res.coco["images"]] == [1, 2, 3, 4]
+
+
+def test_brush_becomes_coco_rle(convert_one) -> None:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[100:200, 300:350] = 255
+    brush = {"id": "b", "type": "brushlabels", "from_name": "brush", "to_name": "image", "original_width": W,
+             "original_height": H, "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["tool"]}}
+    res = convert_one([brush, keypoint_result("k", "tip", 320, 150, W, H)])
+    assert not res.issues
+    (ann,) = res.coco["annotations"]
+    assert isinstance(ann["segmentation"]["counts"], str) and ann["segmentation"]["size"] == [H, W]
+    assert ann["area"] == 100 * 50 and ann["bbox"] == [300, 100, 50, 100]
+    assert ann["num_keypoints"] == 1
+    seg = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+    assert (mask_utils.decode(seg) == (mask > 0)).all()
+    assert not validate_coco(res.coco)
+    broken = dict(brush, value=dict(brush["value"], rle=[1, 2, 3]))
+    assert "unreadable brushlabels value" in only_issue(convert_one([broken]), "b").message
+
+
+# ---- file-level input --------------------------------------------------------------------------
+
+@pytest.fixture
+def config() -> str:
+    return (CONFIGS / "generic.xml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('[{"id": 1,', "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 11"),
+        ('{"images": [], "annotations": []}', "looks like a COCO file already"),
+        ('{"id": 1, "data": {}}', "looks like a single task"),
+        ('"tasks"', "holds a JSON str"),
+        ("[1, 2]", "list without task objects"),
+    ],
+)
+def test_unusable_files_raise_conversion_error(tmp_path, config: str, content: str, message: str) -> None:
+    src = tmp_path / "export.json"
+    src.write_text(content)
+    with pytest.raises(ConversionError, match=message):
+        convert_export_file(src, tmp_path / "out.json", config)
+    assert not (tmp_path / "out.json").exists()
+    assert list(tmp_path.iterdir()) == [src], "no temporary file left behind"
+
+
+def test_all_tasks_failing_is_an_error(tmp_path, config: str) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    del result["original_width"]
+    (tmp_path / "e.json").write_text(json.dumps([task(5, "a.jpg", [result])]))
+    with pytest.raises(ConversionError, match="task 5: its regions have no original_width"):
+        convert_export_file(tmp_path / "e.json", tmp_path / "out.json", config)
+
+
+def test_bad_config_is_a_conversion_error(tmp_path) -> None:
+    (tmp_path / "e.json").write_text("[]")
+    with pytest.raises(ConversionError, match="labeling config: .*no <Image> tag"):
+        convert_export_file(tmp_path / "e.json", tmp_path / "out.json", "<View/>")
+
+
+def test_json_min_export(tmp_path, config: str) -> None:
+    rows = [{"id": 3, "image": "/data/upload/1/1a2b3c4d-q.jpg", "annotation_id": 9,
+             "polygon": [dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W,
+                              original_height=H, type="PolygonLabels")],
+             "keypoint": [dict(keypoint_result("k", "nose", 150, 150, W, H)["value"], original_width=W,
+                               original_height=H, type="KeyPointLabels", id="k", parentID=None)]}]
+    (tmp_path / "min.json").write_text(json.dumps(rows))
+    res = convert_export_file(tmp_path / "min.json", tmp_path / "out.json", config)
+    (issue,) = res.issues
+    assert "JSON_MIN" in issue.message and issue.severity == "warning"
+    coco = json.loads((tmp_path / "out.json").read_text())
+    assert coco["images"][0]["file_name"] == "q.jpg" and coco["annotations"][0]["num_keypoints"] == 1
