@@ -13,7 +13,6 @@ from combined_coco.ls_results import task
 from combined_coco.schema import Schema
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
-W, H = 960, 643  # the quokka image size, used for every synthetic task
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from combined_coco.ls_results import (
     relation_result,
 )
 
-from conftest import H, W
+W, H = 960, 643  # the quokka image size
 
 SQUARE = [(100, 100), (300, 100), (300, 300), (100, 300)]
 BIG = [(50, 50), (600, 50), (600, 600), (50, 600)]

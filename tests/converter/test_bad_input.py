@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from combined_coco.converter import ConversionError, convert_export_file, conver
 from combined_coco.ls_results import keypoint_result, polygon_result, task
 from combined_coco.validate import validate_coco
 
-from conftest import CONFIGS, H, W
+CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
+W, H = 960, 643  # the quokka image size
 
 SQUARE = [(100, 100), (300, 100), (300, 300), (100, 300)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from label_studio_sdk.label_interface import LabelInterface
@@ -10,7 +12,7 @@ from combined_coco.cli import main
 from combined_coco.config_from_schema import config_from_description
 from combined_coco.schema import Schema, SchemaError
 
-from conftest import CONFIGS
+CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
 
 
 @pytest.mark.parametrize("name", ["generic", "diesel_engine", "planetary_gearbox"])
