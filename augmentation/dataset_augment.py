@@ -1,0 +1,269 @@
+"""Augment a combined COCO dataset (json + images) into a new one with N copies per image.
+
+The work is split in three pure-ish steps so the RQ jobs (:mod:`augmentation.jobs`) and the
+in-process :func:`augment_dataset` run the very same code:
+
+1. :func:`augment_range` augments source images ``[start, end)`` (in image-id order), writes their
+   images and returns a *shard*: image entries with final ids, annotations without ids yet.
+2. :func:`merge_shards` concatenates shards in order and numbers annotations 1..M.
+3. :func:`write_json_atomic` puts the file in place with a rename, so a reader never sees half a file.
+
+Everything is deterministic: the transform of copy ``c`` of image ``id`` is sampled with a seed
+derived from ``(run seed, image id, c)``; output image ids depend only on the image's position and
+the copy; annotation ids on the merge order. Re-running any shard gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from augmentation.geometry_transform import Instance, Limits, augment_sample
+from augmentation.pipelines import build_pipeline, read_pipeline
+from combined_coco.schema import Schema
+
+OUTPUT_JSON = "annotations.json"
+IMAGES_DIR = "images"
+JPEG_QUALITY = 95
+
+
+class AugmentationFailed(RuntimeError):
+    """Some source images could not be augmented; ``failures`` lists ``{"image_id", "error"}``."""
+
+    def __init__(self, failures: list[dict[str, Any]]) -> None:
+        self.failures = failures
+        lines = "; ".join(f"image {f['image_id']}: {f['error']}" for f in failures[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} image(s) failed: {lines}{more}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that determines the output; stored in the output's ``info`` and in job payloads."""
+
+    pipeline: dict[str, Any]  # A.to_dict form
+    copies: int = 4
+    seed: int = 0
+    keep_originals: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def per_image(self) -> int:
+        return self.copies + int(self.keep_originals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Options":
+        return cls(**{**data, "limits": Limits(**data["limits"])})
+
+
+@dataclass
+class Shard:
+    images: list[dict] = field(default_factory=list)
+    annotations: list[dict] = field(default_factory=list)  # without "id"; numbered by merge_shards
+    dropped: int = 0  # instances dropped because too little of them stayed in the frame
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sample_seed(run_seed: int, image_id: int, copy_index: int) -> int:
+    """Independent, reproducible stream per (run, image, copy): shards can run in any order or twice."""
+    return int(np.random.SeedSequence([run_seed, image_id, copy_index]).generate_state(1)[0])
+
+
+def sorted_images(coco: dict) -> list[dict]:
+    return sorted(coco["images"], key=lambda im: im["id"])
+
+
+def flip_permutations(categories: Sequence[dict]) -> dict[int, list[int]]:
+    """Per category id, the permutation of its listed keypoints after a mirroring transform.
+
+    Built from :attr:`Schema.flip_indices` by name, so both keypoint layouts (global and
+    per-category, docs/FORMAT.md) get the pairs the labeling config declared.
+    """
+    schema = Schema.from_coco_categories(categories)
+    global_perm = schema.flip_indices
+    perms = {}
+    for cat in categories:
+        listed = list(cat.get("keypoints") or [])
+        partner = [schema.keypoint_names[global_perm[schema.keypoint_index(n)]] for n in listed]
+        perms[cat["id"]] = [listed.index(p) if p in listed else i for i, p in enumerate(partner)]
+    return perms
+
+
+def _relative(file_name: str) -> Path:
+    rel = Path(file_name)
+    return Path(rel.name) if rel.is_absolute() or ".." in rel.parts else rel
+
+
+def augmented_name(file_name: str, copy_index: int) -> str:
+    rel = _relative(file_name)
+    return str(rel.with_name(f"{rel.stem}__aug{copy_index}{rel.suffix or '.jpg'}"))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    _write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _instance(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> Instance:
+    seg = ann["segmentation"]
+    perm = perms.get(ann["category_id"], [])
+    kps = list(ann.get("keypoints") or [])
+    if isinstance(seg, dict):
+        rle = seg if isinstance(seg["counts"], str) else mask_utils.frPyObjects(seg, height, width)
+        return Instance([], rle, kps, perm)
+    return Instance([list(p) for p in seg], None, kps, perm)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path} (missing or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # Albumentations' colour transforms expect RGB
+
+
+def _encode(image: np.ndarray, suffix: str) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {suffix} images")
+    return buf.tobytes()
+
+
+def augment_image(
+    source: dict,
+    index: int,
+    annotations: list[dict],
+    perms: dict[int, list[int]],
+    compose: A.Compose,
+    image_root: Path,
+    images_out: Path,
+    options: Options,
+) -> Shard:
+    """All outputs (original if kept, then ``copies`` augmented) of the source image at ``index``."""
+    out = Shard()
+    src_path = image_root / source["file_name"]
+    image = _read_image(src_path)
+    height, width = image.shape[:2]
+    instances = [_instance(a, perms, height, width) for a in annotations]
+    base_id = index * options.per_image + 1
+    slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
+    for slot, copy_index in enumerate(slots):
+        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index}
+        if copy_index == 0:
+            entry["file_name"] = str(_relative(source["file_name"]))
+            _write_atomic(images_out / entry["file_name"], src_path.read_bytes())
+            out.images.append(entry)
+            out.annotations += [{**copy.deepcopy(a), "image_id": entry["id"]} for a in annotations]
+            continue
+        sample = augment_sample(compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits)
+        entry["file_name"] = augmented_name(source["file_name"], copy_index)
+        entry["height"], entry["width"] = sample.image.shape[:2]
+        _write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
+        out.images.append(entry)
+        for ann, inst in zip(annotations, sample.instances):
+            if inst is None:
+                out.dropped += 1
+                continue
+            new = {k: v for k, v in ann.items() if k != "id"}
+            new.update(image_id=entry["id"], segmentation=inst.segmentation, bbox=inst.bbox, area=inst.area)
+            if "keypoints" in ann:
+                new.update(keypoints=inst.keypoints, num_keypoints=inst.num_keypoints)
+            out.annotations.append(new)
+    return out
+
+
+def augment_range(
+    coco: dict,
+    image_root: Path,
+    out_dir: Path,
+    options: Options,
+    start: int,
+    end: int,
+    on_image: Callable[[int], None] | None = None,
+) -> Shard:
+    """Augment source images ``[start, end)`` of the id-sorted image list; failures are collected
+    per image (the rest still runs) so one bad file does not hide the next."""
+    compose = build_pipeline(options.pipeline)
+    perms = flip_permutations(coco["categories"])
+    by_image: dict[int, list[dict]] = {}
+    for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    images = sorted_images(coco)
+    shard = Shard()
+    for done, index in enumerate(range(start, min(end, len(images))), start=1):
+        source = images[index]
+        try:
+            part = augment_image(
+                source, index, by_image.get(source["id"], []), perms, compose, image_root, out_dir / IMAGES_DIR, options
+            )
+        except Exception as exc:  # reported per image with its id; the caller decides whether to fail
+            shard.failures.append({"image_id": source["id"], "error": f"{type(exc).__name__}: {exc}"})
+        else:
+            shard.images += part.images
+            shard.annotations += part.annotations
+            shard.dropped += part.dropped
+        if on_image is not None:
+            on_image(done)
+    return shard
+
+
+def merge_shards(coco: dict, shards: Sequence[Shard], options: Options, pipeline_name: str) -> dict:
+    """One combined COCO dataset from shards in image order; annotation ids 1..M in that order."""
+    images = [im for s in shards for im in s.images]
+    annotations = [{"id": i, **a} for i, a in enumerate((a for s in shards for a in s.annotations), start=1)]
+    info = {
+        **coco.get("info", {}),
+        "augmentation": {
+            "pipeline_name": pipeline_name,
+            "options": options.to_dict(),
+            "source_images": len(coco["images"]),
+            "dropped_instances": sum(s.dropped for s in shards),
+        },
+    }
+    return {**coco, "info": info, "images": images, "annotations": annotations}
+
+
+def augment_dataset(
+    coco_path: Path,
+    image_root: Path,
+    out_dir: Path,
+    *,
+    pipeline: str | Path = "light",
+    copies: int = 4,
+    seed: int = 0,
+    keep_originals: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Augment in this process; returns the output json (images under ``out_dir/images``).
+
+    Raises :class:`AugmentationFailed` listing every image that failed; no json is written then.
+    """
+    coco = json.loads(Path(coco_path).read_text())
+    options = Options(read_pipeline(pipeline), copies=copies, seed=seed, keep_originals=keep_originals)
+    total = len(coco["images"])
+    with tqdm(total=total, disable=not progress, unit="img", desc="augment") as bar:
+        shard = augment_range(coco, Path(image_root), Path(out_dir), options, 0, total, lambda done: bar.update(1))
+    if shard.failures:
+        raise AugmentationFailed(shard.failures)
+    out_path = Path(out_dir) / OUTPUT_JSON
+    write_json_atomic(out_path, merge_shards(coco, [shard], options, str(pipeline)))
+    return out_path

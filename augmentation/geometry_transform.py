@@ -1,0 +1,352 @@
+"""Apply one sampled Albumentations transform to an image and to the geometry of its instances.
+
+Albumentations transforms the pixels (image and RLE instance masks). The geometry does NOT go
+through Albumentations' keypoint code: after the call we read the parameters it actually sampled
+(``Compose(save_applied_params=True)``) and turn every applied geometric step into a 3x3 matrix in
+COCO continuous pixel coordinates (docs/FORMAT.md). Why:
+
+- Albumentations' keypoint math mixes conventions. Flips/rot90/affine treat a keypoint as a pixel
+  index (``x' = W - 1 - x``), but resizes scale it as a continuous coordinate (``x' = s * x``). No
+  single half-pixel shift makes both right, so a crop-resize pipeline drifts by up to ``(s-1)/2`` px
+  per step. Building each step's matrix ourselves, in one convention, removes the drift.
+- Polygon vertices are mapped, never "removed as invisible", so vertex counts cannot misalign and
+  an object that leaves the frame is clipped (shapely) instead of losing vertices.
+- The product of the matrices is one matrix applied to all vertices at once (fast), and the sign of
+  its determinant says whether the image was mirrored (an odd number of reflections: horizontal or
+  vertical flip, transpose, anti-transpose). Rotations keep the sign. A mirrored image swaps the
+  object's left/right keypoints, so keypoints are permuted with the schema's flip pairs.
+
+Non-affine distortions (GridDistortion, ElasticTransform, ...) have no matrix; they are refused when
+the pipeline is loaded (see :mod:`augmentation.pipelines`), never applied silently wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Callable, Sequence
+
+import albumentations as A
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, polygons_bbox
+
+Matrix = np.ndarray  # 3x3 float64, continuous COCO pixel coordinates in -> out
+Shape = tuple[int, int]  # (height, width)
+
+
+class UnsupportedTransform(ValueError):
+    """A transform whose effect on geometry this module cannot compute exactly."""
+
+
+@dataclass
+class Instance:
+    """One object of an image, as the augmenter sees it.
+
+    ``polygons`` is empty for RLE instances, ``rle`` is None for polygon instances. ``keypoints``
+    is the flat COCO ``[x, y, v, ...]`` list (may be empty); ``flip_perm`` is the keypoint
+    permutation applied after a mirroring transform (identity when the category has no pairs).
+    """
+
+    polygons: list[FlatPolygon]
+    rle: dict | None
+    keypoints: list[float]
+    flip_perm: Sequence[int]
+
+
+@dataclass
+class TransformedInstance:
+    segmentation: list[FlatPolygon] | dict
+    bbox: list[float]
+    area: float
+    keypoints: list[float]
+    num_keypoints: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a transformed instance is too small to keep.
+
+    ``min_part_area``: polygon parts (slivers) below this many px^2 are removed.
+    ``min_area``: instances below this visible area (px^2) are dropped.
+    ``min_visible``: instances showing less than this fraction of their transformed area are dropped.
+    """
+
+    min_part_area: float = 1.0
+    min_area: float = 4.0
+    min_visible: float = 0.05
+
+
+@dataclass
+class Sample:
+    image: np.ndarray
+    instances: list[TransformedInstance | None]  # None: dropped (too little left in the frame)
+    matrix: Matrix
+    mirrored: bool
+
+
+# ---- matrices -------------------------------------------------------------------------------
+def _translate(dx: float, dy: float) -> Matrix:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def _scale(sx: float, sy: float) -> Matrix:
+    return np.diag([sx, sy, 1.0])
+
+
+def _linear(a: float, b: float, c: float, d: float, tx: float, ty: float) -> Matrix:
+    return np.array([[a, b, tx], [c, d, ty], [0.0, 0.0, 1.0]])
+
+
+def from_pixel_index_matrix(m: np.ndarray) -> Matrix:
+    """OpenCV's warp matrices map pixel indices (centre of pixel ``(c, r)`` is ``(c, r)``); COCO
+    puts that centre at ``(c + 0.5, r + 0.5)``. Conjugating by the half-pixel shift converts."""
+    full = np.eye(3)
+    full[: m.shape[0], :] = m
+    return _translate(0.5, 0.5) @ full @ _translate(-0.5, -0.5)
+
+
+def _hflip(h: int, w: int) -> Matrix:
+    return _linear(-1, 0, 0, 1, w, 0)
+
+
+def _vflip(h: int, w: int) -> Matrix:
+    return _linear(1, 0, 0, -1, 0, h)
+
+
+def _transpose(h: int, w: int) -> Matrix:
+    return _linear(0, 1, 1, 0, 0, 0)
+
+
+def _rot90(k: int, h: int, w: int) -> Matrix:
+    """``np.rot90(img, k)``: counter-clockwise quarter turns."""
+    return {
+        0: np.eye(3),
+        1: _linear(0, 1, -1, 0, 0, w),
+        2: _linear(-1, 0, 0, -1, w, h),
+        3: _linear(0, -1, 1, 0, h, 0),
+    }[k % 4]
+
+
+_D4: dict[str, Callable[[int, int], Matrix]] = {
+    "e": lambda h, w: np.eye(3),
+    "r90": lambda h, w: _rot90(1, h, w),
+    "r180": lambda h, w: _rot90(2, h, w),
+    "r270": lambda h, w: _rot90(3, h, w),
+    "v": _vflip,
+    "h": _hflip,
+    "t": _transpose,
+    "hvt": lambda h, w: _transpose(h, w) @ _rot90(2, h, w),
+}
+
+
+def _crop(params: dict) -> Matrix:
+    x1, y1 = params["crop_coords"][:2]
+    pad = params.get("pad_params")
+    before = _translate(pad["pad_left"], pad["pad_top"]) if pad else np.eye(3)
+    return _translate(-x1, -y1) @ before
+
+
+def _resize(in_shape: Shape, out_shape: Shape) -> Matrix:
+    """cv2.resize maps continuous coordinates by the exact size ratio (pixel areas line up)."""
+    return _scale(out_shape[1] / in_shape[1], out_shape[0] / in_shape[0])
+
+
+def _crop_resize(params: dict, out_shape: Shape) -> Matrix:
+    x1, y1, x2, y2 = params["crop_coords"]
+    return _resize((y2 - y1, x2 - x1), out_shape) @ _translate(-x1, -y1)
+
+
+def _rotate(params: dict) -> Matrix:
+    m = from_pixel_index_matrix(params["matrix"])
+    if params.get("x_min", -1) != -1:  # crop_border=True: a crop follows the rotation
+        m = _translate(-params["x_min"], -params["y_min"]) @ m
+    return m
+
+
+def _perspective(params: dict, out_shape: Shape) -> Matrix:
+    """With ``keep_size`` Albumentations rescales ``(max_width, max_height)`` back to the input size
+    *inside* OpenCV's pixel-index matrix; without it the scale is 1."""
+    rescale = _scale(out_shape[1] / params["max_width"], out_shape[0] / params["max_height"])
+    return from_pixel_index_matrix(rescale @ params["matrix"])
+
+
+# name -> (params, input shape, output shape) -> matrix
+StepRule = Callable[[dict, Shape, Shape], Matrix]
+MATRIX_RULES: dict[str, StepRule] = {
+    "HorizontalFlip": lambda p, i, o: _hflip(*i),
+    "VerticalFlip": lambda p, i, o: _vflip(*i),
+    "Transpose": lambda p, i, o: _transpose(*i),
+    "RandomRotate90": lambda p, i, o: _rot90(p["factor"], *i),
+    "D4": lambda p, i, o: _D4[str(p["group_element"])](*i),
+    "SquareSymmetry": lambda p, i, o: _D4[str(p["group_element"])](*i),
+    "Affine": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
+    "ShiftScaleRotate": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
+    "SafeRotate": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
+    "Perspective": lambda p, i, o: _perspective(p, o),
+    "Rotate": lambda p, i, o: _rotate(p),
+    "Resize": lambda p, i, o: _resize(i, o),
+    "LongestMaxSize": lambda p, i, o: _resize(i, o),
+    "SmallestMaxSize": lambda p, i, o: _resize(i, o),
+    "RandomScale": lambda p, i, o: _resize(i, o),
+    "RandomResizedCrop": lambda p, i, o: _crop_resize(p, o),
+    "RandomSizedCrop": lambda p, i, o: _crop_resize(p, o),
+    "RandomCrop": lambda p, i, o: _crop(p),
+    "CenterCrop": lambda p, i, o: _crop(p),
+    "Crop": lambda p, i, o: _crop(p),
+    "RandomCropFromBorders": lambda p, i, o: _crop(p),
+    "PadIfNeeded": lambda p, i, o: _translate(p["pad_left"], p["pad_top"]),
+    "Pad": lambda p, i, o: _translate(p["pad_left"], p["pad_top"]),
+}
+
+# Steps that resize with cv2.resize (their mask interpolation needs care, see pipelines.py).
+RESIZING = frozenset({"Resize", "LongestMaxSize", "SmallestMaxSize", "RandomScale", "RandomResizedCrop", "RandomSizedCrop"})
+
+# Dual transforms that hide pixels but move nothing (masks are only filled if fill_mask is set).
+GEOMETRY_NEUTRAL = frozenset({"CoarseDropout", "GridDropout", "XYMasking", "PixelDropout", "Erasing"})
+
+# Non-affine warps: no matrix exists; refused at load time with this list in the message.
+NON_AFFINE = frozenset({"GridDistortion", "OpticalDistortion", "ElasticTransform", "ThinPlateSpline", "PiecewiseAffine"})
+
+
+@cache
+def is_pixel_level(name: str) -> bool:
+    """Image-only transforms change colours, never positions."""
+    cls = getattr(A, name, None)
+    return isinstance(cls, type) and issubclass(cls, A.ImageOnlyTransform)
+
+
+def step_kind(name: str) -> str:
+    """``"pixel"``, ``"matrix"``, ``"neutral"``; raises :class:`UnsupportedTransform` otherwise."""
+    if is_pixel_level(name):
+        return "pixel"
+    if name in MATRIX_RULES:
+        return "matrix"
+    if name in GEOMETRY_NEUTRAL:
+        return "neutral"
+    if name in NON_AFFINE:
+        raise UnsupportedTransform(
+            f"{name} is a non-affine distortion: polygon vertices cannot follow it exactly, so it is refused"
+            " rather than applied wrong. Remove it from the pipeline or use Affine/Perspective instead."
+        )
+    raise UnsupportedTransform(
+        f"{name} moves pixels in a way this project does not map onto polygons and keypoints. Supported"
+        f" geometric transforms: {', '.join(sorted(MATRIX_RULES))}; any pixel-level transform is fine."
+    )
+
+
+def applied_matrix(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shape) -> Matrix:
+    """The product of the matrices of the steps Albumentations applied, in order.
+
+    Each step's input shape is its recorded ``shape``; its output shape is the next step's input
+    (or the final image's shape for the last one), so resizes need no rounding guess.
+    """
+    in_shapes = [tuple(params["shape"][:2]) for _, params in applied]
+    out_shapes = in_shapes[1:] + [out_shape]
+    total = np.eye(3)
+    for (name, params), i, o in zip(applied, in_shapes, out_shapes):
+        if step_kind(name) == "matrix":
+            total = MATRIX_RULES[name](params, i, o) @ total
+    return total
+
+
+def map_points(m: Matrix, xy: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 (possibly projective) matrix to an ``(N, 2)`` array of points."""
+    homo = np.c_[xy, np.ones(len(xy))] @ m.T
+    return homo[:, :2] / homo[:, 2:3]
+
+
+def is_mirroring(m: Matrix) -> bool:
+    """Negative determinant of the linear part = an odd number of reflections = left/right swap.
+    (For a homography the Jacobian's sign is ``sign(det M)`` where the points lie in front, ``w > 0``.)"""
+    return bool(np.linalg.det(m) < 0)
+
+
+# ---- instances ------------------------------------------------------------------------------
+def _transform_polygons(
+    m: Matrix, polygons: list[FlatPolygon], out_shape: Shape, limits: Limits
+) -> tuple[list[FlatPolygon], float] | None:
+    mapped = [map_points(m, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons]
+    h, w = out_shape
+    result = clean_polygons(mapped, w, h, min_area=limits.min_part_area)
+    cleaned = result.polygons
+    if not cleaned:
+        return None
+    area = polygons_area(cleaned)
+    full = polygons_area(mapped) if result.clipped else area
+    if area < limits.min_area or area < limits.min_visible * full:
+        return None
+    return cleaned, area
+
+
+def _transform_rle(
+    src_area: float, out_mask: np.ndarray, det: float, limits: Limits
+) -> tuple[dict, float, list[float]] | None:
+    rle = mask_utils.encode(np.asfortranarray(out_mask.astype(np.uint8)))
+    area = float(mask_utils.area(rle))
+    if area < limits.min_area or area < limits.min_visible * src_area * abs(det):
+        return None
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle, area, [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def _transform_keypoints(m: Matrix, kps: list[float], perm: Sequence[int], mirrored: bool, out_shape: Shape) -> list[float]:
+    if not kps:
+        return []
+    arr = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
+    labeled = arr[:, 2] > 0
+    out = np.zeros_like(arr)
+    if labeled.any():
+        xy = map_points(m, arr[labeled, :2])
+        h, w = out_shape
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        rows = np.flatnonzero(labeled)[inside]
+        out[rows, :2] = xy[inside]
+        out[rows, 2] = arr[rows, 2]
+    if mirrored:
+        out = out[list(perm)]
+    return out.ravel().tolist()
+
+
+def augment_sample(
+    compose: A.Compose,
+    image: np.ndarray,
+    instances: Sequence[Instance],
+    seed: int,
+    limits: Limits = Limits(),
+) -> Sample:
+    """Sample one transform with ``seed`` and apply it to the image and every instance.
+
+    ``compose`` must have been built by :func:`augmentation.pipelines.load_pipeline` (it records the
+    applied parameters and contains only supported transforms).
+    """
+    rle_idx = [i for i, inst in enumerate(instances) if inst.rle is not None]
+    masks = [mask_utils.decode(instances[i].rle) for i in rle_idx]
+    compose.set_random_seed(seed)
+    result = compose(image=image, masks=masks) if masks else compose(image=image)
+    out_image = result["image"]
+    out_shape: Shape = out_image.shape[:2]
+    m = applied_matrix(result["applied_transforms"], out_shape)
+    mirrored = is_mirroring(m)
+    det = float(np.linalg.det(m[:2, :2]))
+    out_masks = dict(zip(rle_idx, result.get("masks", [])))
+
+    transformed: list[TransformedInstance | None] = []
+    for i, inst in enumerate(instances):
+        if inst.rle is not None:
+            got = _transform_rle(float(mask_utils.area(inst.rle)), np.asarray(out_masks[i]), det, limits)
+            if got is None:
+                transformed.append(None)
+                continue
+            segmentation, area, bbox = got
+        else:
+            poly = _transform_polygons(m, inst.polygons, out_shape, limits)
+            if poly is None:
+                transformed.append(None)
+                continue
+            segmentation, area = poly
+            bbox = polygons_bbox(segmentation)
+        kps = _transform_keypoints(m, inst.keypoints, inst.flip_perm, mirrored, out_shape)
+        transformed.append(TransformedInstance(segmentation, bbox, area, kps, sum(1 for v in kps[2::3] if v > 0)))
+    return Sample(out_image, transformed, m, mirrored)
