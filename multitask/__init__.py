@@ -1,0 +1,7 @@
+"""Multi-task vision model (boxes, classes, masks, keypoints from one torchvision network).
+
+Submodules: ``model`` (architecture), ``pretrained`` (local weight transfer), ``dataset`` (combined COCO
+reader), ``train``, ``evaluate``, ``inference`` (the backend's ``Predictor``), ``pose_analysis``
+(paper section IV.C), ``checkpoint``, ``synthetic`` (tiny demo data). Import them directly; this
+package root stays import-light so ``combined_coco`` users never pay for torch.
+"""

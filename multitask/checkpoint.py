@@ -1,0 +1,83 @@
+"""Checkpoints that are self-describing: weights + architecture + schema + model version.
+
+The ML backend loads a checkpoint without any other file, so the schema (``Schema.to_dict()``) and the
+:class:`~multitask.model.ModelConfig` travel inside it; ``model_version`` is the string shown on
+Label Studio predictions. Writes are atomic (temporary file in the same folder, then ``os.replace``)
+so a crash or a concurrent reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from combined_coco.schema import Schema
+from multitask.model import ModelConfig, build_model
+
+FORMAT = "ls-multitask-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """Contents of a checkpoint file. ``training`` holds optimizer/scheduler/RNG state for resuming."""
+
+    model_version: str
+    schema: Schema
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    step: int = 0
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The model with these weights, in eval mode."""
+        model = build_model(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "model_version": checkpoint.model_version,
+        "schema": checkpoint.schema.to_dict(),
+        "model_config": checkpoint.model_config.to_dict(),
+        "model": checkpoint.state_dict,
+        "step": checkpoint.step,
+        "training": checkpoint.training,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    path = Path(path)
+    # weights_only=False: the training state holds Python RNG state; checkpoints are our own files.
+    data = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a multitask checkpoint (train one with `python -m multitask train`); for"
+            " pretrained COCO/ImageNet weights set init_weights / backbone_weights in the training config"
+        )
+    return Checkpoint(
+        model_version=data["model_version"],
+        schema=Schema.from_dict(data["schema"]),
+        model_config=ModelConfig(**data["model_config"]),
+        state_dict=data["model"],
+        step=data["step"],
+        training=data["training"],
+    )

@@ -1,0 +1,149 @@
+"""Combined COCO (docs/FORMAT.md) as a torch dataset of ``(image, target)`` pairs for the multi-task model.
+
+A target has ``boxes`` [N,4] xyxy, ``labels`` [N] (category ids 1..C), ``masks`` [N,H,W] uint8 and
+``keypoints`` [N,K,3] in the schema's global K order. Every instance carries K keypoints: one without
+keypoints gets all zeros, and torchvision's keypoint loss only counts ``v > 0``, so such instances
+still train boxes and masks without adding anything to the keypoint loss. Crowd annotations are
+skipped (the model never learns from them), as are boxes with no width or height.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from combined_coco.schema import Schema
+
+Target = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class KeypointLayout:
+    """Where each category's listed keypoints go in the global K list (handles both file layouts)."""
+
+    num_keypoints: int
+    positions: dict[int, list[int]]  # category id -> global index of each listed keypoint
+
+    @classmethod
+    def from_coco(cls, categories: Sequence[dict], schema: Schema) -> "KeypointLayout":
+        index = {name: i for i, name in enumerate(schema.keypoint_names)}
+        return cls(schema.num_keypoints, {c["id"]: [index[n] for n in c.get("keypoints") or []] for c in categories})
+
+    def global_keypoints(self, annotation: dict) -> np.ndarray:
+        """[K,3] float32 (x, y, v); zeros where the annotation has no keypoint."""
+        out = np.zeros((self.num_keypoints, 3), np.float32)
+        flat = annotation.get("keypoints") or []
+        positions = self.positions.get(annotation["category_id"], [])
+        if flat:
+            if len(flat) != 3 * len(positions):
+                raise ValueError(
+                    f"annotation {annotation.get('id')}: {len(flat) // 3} keypoints, but category"
+                    f" {annotation['category_id']} lists {len(positions)}"
+                )
+            out[positions] = np.asarray(flat, np.float32).reshape(-1, 3)
+        return out
+
+
+def read_combined_coco(path: str | Path) -> tuple[dict, Schema]:
+    """The file and its schema (parsed once here, passed along)."""
+    data = json.loads(Path(path).read_text())
+    return data, Schema.from_coco_categories(data["categories"])
+
+
+def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """Polygons (rasterized by pycocotools) or RLE (compressed or not) -> uint8 [H,W] mask."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}; check the image root and the file_name in the dataset")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def hflip(image: torch.Tensor, target: Target, flip_indices: Sequence[int]) -> tuple[torch.Tensor, Target]:
+    """Mirror image and every target left-right in COCO continuous coordinates (x -> W - x).
+
+    After mirroring, a left eye sits where the right eye was, so keypoints are also permuted by the
+    schema's ``flip_indices``; unlabeled keypoints (v = 0) stay at (0, 0, 0).
+    """
+    width = image.shape[-1]
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    keypoints = target["keypoints"].clone()
+    labeled = keypoints[..., 2] > 0
+    keypoints[..., 0] = torch.where(labeled, width - keypoints[..., 0], keypoints[..., 0])
+    keypoints = keypoints[:, list(flip_indices)]
+    flipped = {**target, "boxes": boxes, "masks": target["masks"].flip(-1), "keypoints": keypoints}
+    return image.flip(-1), flipped
+
+
+class CombinedCocoDataset(torch.utils.data.Dataset):
+    """Images and multi-task targets of one combined COCO file.
+
+    ``hflip_prob`` mirrors a sample with that probability (drawn from torch's global generator, so a
+    seeded run is repeatable).
+    """
+
+    def __init__(self, annotation_file: str | Path, image_root: str | Path | None = None, hflip_prob: float = 0.0):
+        self.path = Path(annotation_file)
+        self.image_root = Path(image_root) if image_root is not None else self.path.parent
+        self.coco, self.schema = read_combined_coco(self.path)
+        self.layout = KeypointLayout.from_coco(self.coco["categories"], self.schema)
+        self.hflip_prob = hflip_prob
+        self.flip_indices = self.schema.flip_indices
+        self.images = sorted(self.coco["images"], key=lambda im: im["id"])
+        self.annotations: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for ann in self.coco["annotations"]:
+            if not ann.get("iscrowd", 0):
+                self.annotations[ann["image_id"]].append(ann)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        info = self.images[index]
+        pixels = read_image(self.image_root / info["file_name"])
+        height, width = pixels.shape[:2]
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        target = self.target(info["id"], height, width)
+        if self.hflip_prob > 0 and torch.rand(()) < self.hflip_prob:
+            image, target = hflip(image, target, self.flip_indices)
+        return image, target
+
+    def target(self, image_id: int, height: int, width: int) -> Target:
+        """Tensors for one image (degenerate boxes dropped: torchvision rejects them)."""
+        anns = [a for a in self.annotations[image_id] if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        k = self.schema.num_keypoints
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
+        masks = [decode_segmentation(a["segmentation"], height, width) for a in anns]
+        return {
+            "boxes": torch.from_numpy(boxes.reshape(-1, 4)),
+            "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)),
+            "keypoints": torch.from_numpy(
+                np.stack([self.layout.global_keypoints(a) for a in anns]) if anns else np.zeros((0, k, 3), np.float32)
+            ),
+            "image_id": torch.tensor(image_id),
+        }
+
+
+def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
+    """Detection models take lists (images differ in size), not stacked tensors."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)

@@ -1,0 +1,211 @@
+"""Inference API used by the ML backend: images in, :class:`Instance` lists out.
+
+Polygon convention (COCO continuous coordinates, docs/FORMAT.md): ``cv2.findContours`` returns the
+*pixel indices* of the mask's boundary pixels, i.e. points at pixel centres ``(col + 0.5, row + 0.5)``,
+half a pixel inside the mask's outline. A polygon through them would lose half a pixel all round
+(on a 10 px wide object, 10 % of its area). We therefore shift the simplified contour to pixel centres
+and grow it by 0.5 px (mitred, so corners stay corners): the polygon traces the *outer boundary* of
+the mask's pixels, like a polygon an annotator draws around an object, and rasterizing it again with
+pycocotools gives back the same pixels (tests check the round trip). Holes are not represented
+(``RETR_EXTERNAL``), as in COCO polygons.
+
+Keypoint scores are the keypoint head's heatmap logits (torchvision's ``keypoints_scores``), not
+probabilities. A keypoint is *present* only if it applies to the predicted category
+(``schema.categories[i].keypoints``) and, when ``keypoint_threshold`` is set, its score reaches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import shapely
+import torch
+from pycocotools import mask as mask_utils
+from shapely.geometry import Polygon
+
+from combined_coco.schema import Schema
+from multitask.checkpoint import load_checkpoint
+from multitask.dataset import read_image
+
+
+@dataclass
+class Instance:
+    """One detected object in pixel coordinates of the input image."""
+
+    category_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    mask: np.ndarray  # bool [H, W]
+    polygons: list[list[float]]  # flat [x1, y1, x2, y2, ...] per outer contour
+    keypoints: np.ndarray  # [K, 3] float: x, y, score
+    keypoint_present: np.ndarray  # [K] bool
+
+
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 4.0) -> list[list[float]]:
+    """Outer contours of a bool mask as flat polygons tracing the pixels' outer boundary.
+
+    ``tolerance`` is the ``approxPolyDP`` epsilon in pixels; contours enclosing less than ``min_area``
+    px^2 (specks) are dropped.
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    polygons = []
+    for contour in contours:
+        points = cv2.approxPolyDP(contour, tolerance, True).reshape(-1, 2).astype(np.float64) + 0.5
+        if len(points) >= 3:
+            outline = Polygon(points)
+        else:  # a one- or two-pixel-thick line: its centre line, grown to its pixels
+            outline = shapely.LineString(points) if len(points) == 2 else shapely.Point(points[0])
+        grown = outline.buffer(0.5, join_style="mitre", cap_style="square", mitre_limit=2.0)
+        for part in getattr(grown, "geoms", [grown]):
+            if part.area >= min_area:
+                xy = np.asarray(part.exterior.coords)[:-1]
+                polygons.append([round(float(v), 2) for v in xy.ravel()])
+    return polygons
+
+
+class Predictor:
+    """A trained multi-task model with its schema, ready for batched prediction.
+
+    ``score_threshold`` drops low-scoring detections; ``mask_threshold`` binarizes the mask
+    probabilities; ``keypoint_threshold`` (logit, optional) additionally requires a keypoint score;
+    ``polygon_tolerance`` is the contour simplification in pixels.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        schema: Schema,
+        model_version: str,
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        keypoint_threshold: float | None = None,
+        polygon_tolerance: float = 0.5,
+        batch_size: int = 2,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.schema = schema
+        self.model_version = model_version
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+        self.keypoint_threshold = keypoint_threshold
+        self.polygon_tolerance = polygon_tolerance
+        self.batch_size = batch_size
+        names = schema.keypoint_names
+        # [C+1, K]: row c says which keypoints category c has (row 0 = background, none).
+        self._applicable = np.zeros((len(schema.categories) + 1, len(names)), bool)
+        for category in schema.categories:
+            self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: float | int | None
+    ) -> "Predictor":
+        checkpoint = load_checkpoint(path, map_location=device)
+        model = checkpoint.build(device)
+        return cls(model, checkpoint.schema, checkpoint.model_version, device, score_threshold, **options)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Instance]]:
+        """``images``: HxWx3 uint8 RGB arrays (any sizes); one list of instances per image."""
+        results: list[list[Instance]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            tensors = [self._to_tensor(image) for image in chunk]
+            outputs = self.model(tensors)
+            results.extend(self._instances(output) for output in outputs)
+        return results
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float().div_(255.0)
+
+    def _instances(self, output: dict[str, torch.Tensor]) -> list[Instance]:
+        keep = output["scores"] >= self.score_threshold
+        out = {k: v[keep].cpu() for k, v in output.items()}
+        k = self.schema.num_keypoints
+        count = len(out["scores"])
+        if "keypoints" in out:
+            keypoints = torch.cat([out["keypoints"][..., :2], out["keypoints_scores"][..., None]], -1).numpy()
+        else:
+            keypoints = np.zeros((count, k, 3), np.float32)
+        instances = []
+        for i in range(count):
+            category_id = int(out["labels"][i])
+            mask = (out["masks"][i, 0] >= self.mask_threshold).numpy()
+            present = self._applicable[category_id].copy()
+            if self.keypoint_threshold is not None:
+                present &= keypoints[i, :, 2] >= self.keypoint_threshold
+            instances.append(
+                Instance(
+                    category_id=category_id,
+                    label=self.schema.category_by_id(category_id).name,
+                    score=float(out["scores"][i]),
+                    box=tuple(float(v) for v in out["boxes"][i]),
+                    mask=mask,
+                    polygons=mask_to_polygons(mask, self.polygon_tolerance),
+                    keypoints=keypoints[i].astype(np.float32),
+                    keypoint_present=present,
+                )
+            )
+        return instances
+
+
+def instance_to_json(instance: Instance) -> dict:
+    """JSON form of an instance (mask as compressed COCO RLE), as written by ``predict --out``."""
+    rle = mask_utils.encode(np.asfortranarray(instance.mask.astype(np.uint8)))
+    return {
+        "category_id": instance.category_id,
+        "label": instance.label,
+        "score": round(instance.score, 5),
+        "box": [round(v, 2) for v in instance.box],
+        "polygons": instance.polygons,
+        "mask_rle": {"size": rle["size"], "counts": rle["counts"].decode()},
+        "keypoints": np.round(instance.keypoints, 3).tolist(),
+        "keypoint_present": instance.keypoint_present.tolist(),
+    }
+
+
+EXAMPLE = """example:
+  python -m multitask predict --checkpoint runs/multitask/last.pt photo1.jpg photo2.jpg --out preds.json
+  python -m multitask predict --checkpoint last.pt images/*.png --score-threshold 0.3 --device cuda
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("images", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, default=Path("preds.json"))
+    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--keypoint-threshold", type=float, help="minimum keypoint score (heatmap logit)")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> None:
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, args.device, args.score_threshold, keypoint_threshold=args.keypoint_threshold
+    )
+    images = []
+    for path in args.images:
+        pixels = read_image(path)
+        instances = predictor.predict([pixels])[0]
+        height, width = pixels.shape[:2]
+        images.append({"file": str(path), "height": height, "width": width,
+                       "instances": [instance_to_json(i) for i in instances]})
+        print(f"{path}: {len(instances)} instances")
+    payload = {
+        "model_version": predictor.model_version,
+        "keypoint_names": list(predictor.schema.keypoint_names),
+        "images": images,
+    }
+    args.out.write_text(json.dumps(payload))
+    print(f"saved {args.out}")

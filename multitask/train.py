@@ -1,0 +1,256 @@
+"""Train the multi-task model on a combined COCO file: function, YAML config, CLI.
+
+``train(config)`` is what the backend's RQ job calls; it reports through ``on_progress(step, total,
+losses)`` and returns the checkpoint path. The run is seeded (data order, flips, init) and resumable:
+the checkpoint holds optimizer and RNG state, and the data order of step ``s`` is a function of the
+seed and ``s`` alone, so an interrupted and resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from multitask.dataset import CombinedCocoDataset, collate
+from multitask.model import BACKBONES, ModelConfig, build_model
+from multitask.pretrained import load_backbone_weights, load_detection_weights
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; every field can be set in the YAML file (``train --write-config`` dumps them)."""
+
+    dataset: str = ""  # combined COCO json
+    image_root: str | None = None  # default: the json's folder
+    output_dir: str = "runs/multitask"
+    backbone: str = "mobilenet_v3_large_fpn"
+    steps: int = 1000
+    epochs: float | None = None  # overrides steps when set: ceil(epochs * images / batch_size)
+    batch_size: int = 2
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay_at: list[float] = field(default_factory=lambda: [0.7, 0.9])  # fractions of steps, x0.1 each
+    clip_grad_norm: float | None = 10.0
+    min_size: int = 512
+    max_size: int = 853
+    hflip_prob: float = 0.5
+    seed: int = 0
+    init_weights: str | None = None  # local COCO Mask/Keypoint R-CNN checkpoint
+    backbone_weights: str | None = None  # local ImageNet checkpoint (used when init_weights is not set)
+    resume: bool | str = False  # True: output_dir/last.pt if it exists; a path: that checkpoint
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, CUDA only
+    checkpoint_every: int = 500
+    num_workers: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_indices(num_images: int, batch_size: int, seed: int, start_step: int) -> Iterator[list[int]]:
+    """Batches of image indices from ``start_step`` on: epoch ``e`` is a permutation seeded by ``seed + e``
+    (the last batch of an epoch may be smaller; a dataset smaller than a batch is one batch)."""
+    per_epoch = math.ceil(num_images / batch_size)
+    for step in itertools.count(start_step):
+        epoch, offset = divmod(step, per_epoch)
+        order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        yield order[offset * batch_size : (offset + 1) * batch_size]
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """Linear warmup, then x0.1 at each ``lr_decay_at`` fraction of the run (Detectron2's schedule)."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    decays = sum(step >= int(f * total) for f in config.lr_decay_at)
+    return config.lr * warmup * 0.1**decays
+
+
+def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> Path:
+    """Train (or resume) and return the path of the last checkpoint (``output_dir/last.pt``)."""
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    dataset = CombinedCocoDataset(config.dataset, config.image_root, hflip_prob=config.hflip_prob)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.dataset} has no images")
+    total = config.steps
+    if config.epochs is not None:
+        total = math.ceil(config.epochs * len(dataset) / config.batch_size)
+    out_dir = Path(config.output_dir)
+    last = out_dir / "last.pt"
+    resume_from = _resume_path(config.resume, last)
+
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        if state.schema != dataset.schema:
+            raise ValueError(f"cannot resume {resume_from}: its schema differs from {config.dataset}'s")
+        model_config, run_id, start = state.model_config, state.training["run_id"], state.step
+        model = build_model(model_config)
+        model.load_state_dict(state.state_dict)
+    else:
+        pretrained = bool(config.init_weights or config.backbone_weights)
+        model_config = ModelConfig.for_schema(
+            dataset.schema,
+            backbone=config.backbone,
+            min_size=config.min_size,
+            max_size=config.max_size,
+            frozen_bn=pretrained,
+        )
+        model = build_model(model_config)
+        if config.init_weights:
+            load_detection_weights(model, config.init_weights)
+        elif config.backbone_weights:
+            load_backbone_weights(model, config.backbone_weights)
+        run_id, start = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"), 0
+    model.to(device).train()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume_from is not None:
+        optimizer.load_state_dict(state.training["optimizer"])
+        scaler.load_state_dict(state.training["scaler"])
+        _restore_rng(state.training["rng"])
+
+    def save(step: int) -> Path:
+        training = {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "run_id": run_id,
+            "config": dataclasses.asdict(config),
+        }
+        version = f"multitask-{model_config.backbone}-{run_id}-step{step}"
+        return save_checkpoint(Checkpoint(version, dataset.schema, model_config, model.state_dict(), step, training), last)
+
+    batches = batch_indices(len(dataset), config.batch_size, config.seed, start)
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    for step in range(start, total):
+        images, targets = collate([dataset[i] for i in next(batches)])
+        images = [im.to(device) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step, total)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"step {step}: loss is {loss.item()} ({ {k: v.item() for k, v in loss_dict.items()} });"
+                " lower lr or raise warmup_steps"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.clip_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+
+        losses = {"loss": loss.item(), **{k.removeprefix("loss_"): v.item() for k, v in loss_dict.items()}}
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        if on_progress is not None:
+            on_progress(step + 1, total, losses)
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
+            save(step + 1)
+    bar.close()
+    return save(total)
+
+
+def _resume_path(resume: bool | str, last: Path) -> Path | None:
+    if resume is True:
+        return last if last.exists() else None
+    if isinstance(resume, str) and resume:
+        if not Path(resume).exists():
+            raise FileNotFoundError(f"resume checkpoint {resume} does not exist")
+        return Path(resume)
+    return None
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+EXAMPLE = """example:
+  python -m multitask train --write-config cfg.yaml      # defaults, then edit dataset/output_dir
+  python -m multitask train --config cfg.yaml --set steps=300 --set device=cpu
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML training config (fields of TrainConfig)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (YAML value)"
+    )
+    parser.add_argument("--write-config", type=Path, metavar="PATH", help="write the default config and exit")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.write_config:
+        args.write_config.write_text(TrainConfig().to_yaml())
+        print(f"wrote {args.write_config}")
+        return
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise SystemExit(f"--set {item}: unknown key {key!r}")
+        setattr(config, key, yaml.safe_load(value))
+    if not config.dataset:
+        raise SystemExit("no dataset: set `dataset:` in the config or pass --set dataset=PATH")
+    if config.backbone not in BACKBONES:
+        raise SystemExit(f"backbone {config.backbone!r} unknown; choose one of {list(BACKBONES)}")
+    print(f"checkpoint: {train(config)}")
