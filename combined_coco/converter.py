@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from combined_coco.association import Instance, assign_keypoints, group_instances
 from combined_coco.issues import ConversionError, Issue
-from combined_coco.ls_regions import parse_results
+from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size
 from combined_coco.schema import KeypointLayout, Schema, SchemaError
 
 __all__ = [
@@ -83,6 +83,7 @@ def convert_tasks(
     images: list[dict] = []
     annotations: list[dict] = []
     seen: set = set()
+    parsed: list[tuple[int | None, str, TaskRegions]] = []  # task id, image URL, regions with a known size
     json_min_reported = False
     total = len(tasks) if hasattr(tasks, "__len__") else None  # type: ignore[arg-type]
     for position, task in enumerate(tqdm(tasks, total=total, disable=not progress, unit="task", desc="converting")):
@@ -102,8 +103,22 @@ def convert_tasks(
             continue
         if task_id is not None:
             seen.add(task_id)
-        _convert_task(task, task_id, json_min, schema, layout, nearest_tolerance, images, annotations, issues)
+        read = _read_task(task, task_id, json_min, schema, issues)
+        if read is not None:
+            parsed.append(read)
+    clean_shapes([(task_id, regions) for task_id, _, regions in parsed], issues)
+    for task_id, url, regions in parsed:
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": _basename(url), "width": regions.width,
+                       "height": regions.height, "ls_task_id": task_id, "ls_image": url})
+        instances, by_region = group_instances(regions)
+        assign_keypoints(task_id, regions, instances, by_region, schema, nearest_tolerance, issues)
+        for inst in instances:
+            annotations.append(_annotation(inst, len(annotations) + 1, image_id, schema, layout))
     _name_images(images)
+    # Shapes are checked in one batch after all tasks are read; put each task's issues back together.
+    position = {task_id: n for n, (task_id, _, _) in enumerate(parsed)}
+    issues.sort(key=lambda i: -1 if i.task_id is None else position.get(i.task_id, -1))
     coco = {
         "info": {
             "description": "combined COCO exported from Label Studio",
@@ -118,24 +133,17 @@ def convert_tasks(
     return ConversionResult(coco, issues)
 
 
-def _convert_task(
-    task: dict,
-    task_id,
-    json_min: bool,
-    schema: Schema,
-    layout: KeypointLayout,
-    tolerance: float,
-    images: list[dict],
-    annotations: list[dict],
-    issues: list[Issue],
-) -> None:
+def _read_task(
+    task: dict, task_id, json_min: bool, schema: Schema, issues: list[Issue]
+) -> tuple[int | None, str, TaskRegions] | None:
+    """The task's image URL and regions, or None (with an issue) when it cannot become an image."""
     image_key = schema.controls.image_value if schema.controls else "image"
     data = task if json_min else task.get("data")
     url = data.get(image_key) if isinstance(data, dict) else None
     if not isinstance(url, str) or not url:
         issues.append(Issue(task_id, None, f"task data has no {image_key!r} image (the labeling config reads "
                             f"${image_key}); skipped", "error"))
-        return
+        return None
     if json_min:
         results = _json_min_results(task, schema)
     else:
@@ -143,9 +151,8 @@ def _convert_task(
         results = annotation.get("result") if annotation else []
         if not isinstance(results, list):
             issues.append(Issue(task_id, None, f"annotation {annotation.get('id')} has no result list; skipped", "error"))  # type: ignore[union-attr]
-            return
+            return None
     regions = parse_results(task_id, results, schema, issues)
-    has_regions = bool(regions.shapes or regions.keypoints)
     if regions.width is None:
         size = _any_size(task)
         if size is None:
@@ -154,17 +161,9 @@ def _convert_task(
                                     "coordinates cannot be converted; re-export from Label Studio; skipped", "error"))
             else:
                 issues.append(Issue(task_id, None, "no labeled regions and no known image size; skipped"))
-            return
+            return None
         regions.width, regions.height = size
-    image_id = len(images) + 1
-    images.append({"id": image_id, "file_name": _basename(url), "width": regions.width,
-                   "height": regions.height, "ls_task_id": task_id, "ls_image": url})
-    if not has_regions:
-        return
-    instances, by_region = group_instances(regions)
-    assign_keypoints(task_id, regions, instances, by_region, schema, tolerance, issues)
-    for inst in instances:
-        annotations.append(_annotation(inst, len(annotations) + 1, image_id, schema, layout))
+    return task_id, url, regions
 
 
 def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
@@ -222,9 +221,9 @@ def _any_size(task: dict) -> tuple[int, int] | None:
     for source in ("annotations", "predictions"):
         for item in task.get(source) or []:
             for r in (item.get("result") or []) if isinstance(item, dict) else []:
-                w, h = (r.get("original_width"), r.get("original_height")) if isinstance(r, dict) else (None, None)
-                if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
-                    return int(round(w)), int(round(h))
+                w, h = result_size(r) if isinstance(r, dict) else (None, None)
+                if w is not None and h is not None:
+                    return w, h
     return None
 
 
