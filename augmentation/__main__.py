@@ -1,0 +1,5 @@
+"""``python -m augmentation``: see :mod:`augmentation.cli`."""
+
+from augmentation.cli import main
+
+main()
