@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import secrets
 import threading
@@ -56,9 +57,7 @@ class Services:
     ) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
-        self.predictions = PredictionService(
-            ModelCache(self.store, loader), self.labelstudio, settings.keypoint_threshold
-        )
+        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio)
         self._redis_factory = redis_factory
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
@@ -86,8 +85,11 @@ def create_app(
     """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code."""
     settings = settings or Settings.from_env()
     if loader is None:
-        threshold = settings.score_threshold
-        loader = lambda path: load_multitask_predictor(path, threshold)  # noqa: E731
+        loader = functools.partial(
+            load_multitask_predictor,
+            score_threshold=settings.score_threshold,
+            keypoint_threshold=settings.keypoint_threshold,
+        )
     services = Services(settings, loader, redis_factory)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")
     app.state.services = services

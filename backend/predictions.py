@@ -43,10 +43,9 @@ def project_target(label_config: str) -> ProjectTarget:
 
 
 class PredictionService:
-    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], keypoint_threshold: float) -> None:
+    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource]) -> None:
         self._cache = cache
         self._images = images  # called per request, so a missing Label Studio config fails that request only
-        self._keypoint_threshold = keypoint_threshold
         # One forward pass at a time per process: concurrent passes on a few CPU cores only thrash.
         self._inference = threading.Lock()
 
@@ -83,9 +82,7 @@ class PredictionService:
                 continue
             found = instances.pop(0)
             height, width = image.shape[:2]
-            regions = task_regions(
-                found, predictor.schema, target, width, height, keypoint_threshold=self._keypoint_threshold
-            )
+            regions = task_regions(found, predictor.schema, target, width, height)
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             results.append(
                 {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}

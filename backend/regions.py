@@ -14,6 +14,7 @@ warning that names the label, so renaming a label in the config does not produce
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ class Instance(Protocol):
     score: float
     box: Sequence[float]  # x1, y1, x2, y2
     polygons: Sequence[Sequence[float]]  # flat [x, y, ...] per polygon
-    keypoints: np.ndarray  # (K, 3): x, y, score in the model's keypoint order
-    keypoint_present: np.ndarray  # (K,) bool
+    keypoints: np.ndarray  # (K, 3): x, y, heatmap logit, in the model's keypoint order
+    keypoint_present: np.ndarray  # (K,) bool: applies to the category (and passed the keypoint threshold)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,6 @@ def task_regions(
     target: ProjectTarget,
     width: int,
     height: int,
-    *,
-    keypoint_threshold: float = 0.0,
 ) -> list[dict[str, Any]]:
     """All regions of one image, in Label Studio's prediction ``result`` format."""
     controls = target.schema.controls
@@ -106,7 +105,7 @@ def task_regions(
             regions.append(region)
         if controls.keypoint and parent_id is not None:
             regions.extend(
-                _keypoint_regions(writer, controls.keypoint, inst, model_schema, target, parent_id, keypoint_threshold)
+                _keypoint_regions(writer, controls.keypoint, inst, model_schema, target, parent_id)
             )
     return regions
 
@@ -118,15 +117,14 @@ def _keypoint_regions(
     model_schema: Schema,
     target: ProjectTarget,
     parent_id: str,
-    threshold: float,
 ) -> Iterable[dict[str, Any]]:
     applicable = set(target.schema.category(inst.label).keypoints) & target.keypoint_labels
     for k, name in enumerate(model_schema.keypoint_names):
         if not bool(inst.keypoint_present[k]) or name not in applicable:
             continue
-        x, y, score = (float(v) for v in inst.keypoints[k])
-        if score < threshold:
-            continue
+        x, y, logit = (float(v) for v in inst.keypoints[k])
+        # the keypoint head scores are heatmap logits; Label Studio shows region scores as 0..1
+        score = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
         yield writer.keypoint(control, name, x, y, score, parent_id)
 
 

@@ -32,7 +32,7 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     media_timeout: float = 30.0
     score_threshold: float = 0.5
-    keypoint_threshold: float = 0.0
+    keypoint_threshold: float | None = None  # heatmap logit a keypoint must reach; None: every applicable one
     train_backbone: str = "mobilenet_v3_large_fpn"
     train_steps: int = 300
     train_batch_size: int = 2
@@ -61,7 +61,7 @@ class Settings:
             max_image_bytes=reader.int("MAX_IMAGE_BYTES", cls.max_image_bytes),
             media_timeout=reader.float("MEDIA_TIMEOUT", cls.media_timeout),
             score_threshold=reader.float("SCORE_THRESHOLD", cls.score_threshold),
-            keypoint_threshold=reader.float("KEYPOINT_THRESHOLD", cls.keypoint_threshold),
+            keypoint_threshold=reader.optional_float("KEYPOINT_THRESHOLD"),
             train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,
             train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
             train_batch_size=reader.int("TRAIN_BATCH_SIZE", cls.train_batch_size),
@@ -98,9 +98,13 @@ class _Reader:
         return value
 
     def float(self, key: str, default: float) -> float:
+        value = self.optional_float(key)
+        return default if value is None else value
+
+    def optional_float(self, key: str) -> float | None:
         raw = self._env.get(key)
         if not raw:
-            return default
+            return None
         try:
             return float(raw)
         except ValueError:

@@ -52,7 +52,6 @@ def train_project_job(project_id: int) -> dict[str, Any]:
 
 def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
     """One complete run; returns the published version and its metadata."""
-    from augmentation import augment_dataset
     from combined_coco.converter import convert_tasks
     from multitask.train import TrainConfig, train
 
@@ -76,16 +75,18 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
         if settings.train_augment_copies > 0:
+            from augmentation import augment_dataset
+
             runs.update_status(project_id, phase="augmenting")
             dataset = augment_dataset(
                 dataset, image_root, work / "augmented", copies=settings.train_augment_copies, seed=settings.train_seed
             )
-            image_root = dataset.parent
+            image_root = dataset.parent / "images"
         runs.update_status(project_id, phase="training", step=0, total=settings.train_steps)
         config = TrainConfig(
-            dataset=dataset,
-            image_root=image_root,
-            output_dir=work / "model",
+            dataset=str(dataset),
+            image_root=str(image_root),
+            output_dir=str(work / "model"),
             backbone=settings.train_backbone,
             steps=settings.train_steps,
             batch_size=settings.train_batch_size,
@@ -94,9 +95,11 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             max_size=settings.train_max_size,
             seed=settings.train_seed,
             device=settings.train_device,
-            on_progress=_ProgressReporter(project_id, runs),
+            warmup_steps=min(100, max(1, settings.train_steps // 5)),  # short CI runs still reach the full lr
         )
-        checkpoint = train(config)
+        checkpoint = train(config, on_progress=_ProgressReporter(project_id, runs))
+        runs.update_status(project_id, phase="evaluating")
+        fit = _training_set_fit(checkpoint, work / "dataset.json", work / "images", settings)
         meta = {
             "project": project_id,
             "tasks": len(tasks),
@@ -106,16 +109,33 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             "backbone": settings.train_backbone,
             "steps": settings.train_steps,
             "augment_copies": settings.train_augment_copies,
+            "checkpoint_model_version": fit.pop("model_version"),
+            "training_set_fit": fit,
         }
         version = store.publish(project_id, checkpoint, meta)
     return version, meta
 
 
+def _training_set_fit(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, Any]:
+    """AP of the new model on the annotated images themselves.
+
+    Not a measure of accuracy on new images (there is no held-out split of a handful of labels), but
+    cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
+    """
+    from multitask.evaluate import evaluate_checkpoint
+
+    results = evaluate_checkpoint(checkpoint, dataset, image_root, device=settings.train_device)
+    fit = {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
+    return {**fit, "model_version": results["model_version"]}
+
+
 def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> None:
     """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
+    image_root.mkdir(parents=True, exist_ok=True)
     for image in coco["images"]:
-        target = image_root / image["file_name"]
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = (image_root / image["file_name"]).resolve()
+        if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
+            raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
         target.write_bytes(ls.fetch_bytes(image["ls_image"], image.get("ls_task_id")))
 
 

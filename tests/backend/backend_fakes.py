@@ -8,9 +8,7 @@ coordinates); everything model-related end to end is tested with the real model 
 from __future__ import annotations
 
 import io
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from PIL import Image
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings
+from backend.testing import MediaServer
 from combined_coco.schema import Schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,38 +74,6 @@ def png_bytes(width: int = 128, height: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-class MediaServer:
-    """A real HTTP server standing in for Label Studio's /data/upload/, checking the token."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {"/data/upload/1/cat.png": png_bytes()}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                server.requests.append(self.path)
-                if self.headers.get("Authorization") != f"Token {TOKEN}":
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                body = server.files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
 
 
 @dataclass

@@ -7,15 +7,16 @@ from typing import Iterator
 
 import pytest
 import redis
-from backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, MediaServer, animal, make_backend
+from backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
 
 from backend.settings import Settings
+from backend.testing import MediaServer
 from combined_coco.schema import Schema
 
 
 @pytest.fixture(scope="session")
 def media_server() -> Iterator[MediaServer]:
-    server = MediaServer()
+    server = MediaServer(TOKEN, {"/data/upload/1/cat.png": png_bytes()})
     yield server
     server.stop()
 

@@ -1,0 +1,275 @@
+"""End-to-end test support: a real backend process, a real worker, and a project trained through Label Studio.
+
+Used by ``tests/integration/test_backend_e2e.py`` and ``tests/browser/test_predictions_view.py``.
+Training is the slow part (1-3 min on 2 cores), so :func:`shared_trained_project` runs the journey
+once per pytest process and both tests reuse its project, backend and model; the processes stop
+when pytest exits. Every step goes through the same API Label Studio's UI uses.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image, ImageDraw
+
+from stack.testing import LabelStudioServer
+
+REPO = Path(__file__).resolve().parents[1]
+GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
+TRAIN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs trains 5-20x slower than idle
+
+# Small and fast: 4 images, two dozen steps at ~200 px; enough for regions to appear, not for accuracy.
+FAST_TRAINING_ENV = {
+    "TRAIN_STEPS": "24",
+    "TRAIN_BATCH_SIZE": "2",
+    "TRAIN_MIN_SIZE": "160",
+    "TRAIN_MAX_SIZE": "224",
+    "TRAIN_LR": "0.01",
+    "SCORE_THRESHOLD": "0.05",  # a barely trained model is unsure; the test checks wiring, not accuracy
+    "OMP_NUM_THREADS": "2",
+}
+
+
+@dataclass(frozen=True)
+class SyntheticObject:
+    """One drawn 'animal': its outline and three keypoints, in pixels."""
+
+    polygon: list[tuple[float, float]]
+    keypoints: dict[str, tuple[float, float]]
+
+
+def synthetic_image(seed: int, width: int = 224, height: int = 160) -> tuple[bytes, SyntheticObject]:
+    """A PNG with one brown ellipse on a noisy background, and its ground truth."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(90, 140, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
+    rx, ry = rng.uniform(0.18, 0.28) * width, rng.uniform(0.2, 0.3) * height
+    polygon = [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 16, endpoint=False)]
+    ImageDraw.Draw(image).polygon(polygon, fill=(170, 90, 30))
+    keypoints = {
+        "eye_left": (cx - 0.4 * rx, cy - 0.3 * ry),
+        "eye_right": (cx + 0.4 * rx, cy - 0.3 * ry),
+        "nose": (cx, cy + 0.2 * ry),
+    }
+    for x, y in keypoints.values():
+        ImageDraw.Draw(image).ellipse((x - 3, y - 3, x + 3, y + 3), fill=(20, 20, 20))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue(), SyntheticObject(polygon, keypoints)
+
+
+def annotation_result(obj: SyntheticObject, width: int, height: int) -> list[dict[str, Any]]:
+    """What an annotator produces in the UI: a polygon and keypoints nested under it (parentID)."""
+    common = {"to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0}
+    result = [{
+        **common, "id": "animal1", "from_name": "polygon", "type": "polygonlabels",
+        "value": {"points": [[100 * x / width, 100 * y / height] for x, y in obj.polygon], "closed": True,
+                  "polygonlabels": ["animal"]},
+    }]  # fmt: skip
+    for i, (name, (x, y)) in enumerate(obj.keypoints.items()):
+        result.append({
+            **common, "id": f"kp{i}", "from_name": "keypoint", "type": "keypointlabels", "parentID": "animal1",
+            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 0.75, "keypointlabels": [name]},
+        })  # fmt: skip
+    return result
+
+
+def create_annotated_project(ls: LabelStudioServer, title: str, images: int = 4) -> tuple[int, list[int]]:
+    """A project from generic.xml with ``images`` uploaded PNGs, each annotated through the API."""
+    project = ls.client.projects.create(title=title, label_config=GENERIC_CONFIG.read_text())
+    files = []
+    objects = []
+    for seed in range(images):
+        png, obj = synthetic_image(seed)
+        # one form field per file: Label Studio reads request.FILES.items(), i.e. the last file of a field
+        files.append((f"file{seed}", (f"animal{seed}.png", png, "image/png")))
+        objects.append(obj)
+    response = httpx.post(
+        f"{ls.url}/api/projects/{project.id}/import", headers=ls.headers, files=files,
+        params={"return_task_ids": "true"}, timeout=60,
+    )  # fmt: skip
+    response.raise_for_status()
+    task_ids = sorted(response.json()["task_ids"])
+    for task_id, obj in zip(task_ids, objects):
+        ls.client.annotations.create(id=task_id, result=annotation_result(obj, 224, 160))
+    return project.id, task_ids
+
+
+class MediaServer:
+    """A real HTTP server standing in for Label Studio's media URLs (``/data/upload/...``), checking the token.
+
+    For tests and benchmarks of the backend alone; ``files`` maps URL paths to bytes.
+    """
+
+    def __init__(self, token: str, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                server.requests.append(self.path)
+                if self.headers.get("Authorization") != f"Token {token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = server.files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+
+
+@dataclass
+class Process:
+    """A started child process with its log; stopped at exit if nobody stopped it earlier."""
+
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process = Process(proc, log)
+    atexit.register(process.stop)
+    return process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def backend_env(ls: LabelStudioServer, redis_url: str, model_dir: Path) -> dict[str, str]:
+    """The environment the server and the worker share (as in the stack)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": ls.token,
+        "REDIS_URL": redis_url,
+        "MODEL_DIR": str(model_dir),
+        **FAST_TRAINING_ENV,
+    }
+
+
+def start_backend(env: dict[str, str], log: Path) -> tuple[str, Process]:
+    """``python -m backend`` on a free port; returns its URL once /health answers."""
+    port = free_port()
+    process = _spawn(["-m", "backend", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"the backend exited:\n{process.log_tail()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url, process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the backend did not answer /health within 90 s:\n{process.log_tail()}")
+
+
+def start_worker(env: dict[str, str], log: Path) -> Process:
+    return _spawn(["-m", "jobqueue.worker", "--queues", "train"], env, log)
+
+
+def wait_for_training(backend_url: str, project_id: int, previous: str, worker: Process) -> dict[str, Any]:
+    """Poll ``GET /runs/<project>`` until a version other than ``previous`` is published."""
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{backend_url}/runs/{project_id}", timeout=5).json()
+        if status["model_version"] != previous and status["training"].get("state") == "succeeded":
+            return status
+        if status["training"].get("state") == "failed":
+            raise AssertionError(f"training failed: {status}\n--- worker log ---\n{worker.log_tail()}")
+        time.sleep(2)
+    raise AssertionError(f"no model published within {TRAIN_TIMEOUT_S} s: {status}\n{worker.log_tail()}")
+
+
+@dataclass(frozen=True)
+class TrainedProject:
+    project_id: int
+    task_ids: list[int]
+    ml_backend_id: int
+    backend_url: str
+    model_version: str
+    untrained_predictions: int  # predictions Label Studio stored while no model was published
+    run_status: dict[str, Any]
+
+
+_shared: TrainedProject | None = None
+
+
+def shared_trained_project(ls: LabelStudioServer, redis_url: str, root: Path) -> TrainedProject:
+    """The whole journey, once per process: label -> connect backend -> Start Training -> new version."""
+    global _shared
+    if _shared is None:
+        _shared = _train_through_label_studio(ls, redis_url, root)
+    return _shared
+
+
+def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Path) -> TrainedProject:
+    root.mkdir(parents=True, exist_ok=True)
+    env = backend_env(ls, redis_url, root / "models")
+    backend_url, _ = start_backend(env, root / "backend.log")
+    worker = start_worker(env, root / "worker.log")
+    project_id, task_ids = create_annotated_project(ls, "backend e2e")
+    # Settings > Model > Connect Model
+    ml = ls.client.ml.create(project=project_id, url=backend_url, title="multitask", is_interactive=False)
+    retrieve_predictions(ls, project_id)
+    untrained = len(ls.client.predictions.list(project=project_id))
+    # Settings > Model > "Start Training": POST /api/ml/<id>/train -> START_TRAINING webhook to the backend
+    ls.client.ml.train(id=ml.id)
+    status = wait_for_training(backend_url, project_id, "untrained", worker)
+    return TrainedProject(project_id, task_ids, ml.id, backend_url, status["model_version"], untrained, status)
+
+
+def retrieve_predictions(ls: LabelStudioServer, project_id: int) -> None:
+    """Data Manager > select all > Actions > "Retrieve Predictions"."""
+    response = httpx.post(
+        f"{ls.url}/api/dm/actions", headers=ls.headers, timeout=120,
+        params={"id": "retrieve_tasks_predictions", "project": project_id},
+        json={"selectedItems": {"all": True, "excluded": []}},
+    )  # fmt: skip
+    response.raise_for_status()

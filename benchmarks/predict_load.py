@@ -1,0 +1,139 @@
+"""Load check for the ML backend: N concurrent /predict requests against a real ``python -m backend``.
+
+The backend runs as its own uvicorn process with a real ``multitask`` checkpoint (random init with
+the generic.xml schema, published through the model store), and fetches each task's image from a
+real HTTP server standing in for Label Studio's /data/upload/. Reports errors and latency p50/p95;
+exits 1 if any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend.model_store import ModelStore  # noqa: E402
+from backend.testing import GENERIC_CONFIG, MediaServer, start_backend, synthetic_image  # noqa: E402
+from combined_coco.schema import Schema  # noqa: E402
+
+TOKEN = "bench-token"
+PROJECT = 1
+
+
+def random_checkpoint(path: Path, seed: int) -> Path:
+    """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
+    import torch
+
+    from multitask.checkpoint import Checkpoint, save_checkpoint
+    from multitask.model import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
+    config = ModelConfig.for_schema(schema, min_size=320, max_size=512)
+    model = build_model(config)
+    return save_checkpoint(Checkpoint("bench-random-init", schema, config, model.state_dict()), path)
+
+
+async def fire(url: str, requests: int, concurrency: int, image_url: str) -> tuple[list[float], list[str], list[int]]:
+    payload = {
+        "tasks": [{"id": 1, "project": PROJECT, "data": {"image": image_url}}],
+        "project": f"{PROJECT}.1700000000",
+        "label_config": GENERIC_CONFIG.read_text(),
+        "params": {"login": None, "password": None, "context": None},
+    }
+    latencies: list[float] = []
+    errors: list[str] = []
+    regions: list[int] = []
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one() -> None:
+            async with gate:
+                started = time.perf_counter()
+                try:
+                    response = await client.post(f"{url}/predict", json=payload)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+                latencies.append(time.perf_counter() - started)
+                body = response.json()
+                results = body.get("results") or [{}]
+                if response.status_code != 200 or "error" in results[0] or body.get("model_version") == "untrained":
+                    errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                else:
+                    regions.append(len(results[0]["result"]))
+
+        await asyncio.gather(*(one() for _ in range(requests)))
+    return latencies, errors, regions
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="example: .venv/bin/python benchmarks/predict_load.py --requests 50 --concurrency 50",
+    )
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=50, help="requests in flight at once")
+    parser.add_argument("--image-size", default="640x480", help="WxH of the task image (default 640x480)")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="backend SCORE_THRESHOLD")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.image_size.lower().split("x"))
+
+    with tempfile.TemporaryDirectory(prefix="predict-load-") as tmp:
+        root = Path(tmp)
+        store = ModelStore(root / "models")
+        version = store.publish(PROJECT, random_checkpoint(root / "random.pt", args.seed), {"note": "load check"})
+        png, _ = synthetic_image(args.seed, width, height)
+        media = MediaServer(TOKEN, {"/data/upload/1/bench.png": png})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "LABEL_STUDIO_URL": media.url,
+            "LABEL_STUDIO_API_KEY": TOKEN,
+            "MODEL_DIR": str(store.root),
+            "SCORE_THRESHOLD": str(args.score_threshold),
+        }
+        url, backend = start_backend(env, root / "backend.log")
+        try:
+            warm = asyncio.run(fire(url, 1, 1, "/data/upload/1/bench.png"))  # loads the model once
+            if warm[1]:
+                print(f"warm-up request failed: {warm[1][0]}\n{backend.log_tail()}")
+                return 1
+            started = time.perf_counter()
+            latencies, errors, regions = asyncio.run(
+                fire(url, args.requests, args.concurrency, "/data/upload/1/bench.png")
+            )
+            wall = time.perf_counter() - started
+        finally:
+            backend.stop()
+            media.stop()
+
+    print(f"model {version} (random init, light backbone), image {width}x{height}, {os.cpu_count()} CPU cores")
+    print(f"{args.requests} requests, {args.concurrency} concurrent: {len(errors)} errors, wall {wall:.1f} s, "
+          f"{args.requests / wall:.2f} req/s")
+    if latencies:
+        print(f"latency p50 {percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s, "
+              f"max {max(latencies):.2f} s; regions per task: {statistics.mean(regions) if regions else 0:.1f}")
+    for error in errors[:5]:
+        print("error:", error)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
