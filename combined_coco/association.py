@@ -157,7 +157,8 @@ def assign_keypoints(
     for kp in regions.keypoints:
         target = by_region.get(kp.parent_id) if kp.parent_id else None
         if kp.parent_id and target is None:
-            what = "another keypoint" if kp.parent_id in keypoint_ids else "not a region of this annotation"
+            what = ("another keypoint" if kp.parent_id in keypoint_ids
+                    else "not a polygon, rectangle or brush that could be converted")
             issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} is nested under {kp.parent_id!r}, which is "
                                 f"{what}; placed by position instead"))
         if target is None:

@@ -84,6 +84,7 @@ def convert_tasks(
     annotations: list[dict] = []
     seen: set = set()
     parsed: list[tuple[int | None, str, TaskRegions]] = []  # task id, image URL, regions with a known size
+    order: dict = {}  # task id -> position in the export, to keep each task's issues together
     json_min_reported = False
     total = len(tasks) if hasattr(tasks, "__len__") else None  # type: ignore[arg-type]
     for position, task in enumerate(tqdm(tasks, total=total, disable=not progress, unit="task", desc="converting")):
@@ -91,6 +92,7 @@ def convert_tasks(
             issues.append(Issue(None, None, f"item #{position} of the export is not a task object; skipped", "error"))
             continue
         task_id = task.get("id")
+        order.setdefault(task_id, position)
         json_min = "annotations" not in task and "data" not in task
         if json_min and not json_min_reported:
             json_min_reported = True
@@ -117,8 +119,7 @@ def convert_tasks(
             annotations.append(_annotation(inst, len(annotations) + 1, image_id, schema, layout))
     _name_images(images)
     # Shapes are checked in one batch after all tasks are read; put each task's issues back together.
-    position = {task_id: n for n, (task_id, _, _) in enumerate(parsed)}
-    issues.sort(key=lambda i: -1 if i.task_id is None else position.get(i.task_id, -1))
+    issues.sort(key=lambda i: -1 if i.task_id is None else order.get(i.task_id, -1))
     coco = {
         "info": {
             "description": "combined COCO exported from Label Studio",

@@ -118,6 +118,8 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
 
     seen: dict[str, str] = {}
     rotation_reported = False
+    known = {t: frozenset(schema.category_names) for t in _SHAPE_TYPES}
+    known[_KEYPOINT_TYPE] = frozenset(schema.keypoint_names)
     for index, (r, rtype) in enumerate(geometry):
         rid = _rid(r, index)
         if rid in seen:
@@ -132,9 +134,13 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
         if not isinstance(value, dict):
             issues.append(Issue(task_id, rid, "region has no value; skipped", "error"))
             continue
-        label = _label(task_id, rid, rtype, value, schema, issues)
-        if label is None:
-            continue
+        labels = value.get(rtype)
+        if type(labels) is list and len(labels) == 1 and labels[0] in known[rtype]:
+            label = labels[0]  # the common case, without building messages
+        else:
+            label = _label(task_id, rid, rtype, labels, known[rtype], issues)
+            if label is None:
+                continue
         parent = r.get("parentID")
         parent_id = None if parent in (None, "") else str(parent)
         try:
@@ -181,18 +187,16 @@ def _reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, (ValueError, BrushDecodeError)) else f"{type(exc).__name__}: {exc}"
 
 
-def _label(task_id: int | None, rid: str, rtype: str, value: dict, schema: Schema, issues: list[Issue]) -> str | None:
-    labels = value.get(rtype) or []
+def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[str], issues: list[Issue]) -> str | None:
     if not isinstance(labels, list) or not labels:
         issues.append(Issue(task_id, rid, f"{rtype.removesuffix('labels')} region has no label; skipped", "error"))
         return None
     label = str(labels[0])
     if len(labels) > 1:
         issues.append(Issue(task_id, rid, f"region has several labels {labels}; using {label!r}"))
-    known = schema.keypoint_names if rtype == _KEYPOINT_TYPE else [c.name for c in schema.categories]
     if label not in known:
         issues.append(
-            Issue(task_id, rid, f"label {label!r} is not in the labeling config (known: {list(known)}); skipped")
+            Issue(task_id, rid, f"label {label!r} is not in the labeling config (known: {sorted(known)}); skipped")
         )
         return None
     return label

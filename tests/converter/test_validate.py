@@ -1,0 +1,61 @@
+"""validate_coco names the image/annotation at fault and catches what pycocotools would choke on."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from combined_coco.validate import validate_coco
+
+GOOD = {
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+    "categories": [{"id": 1, "name": "gear", "keypoints": ["center", "tooth_ref"], "skeleton": [[1, 2]]}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                     "segmentation": [[10, 10, 50, 10, 50, 40]], "bbox": [10, 10, 40, 30], "area": 600.0,
+                     "keypoints": [30, 20, 2, 0, 0, 0], "num_keypoints": 1}],
+}
+
+
+def broken(path: str, value) -> dict:
+    coco = copy.deepcopy(GOOD)
+    *keys, last = path.split(".")
+    target = coco
+    for k in keys:
+        target = target[int(k)] if k.isdigit() else target[k]
+    target[int(last) if last.isdigit() else last] = value
+    return coco
+
+
+def test_good_file_is_valid() -> None:
+    assert validate_coco(GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("images.0.width", 0, "image 1: width/height must be positive"),
+        ("annotations.0.category_id", 5, "annotation 1 (image 1): category_id 5 is not a category"),
+        ("annotations.0.segmentation", [], "annotation 1 (image 1): segmentation must be a non-empty list"),
+        ("annotations.0.segmentation", [[1, 2, 3, 4]], "polygon 0 must be a flat list of >= 3"),
+        ("annotations.0.bbox", [10, 10, 20, 30], "does not contain all polygon points"),
+        ("annotations.0.bbox", [10, 10, 95, 30], "leaves the 100x80 image"),
+        ("annotations.0.area", 5000.0, "exceeds its bbox area"),
+        ("annotations.0.keypoints", [30, 20, 2], "keypoints must be 6 numbers"),
+        ("annotations.0.keypoints", [30, 20, 3, 0, 0, 0], "keypoint 0 has visibility 3"),
+        ("annotations.0.keypoints", [30, 20, 2, 5, 5, 0], "keypoint 1 is unlabeled (v=0) but has coordinates"),
+        ("annotations.0.num_keypoints", 2, "num_keypoints is 2 but 1 keypoints are labeled"),
+        ("categories.0.skeleton", [[1, 3]], "category 1: skeleton edge [1, 3]"),
+        ("categories.0.id", 2, "categories[0]: ids must be 1..N"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": "not-rle"}, "pycocotools cannot make its mask"),
+        ("annotations.0.segmentation", {"size": [100, 80], "counts": "xx"}, "RLE size [100, 80] is not [height, width]"),
+    ],
+)
+def test_problems_name_the_culprit(path: str, value, message: str) -> None:
+    problems = validate_coco(broken(path, value))
+    assert any(message in p for p in problems), problems
+
+
+def test_not_a_coco_dict() -> None:
+    assert validate_coco([]) == ["top level must be an object, got list"]
+    assert validate_coco({"images": []}) == ["'categories' must be a list", "'annotations' must be a list"]
