@@ -133,6 +133,11 @@ def _instance(ann: dict, perms: dict[int, list[int]], height: int, width: int) -
     return Instance([list(p) for p in seg], None, kps, perm)
 
 
+def _without_id(ann: dict) -> dict:
+    """A deep copy without ``id``: annotation ids are assigned at merge time."""
+    return {k: copy.deepcopy(v) for k, v in ann.items() if k != "id"}
+
+
 def _read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -172,7 +177,7 @@ def augment_image(
             entry["file_name"] = str(_relative(source["file_name"]))
             _write_atomic(images_out / entry["file_name"], src_path.read_bytes())
             out.images.append(entry)
-            out.annotations += [{**copy.deepcopy(a), "image_id": entry["id"]} for a in annotations]
+            out.annotations += [{**_without_id(a), "image_id": entry["id"]} for a in annotations]
             continue
         sample = augment_sample(compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits)
         entry["file_name"] = augmented_name(source["file_name"], copy_index)
@@ -183,7 +188,7 @@ def augment_image(
             if inst is None:
                 out.dropped += 1
                 continue
-            new = {k: v for k, v in ann.items() if k != "id"}
+            new = _without_id(ann)
             new.update(image_id=entry["id"], segmentation=inst.segmentation, bbox=inst.bbox, area=inst.area)
             if "keypoints" in ann:
                 new.update(keypoints=inst.keypoints, num_keypoints=inst.num_keypoints)
