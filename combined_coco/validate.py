@@ -182,8 +182,26 @@ def _pycocotools_problems(coco: dict) -> list[str]:
     problems = []
     for ann in coco["annotations"]:
         try:
-            api.annToRLE(ann)
+            rle = api.annToRLE(ann)
+            if isinstance(ann["segmentation"], dict):
+                _check_rle(ann["segmentation"], rle)
         except Exception as exc:
             problems.append(f"annotation {ann['id']} (image {ann['image_id']}): pycocotools cannot make its mask: "
                             f"{type(exc).__name__}: {exc}")
     return problems
+
+
+def _check_rle(segmentation: dict, rle: dict) -> None:
+    """pycocotools decodes a corrupt RLE into garbage without complaint: uncompressed runs must cover
+    the image exactly, and a valid compressed RLE re-encodes to itself."""
+    from pycocotools import mask as mask_utils
+
+    h, w = segmentation["size"]
+    if isinstance(segmentation["counts"], list):
+        if sum(segmentation["counts"]) != h * w:
+            raise ValueError(f"uncompressed RLE runs sum to {sum(segmentation['counts'])}, not {h} x {w}")
+        return
+    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+    again = mask_utils.encode(mask_utils.decode({"size": [h, w], "counts": counts}))
+    if again["counts"] != counts:
+        raise ValueError("counts is not a valid compressed COCO RLE of this size")

@@ -47,7 +47,8 @@ def test_good_file_is_valid() -> None:
         ("annotations.0.num_keypoints", 2, "num_keypoints is 2 but 1 keypoints are labeled"),
         ("categories.0.skeleton", [[1, 3]], "category 1: skeleton edge [1, 3]"),
         ("categories.0.id", 2, "categories[0]: ids must be 1..N"),
-        ("annotations.0.segmentation", {"size": [80, 100], "counts": "not-rle"}, "pycocotools cannot make its mask"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": "xx"}, "not a valid compressed COCO RLE"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": [10, 20]}, "runs sum to 30, not 80 x 100"),
         ("annotations.0.segmentation", {"size": [100, 80], "counts": "xx"}, "RLE size [100, 80] is not [height, width]"),
     ],
 )
