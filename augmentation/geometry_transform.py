@@ -1,7 +1,7 @@
 """Apply one sampled Albumentations transform to an image and to the geometry of its instances.
 
-Albumentations transforms the pixels (image and RLE instance masks). The geometry does NOT go
-through Albumentations' keypoint code: after the call we read the parameters it actually sampled
+Albumentations transforms the image. The geometry does NOT go through Albumentations' keypoint
+or mask code: after the call we read the parameters it actually sampled
 (``Compose(save_applied_params=True)``) and turn every applied geometric step into a 3x3 matrix in
 COCO continuous pixel coordinates (docs/FORMAT.md). Why:
 
@@ -11,10 +11,12 @@ COCO continuous pixel coordinates (docs/FORMAT.md). Why:
   per step. Building each step's matrix ourselves, in one convention, removes the drift.
 - Polygon vertices are mapped, never "removed as invisible", so vertex counts cannot misalign and
   an object that leaves the frame is clipped (shapely) instead of losing vertices.
-- The product of the matrices is one matrix applied to all vertices at once (fast), and the sign of
-  its determinant says whether the image was mirrored (an odd number of reflections: horizontal or
-  vertical flip, transpose, anti-transpose). Rotations keep the sign. A mirrored image swaps the
-  object's left/right keypoints, so keypoints are permuted with the schema's flip pairs.
+- The product of the matrices is one matrix applied to all vertices at once (fast); RLE masks are
+  warped with the same matrix (nearest neighbour at pixel centres, only in the object's window), so
+  masks and polygons cannot disagree (and cv2.resize's half-pixel-off INTER_NEAREST is avoided).
+- The sign of the matrix's determinant says whether the image was mirrored (an odd number of
+  reflections: horizontal or vertical flip, transpose, anti-transpose); rotations keep the sign. A
+  mirrored image swaps the object's left/right keypoints: they are permuted with the schema's flip pairs.
 
 Non-affine distortions (GridDistortion, ElasticTransform, ...) have no matrix; they are refused when
 the pipeline is loaded (see :mod:`augmentation.pipelines`), never applied silently wrong.
@@ -23,10 +25,11 @@ the pipeline is loaded (see :mod:`augmentation.pipelines`), never applied silent
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Callable, Sequence
 
 import albumentations as A
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -53,6 +56,18 @@ class Instance:
     rle: dict | None
     keypoints: list[float]
     flip_perm: Sequence[int]
+
+    @cached_property
+    def mask_window(self) -> tuple[np.ndarray, int, int, float]:
+        """The decoded RLE cropped to its box (1 px margin), its offset and pixel count: decoded
+        once and reused by every copy of the image."""
+        assert self.rle is not None
+        src_h, src_w = self.rle["size"]
+        x, y, bw, bh = mask_utils.toBbox(self.rle)
+        sx0, sy0 = max(int(x) - 1, 0), max(int(y) - 1, 0)
+        sx1, sy1 = min(int(np.ceil(x + bw)) + 1, src_w), min(int(np.ceil(y + bh)) + 1, src_h)
+        crop = np.ascontiguousarray(mask_utils.decode(self.rle)[sy0:sy1, sx0:sx1])
+        return crop, sx0, sy0, float(mask_utils.area(self.rle))
 
 
 @dataclass
@@ -200,10 +215,7 @@ MATRIX_RULES: dict[str, StepRule] = {
     "Pad": lambda p, i, o: _translate(p["pad_left"], p["pad_top"]),
 }
 
-# Steps that resize with cv2.resize (their mask interpolation needs care, see pipelines.py).
-RESIZING = frozenset({"Resize", "LongestMaxSize", "SmallestMaxSize", "RandomScale", "RandomResizedCrop", "RandomSizedCrop"})
-
-# Dual transforms that hide pixels but move nothing (masks are only filled if fill_mask is set).
+# Dual transforms that hide pixels but move nothing.
 GEOMETRY_NEUTRAL = frozenset({"CoarseDropout", "GridDropout", "XYMasking", "PixelDropout", "Erasing"})
 
 # Non-affine warps: no matrix exists; refused at load time with this list in the message.
@@ -267,8 +279,13 @@ def is_mirroring(m: Matrix) -> bool:
 def _transform_polygons(
     m: Matrix, polygons: list[FlatPolygon], out_shape: Shape, limits: Limits
 ) -> tuple[list[FlatPolygon], float] | None:
-    mapped = [map_points(m, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons]
+    points = [map_points(m, np.asarray(p, dtype=np.float64).reshape(-1, 2)) for p in polygons]
+    mapped = [p.ravel().tolist() for p in points]
     h, w = out_shape
+    if all(p.min() >= 0 and (p <= (w, h)).all() for p in points):
+        # Nothing to clip, and an invertible map keeps valid polygons valid: skip the shapely pass.
+        area = polygons_area(mapped)
+        return (mapped, area) if area >= limits.min_area else None
     result = clean_polygons(mapped, w, h, min_area=limits.min_part_area)
     cleaned = result.polygons
     if not cleaned:
@@ -280,15 +297,41 @@ def _transform_polygons(
     return cleaned, area
 
 
-def _transform_rle(
-    src_area: float, out_mask: np.ndarray, det: float, limits: Limits
-) -> tuple[dict, float, list[float]] | None:
-    rle = mask_utils.encode(np.asfortranarray(out_mask.astype(np.uint8)))
-    area = float(mask_utils.area(rle))
-    if area < limits.min_area or area < limits.min_visible * src_area * abs(det):
+def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> np.ndarray | None:
+    """Warp a mask with the sample's matrix, nearest neighbour at pixel centres, only between the
+    object's source box and the window it maps to (a full-frame warp per instance would cost as
+    much as the image). Returns a Fortran-ordered full-size mask, the layout pycocotools encodes."""
+    h, w = out_shape
+    source, sx0, sy0, _ = inst.mask_window
+    sx1, sy1 = sx0 + source.shape[1], sy0 + source.shape[0]
+    corners = map_points(m, np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], dtype=np.float64))
+    x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1, [w, h])
+    if x1 <= x0 or y1 <= y0:
         return None
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle, area, [float(v) for v in mask_utils.toBbox(rle)]
+    # window pixel index -> continuous -> matrix -> continuous -> source-window pixel index
+    to_index = _translate(-x0 - 0.5, -y0 - 0.5) @ m @ _translate(sx0 + 0.5, sy0 + 0.5)
+    size = (int(x1 - x0), int(y1 - y0))
+    if np.allclose(to_index[2], [0.0, 0.0, 1.0]):
+        window = cv2.warpAffine(source, to_index[:2], size, flags=cv2.INTER_NEAREST)
+    else:
+        window = cv2.warpPerspective(source, to_index, size, flags=cv2.INTER_NEAREST)
+    out = np.zeros((h, w), np.uint8, order="F")
+    out[y0:y1, x0:x1] = window
+    return out
+
+
+def _transform_rle(inst: Instance, m: Matrix, out_shape: Shape, limits: Limits) -> tuple[dict, float, list[float]] | None:
+    mask = _warp_rle(inst, m, out_shape)
+    if mask is None:
+        return None
+    out = mask_utils.encode(mask)
+    area = float(mask_utils.area(out))
+    expected = inst.mask_window[3] * abs(np.linalg.det(m[:2, :2]))  # exact for affine maps
+    if area < limits.min_area or area < limits.min_visible * expected:
+        return None
+    out["counts"] = out["counts"].decode("ascii")
+    return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
 def _transform_keypoints(m: Matrix, kps: list[float], perm: Sequence[int], mirrored: bool, out_shape: Shape) -> list[float]:
@@ -321,21 +364,17 @@ def augment_sample(
     ``compose`` must have been built by :func:`augmentation.pipelines.load_pipeline` (it records the
     applied parameters and contains only supported transforms).
     """
-    rle_idx = [i for i, inst in enumerate(instances) if inst.rle is not None]
-    masks = [mask_utils.decode(instances[i].rle) for i in rle_idx]
     compose.set_random_seed(seed)
-    result = compose(image=image, masks=masks) if masks else compose(image=image)
+    result = compose(image=image)
     out_image = result["image"]
     out_shape: Shape = out_image.shape[:2]
     m = applied_matrix(result["applied_transforms"], out_shape)
     mirrored = is_mirroring(m)
-    det = float(np.linalg.det(m[:2, :2]))
-    out_masks = dict(zip(rle_idx, result.get("masks", [])))
 
     transformed: list[TransformedInstance | None] = []
-    for i, inst in enumerate(instances):
+    for inst in instances:
         if inst.rle is not None:
-            got = _transform_rle(float(mask_utils.area(inst.rle)), np.asarray(out_masks[i]), det, limits)
+            got = _transform_rle(inst, m, out_shape, limits)
             if got is None:
                 transformed.append(None)
                 continue

@@ -15,7 +15,7 @@ import albumentations as A
 import cv2
 import yaml
 
-from augmentation.geometry_transform import RESIZING, UnsupportedTransform, step_kind
+from augmentation.geometry_transform import UnsupportedTransform, step_kind
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -58,10 +58,6 @@ def build_pipeline(data: dict[str, Any]) -> A.Compose:
                 f"{name} uses border_mode={border}: reflected/replicated borders show copies of objects that have"
                 " no labels. Use border_mode: 0 (constant fill)."
             )
-        if name in RESIZING:
-            # RLE masks: cv2.resize's INTER_NEAREST samples half a pixel off (floor of the corner
-            # mapping); NEAREST_EXACT samples pixel centres like the polygons. Warps are already exact.
-            leaf.mask_interpolation = cv2.INTER_NEAREST_EXACT
     compose.save_applied_params = True
     return compose
 

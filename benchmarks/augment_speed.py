@@ -1,0 +1,268 @@
+"""Augmentation speed and fidelity, ours against the paper's method, in one run (not a timed test).
+
+    .venv/bin/python benchmarks/augment_speed.py [--images 12] [--copies 3] [--scaling-images 24]
+
+1. Throughput on one core (CPU affinity 1, OpenCV 1 thread) for the medium preset at 1280x720:
+   Albumentations transforming the image alone, ours (image + exact geometry), and the paper's
+   method (polygon vertices and keypoints through KeypointParams, default remove_invisible=True).
+2. Fidelity of both against measured truth (tests/augmentation/truth.py: the matrix the pixels
+   underwent, fitted from a warped coordinate image): mask IoU (lost instances count as 0), lost
+   instances, keypoint accuracy (within 1 px under the right name), left/right accuracy (pair
+   keypoints in mirrored samples).
+3. Throughput with 1 vs 2 real RQ worker processes (python -m jobqueue.worker) on an embedded Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "augmentation")]
+
+from augmentation import jobs  # noqa: E402
+from augmentation.dataset_augment import _instance, flip_permutations  # noqa: E402
+from augmentation.geometry_transform import Limits, augment_sample, map_points  # noqa: E402
+from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
+from augmentation.synthetic import make_dataset  # noqa: E402
+from combined_coco.geometry import clean_polygons, polygons_area  # noqa: E402
+from jobqueue.connection import EmbeddedRedis, connect  # noqa: E402
+from truth import iou, measured_matrix, rasterize  # noqa: E402
+
+
+def load(coco_path: Path) -> tuple[dict, list[tuple[np.ndarray, list[dict]]]]:
+    coco = json.loads(coco_path.read_text())
+    items = []
+    for im in coco["images"]:
+        image = cv2.cvtColor(cv2.imread(str(coco_path.parent / "images" / im["file_name"])), cv2.COLOR_BGR2RGB)
+        items.append((image, [a for a in coco["annotations"] if a["image_id"] == im["id"]]))
+    return coco, items
+
+
+class PaperMethod:
+    """Polygon vertices and keypoints as Albumentations keypoints (default remove_invisible=True);
+    a polygon keeps the vertices that survived; keypoints swap names only after a HorizontalFlip."""
+
+    def __init__(self, pipeline: dict, flip_perm: list[int]) -> None:
+        self.compose = A.from_dict(pipeline)
+        self.compose = A.Compose(
+            self.compose.transforms,
+            keypoint_params=A.KeypointParams(format="xy", label_fields=["owner"]),
+            save_applied_params=True,
+        )
+        self.flip_perm = flip_perm
+
+    def __call__(self, image: np.ndarray, anns: list[dict], seed: int) -> tuple[np.ndarray, list[dict | None]]:
+        points, owner = [], []
+        for i, ann in enumerate(anns):
+            if isinstance(ann["segmentation"], list):
+                for j, poly in enumerate(ann["segmentation"]):
+                    points += [tuple(p) for p in np.reshape(poly, (-1, 2))]
+                    owner += [("v", i, j)] * (len(poly) // 2)
+            for k, (x, y, v) in enumerate(np.reshape(ann["keypoints"], (-1, 3))):
+                if v > 0:
+                    points.append((x, y))
+                    owner.append(("k", i, k))
+        # Albumentations rejects x == W, where polygons touching the right border have vertices.
+        h, w = image.shape[:2]
+        points = np.minimum(np.asarray(points, dtype=np.float64).reshape(-1, 2), [w - 1e-3, h - 1e-3])
+        self.compose.set_random_seed(seed)
+        out = self.compose(image=image, keypoints=points, owner=list(range(len(owner))))
+        hflip = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+        polys: dict[int, dict[int, list[float]]] = {}
+        kps = {i: np.zeros((len(self.flip_perm), 3)) for i in range(len(anns))}
+        for (x, y), index in zip(out["keypoints"], out["owner"]):
+            kind, i, j = owner[int(index)]
+            if kind == "v":
+                polys.setdefault(i, {}).setdefault(j, []).extend([float(x), float(y)])
+            else:
+                kps[i][j] = (x, y, 2)
+        results: list[dict | None] = []
+        for i, ann in enumerate(anns):
+            if not isinstance(ann["segmentation"], list):
+                results.append(None)
+                continue
+            parts = [p for p in polys.get(i, {}).values() if len(p) >= 6]
+            k = kps[i][self.flip_perm] if hflip else kps[i]
+            results.append({"segmentation": parts, "keypoints": k} if parts else None)
+        return out["image"], results
+
+
+def time_per_image(fn, items, copies: int) -> float:
+    start = time.perf_counter()
+    for n, (image, anns) in enumerate(items):
+        for c in range(copies):
+            fn(image, anns, 1000 * n + c)
+    return (time.perf_counter() - start) / (len(items) * copies)
+
+
+def speed(pipeline: dict, coco: dict, items, copies: int, repeats: int) -> dict[str, float]:
+    image_only = A.from_dict(pipeline)
+    ours = build_pipeline(pipeline)
+    perms = flip_permutations(coco["categories"])
+    paper = PaperMethod(pipeline, perms[1])
+    prepared = [(image, [_instance(a, perms, *image.shape[:2]) for a in anns]) for image, anns in items]
+
+    def run_image_only(image, anns, seed):
+        image_only.set_random_seed(seed)
+        image_only(image=image)
+
+    polygon_items = [(image, [a for a in anns if isinstance(a["segmentation"], list)]) for image, anns in items]
+    polygon_prepared = [(image, [_instance(a, perms, *image.shape[:2]) for a in anns]) for image, anns in polygon_items]
+    methods = {
+        "image only": (run_image_only, items),
+        "ours (polygons + RLE masks)": (lambda i, a, s: augment_sample(ours, i, a, s), prepared),
+        "ours (polygons only)": (lambda i, a, s: augment_sample(ours, i, a, s), polygon_prepared),
+        "paper (vertices as keypoints)": (paper, polygon_items),
+    }
+    best = {name: float("inf") for name in methods}
+    for _ in range(repeats):  # interleaved, best of: other processes share these cores
+        for name, (fn, data) in methods.items():
+            best[name] = min(best[name], time_per_image(fn, data, copies))
+    return best
+
+
+def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[str, float]]:
+    ours = build_pipeline(pipeline)
+    perms = flip_permutations(coco["categories"])
+    perm = perms[1]
+    paper = PaperMethod(pipeline, perm)
+    limits = Limits()
+    stats = {name: {"iou": [], "lost": 0, "kp_ok": 0, "kp_n": 0, "lr_ok": 0, "lr_n": 0} for name in ("ours", "paper")}
+    pair_idx = [i for i, j in enumerate(perm) if i != j]
+    for n, (image, anns) in enumerate(items):
+        anns = [a for a in anns if isinstance(a["segmentation"], list)]
+        instances = [_instance(a, perms, *image.shape[:2]) for a in anns]
+        for c in range(copies):
+            seed = 1000 * n + c
+            truth = measured_matrix(pipeline, seed, image)
+            mirrored = np.linalg.det(truth) < 0
+            sample = augment_sample(ours, image, instances, seed, limits)
+            oh, ow = sample.image.shape[:2]
+            _, paper_out = paper(image, anns, seed)
+            outputs = {
+                "ours": [None if t is None else {"segmentation": t.segmentation, "keypoints": np.reshape(t.keypoints, (-1, 3))} for t in sample.instances],
+                "paper": paper_out,
+            }
+            for i, ann in enumerate(anns):
+                mapped = [map_points(truth, np.reshape(p, (-1, 2))).ravel().tolist() for p in ann["segmentation"]]
+                visible = clean_polygons(mapped, ow, oh, limits.min_part_area).polygons
+                area = polygons_area(visible) if visible else 0.0
+                should_exist = area >= 4 * limits.min_area and area >= 2 * limits.min_visible * polygons_area(mapped)
+                src_kps = np.reshape(ann["keypoints"], (-1, 3))
+                truth_kps = map_points(truth, src_kps[:, :2])
+                for name, outs in outputs.items():
+                    s, out = stats[name], outs[i]
+                    if should_exist:
+                        if out is None:
+                            s["lost"] += 1
+                            s["iou"].append(0.0)
+                        else:
+                            clipped = clean_polygons(out["segmentation"], ow, oh, 0.0).polygons
+                            s["iou"].append(iou(rasterize(clipped, oh, ow), rasterize(visible, oh, ow)))
+                    got = out["keypoints"] if out is not None else np.zeros_like(src_kps)
+                    for k, (x, y, v) in enumerate(src_kps):
+                        tx, ty = truth_kps[k]
+                        if v == 0 or not (0 <= tx < ow and 0 <= ty < oh):
+                            continue
+                        name_k = perm[k] if mirrored else k  # after a mirror, "left" is the old "right"
+                        ok = got[name_k, 2] > 0 and np.hypot(got[name_k, 0] - tx, got[name_k, 1] - ty) <= 1.0
+                        s["kp_ok"] += ok
+                        s["kp_n"] += 1
+                        if mirrored and k in pair_idx:
+                            s["lr_ok"] += ok
+                            s["lr_n"] += 1
+    return {
+        name: {
+            "mean IoU": float(np.mean(s["iou"])),
+            "p5 IoU": float(np.percentile(s["iou"], 5)),
+            "instances": len(s["iou"]),
+            "lost": s["lost"],
+            "keypoints within 1 px": s["kp_ok"] / max(1, s["kp_n"]),
+            "left/right correct (mirrored)": s["lr_ok"] / max(1, s["lr_n"]),
+        }
+        for name, s in stats.items()
+    }
+
+
+def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, float]:
+    """Images/s of a whole RQ run (submit -> merged json) with 1 and 2 worker processes."""
+    server = EmbeddedRedis(workdir / "redis")
+    env = {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": str(REPO)}
+    conn = connect(server.url)
+    n_images = len(json.loads(coco_path.read_text())["images"])
+    rates = {}
+    try:
+        for n_workers in (1, 2):
+            procs = [
+                subprocess.Popen([sys.executable, "-m", "jobqueue.worker", "--queues", "augment"], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for _ in range(n_workers)
+            ]
+            while len(conn.smembers("rq:workers")) < n_workers:  # started and preloaded
+                time.sleep(0.2)
+            start = time.perf_counter()
+            run = jobs.submit_run(conn, coco_path, coco_path.parent / "images", workdir / f"out{n_workers}",
+                                  pipeline="medium", copies=copies, shard_size=max(1, n_images // 8))
+            status = jobs.wait(conn, run, timeout=1800, poll=0.1)
+            elapsed = time.perf_counter() - start
+            assert status["state"] == "finished", status
+            rates[n_workers] = n_images * copies / elapsed
+            for p in procs:
+                p.terminate()
+                p.wait(30)
+            while conn.smembers("rq:workers"):
+                time.sleep(0.2)
+    finally:
+        server.stop()
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=12, help="1280x720 images for speed and fidelity")
+    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds; the best round counts")
+    parser.add_argument("--scaling-images", type=int, default=24, help="images for the 1 vs 2 worker run (0: skip)")
+    args = parser.parse_args()
+    pipeline = read_pipeline("medium")
+    with tempfile.TemporaryDirectory() as tmp:
+        coco_path = make_dataset(Path(tmp) / "data", args.images, 1280, 720, n_objects=8, seed=11)
+        coco, items = load(coco_path)
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})
+        cv2.setNumThreads(1)
+        times = speed(pipeline, coco, items, args.copies, args.repeats)
+        base = times["image only"]
+        print(f"## Speed, medium preset, 1280x720, one core ({len(items)} images x {args.copies} copies, best of {args.repeats})\n")
+        print("| method | ms / image | images/s | vs image only |\n|---|---|---|---|")
+        for name, t in times.items():
+            print(f"| {name} | {1000 * t:.1f} | {1 / t:.1f} | {t / base:.2f}x |")
+        table = fidelity(pipeline, coco, items, args.copies)
+        print("\n## Fidelity against measured truth (polygon instances)\n")
+        keys = list(next(iter(table.values())))
+        print("| method | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|")
+        for name, row in table.items():
+            print(f"| {name} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        os.sched_setaffinity(0, cores)
+        if args.scaling_images:
+            scale_path = make_dataset(Path(tmp) / "scale", args.scaling_images, 1280, 720, n_objects=8, seed=12)
+            rates = scaling(scale_path, args.copies, Path(tmp))
+            print(f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, incl. JPEG/PNG I/O and merge\n")
+            print("| workers | images/s | speed-up |\n|---|---|---|")
+            for n, rate in rates.items():
+                print(f"| {n} | {rate:.1f} | {rate / rates[1]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
