@@ -147,7 +147,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
             if rtype == _KEYPOINT_TYPE:
                 out.keypoints.append(_keypoint(task_id, rid, label, value, parent_id, out.width, out.height, issues))
             elif rtype == "brushlabels":
-                rle = ls_brush_to_coco_rle(value.get("rle") or r.get("rle"), out.width, out.height)  # type: ignore[arg-type]
+                rle = ls_brush_to_coco_rle(value.get("rle") or r.get("rle"), out.width, out.height)
                 out.shapes.append(ShapeRegion(rid, "brush", label, parent_id, rle=rle))
             elif rtype == "polygonlabels":
                 points = value["points"]
@@ -161,7 +161,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
                 out.shapes.append(shape)
             else:
                 shape = ShapeRegion(rid, "rectangle", label, parent_id)
-                out.pending.append((shape, _rectangle(value, out.width, out.height), 1.0, 1.0))  # type: ignore[arg-type]
+                out.pending.append((shape, _rectangle(value, out.width, out.height), 1.0, 1.0))
                 out.shapes.append(shape)
         except (BrushDecodeError, TypeError, ValueError, KeyError, IndexError) as exc:
             issues.append(Issue(task_id, rid, f"unreadable {rtype} value ({_reason(exc)}); skipped", "error"))

@@ -85,7 +85,8 @@ def test_keypoint_nested_under_wrong_category(convert_one) -> None:
 
 
 def test_second_keypoint_of_a_name_is_reported(convert_one, generic) -> None:
-    res = convert_one([poly("p", SQUARE), kp("k1", "nose", 150, 150, parent_id="p"), kp("k2", "nose", 250, 250, parent_id="p")])
+    res = convert_one([poly("p", SQUARE), kp("k1", "nose", 150, 150, parent_id="p"),
+                       kp("k2", "nose", 250, 250, parent_id="p")])
     assert keypoint_of(res.coco["annotations"][0], generic, "nose")[:2] == pytest.approx([150, 150])
     (issue,) = res.issues
     assert issue.region_id == "k2" and "already has keypoint 'nose'" in issue.message

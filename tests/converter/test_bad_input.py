@@ -128,11 +128,16 @@ def test_image_names(generic) -> None:
     assert [im["ls_task_id"] for im in res.coco["images"]] == [1, 2, 3, 4]
 
 
+def brush_result(rid: str, mask: np.ndarray, label: str = "tool", parent_id: str | None = None) -> dict:
+    return {"id": rid, "type": "brushlabels", "from_name": "brush", "to_name": "image", "original_width": W,
+            "original_height": H, "parentID": parent_id,
+            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": [label]}}
+
+
 def test_brush_becomes_coco_rle(convert_one) -> None:
     mask = np.zeros((H, W), dtype=np.uint8)
     mask[100:200, 300:350] = 255
-    brush = {"id": "b", "type": "brushlabels", "from_name": "brush", "to_name": "image", "original_width": W,
-             "original_height": H, "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["tool"]}}
+    brush = brush_result("b", mask)
     res = convert_one([brush, keypoint_result("k", "tip", 320, 150, W, H)])
     assert not res.issues
     (ann,) = res.coco["annotations"]
@@ -144,6 +149,15 @@ def test_brush_becomes_coco_rle(convert_one) -> None:
     assert not validate_coco(res.coco)
     broken = dict(brush, value=dict(brush["value"], rle=[1, 2, 3]))
     assert "unreadable brushlabels value" in only_issue(convert_one([broken]), "b").message
+
+
+def test_linked_brush_strokes_are_one_mask(convert_one) -> None:
+    first, second = np.zeros((H, W), dtype=np.uint8), np.zeros((H, W), dtype=np.uint8)
+    first[10:20, 10:20] = 255
+    second[15:30, 10:20] = 255
+    res = convert_one([brush_result("a", first), brush_result("b", second, parent_id="a")])
+    (ann,) = res.coco["annotations"]
+    assert ann["area"] == 200 and ann["bbox"] == [10, 10, 10, 20]
 
 
 # ---- file-level input --------------------------------------------------------------------------

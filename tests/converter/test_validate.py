@@ -49,7 +49,7 @@ def test_good_file_is_valid() -> None:
         ("categories.0.id", 2, "categories[0]: ids must be 1..N"),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": "xx"}, "not a valid compressed COCO RLE"),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": [10, 20]}, "runs sum to 30, not 80 x 100"),
-        ("annotations.0.segmentation", {"size": [100, 80], "counts": "xx"}, "RLE size [100, 80] is not [height, width]"),
+        ("annotations.0.segmentation", {"size": [100, 80], "counts": "xx"}, "RLE size [100, 80] is not [height,"),
     ],
 )
 def test_problems_name_the_culprit(path: str, value, message: str) -> None:
