@@ -63,7 +63,7 @@ def mask_orientation(mask: np.ndarray) -> Orientation:
     spread = math.hypot(2 * mu11, mu20 - mu02) / 2
     major, minor = (mu20 + mu02) / 2 + spread, (mu20 + mu02) / 2 - spread
     angle = math.degrees(theta)
-    if angle <= -90:
+    if angle <= -90 + 1e-6:  # an axis: -90 and 90 are the same one
         angle += 180
     return Orientation(
         (float(cx), float(cy)),

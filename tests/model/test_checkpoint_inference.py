@@ -1,0 +1,81 @@
+"""Checkpoint round trip and the Predictor API the backend uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from multitask.dataset import read_image
+from multitask.inference import Instance, Predictor, mask_to_polygons
+from multitask.model import ModelConfig
+from multitask.synthetic import SCHEMA
+
+
+@pytest.fixture
+def checkpoint_path(small_model: torch.nn.Module, small_config: ModelConfig, tmp_path: Path) -> Path:
+    state = Checkpoint("multitask-test-v1", SCHEMA, small_config, small_model.state_dict(), step=7)
+    return save_checkpoint(state, tmp_path / "ck" / "last.pt")
+
+
+def test_round_trip_keeps_outputs_schema_and_version(
+    checkpoint_path: Path, small_model: torch.nn.Module, synthetic_json: Path
+) -> None:
+    assert [p.name for p in checkpoint_path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+    loaded = load_checkpoint(checkpoint_path)
+    assert loaded.schema == SCHEMA and loaded.model_version == "multitask-test-v1" and loaded.step == 7
+    image = torch.from_numpy(read_image(synthetic_json.parent / "img_001.png")).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        expected = small_model.eval()([image])[0]
+        got = loaded.build()([image])[0]
+    assert len(expected["boxes"]) > 0
+    for key in ("boxes", "scores", "labels", "masks", "keypoints"):
+        assert torch.allclose(expected[key], got[key]), key
+
+
+def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint_path, device="cpu", score_threshold=0.0)
+    assert predictor.schema == SCHEMA and predictor.model_version == "multitask-test-v1"
+    big = np.zeros((90, 160, 3), np.uint8)
+    results = predictor.predict([read_image(synthetic_json.parent / "img_000.png"), big, big])
+    assert len(results) == 3 and all(len(r) == 5 for r in results)
+    inst = results[1][0]
+    assert isinstance(inst, Instance)
+    assert inst.mask.shape == (90, 160) and inst.mask.dtype == bool
+    assert inst.keypoints.shape == (3, 3) and inst.keypoint_present.shape == (3,)
+    x1, y1, x2, y2 = inst.box
+    assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90
+    for instance in (i for r in results for i in r):
+        applicable = SCHEMA.category_by_id(instance.category_id).keypoints
+        assert instance.keypoint_present.tolist() == [n in applicable for n in SCHEMA.keypoint_names]
+        assert instance.label == SCHEMA.category_by_id(instance.category_id).name
+    assert Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big]) == [[]]
+
+
+def _rasterize(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))).astype(bool)
+
+
+def test_polygons_trace_the_outer_pixel_boundary() -> None:
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 20:40] = True
+    mask[30:34, 5:9] = True
+    polygons = mask_to_polygons(mask)
+    assert sorted(sorted(zip(p[0::2], p[1::2])) for p in polygons) == [
+        [(5.0, 30.0), (5.0, 34.0), (9.0, 30.0), (9.0, 34.0)],
+        [(20.0, 10.0), (20.0, 20.0), (40.0, 10.0), (40.0, 20.0)],
+    ]
+    assert np.array_equal(_rasterize(polygons, 40, 60), mask)
+
+
+def test_polygon_round_trip_on_a_rotated_ellipse() -> None:
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.ellipse(mask, (50, 50), (30, 12), 30, 0, 360, 1, -1)
+    mask = mask.astype(bool)
+    back = _rasterize(mask_to_polygons(mask), 100, 100)
+    assert (back & mask).sum() / (back | mask).sum() > 0.97
