@@ -1,9 +1,11 @@
 """Label Studio annotation results -> typed regions in COCO pixel coordinates.
 
-One function, :func:`parse_results`, reads the ``result`` list of one annotation and checks every
-region on its own (size known, enough points, label in the schema, inside the image). Grouping regions
-into objects and placing keypoints is the converter's job; keeping the two apart means every
-per-region problem is reported once, here, with the task and region id the user can look up.
+:func:`parse_results` reads the ``result`` list of one annotation and checks every region on its own
+(size known, enough points, label in the schema, keypoint inside the image); :func:`clean_shapes` then
+converts and checks the polygons and rectangles of many tasks in one vectorized batch (valid, inside
+the image, some area). Grouping regions into objects and placing keypoints is the converter's job;
+keeping the two apart means every per-region problem is reported once, here, with the task and
+region id the user can look up.
 
 Label Studio stores coordinates in percent of the image (``x_px = x_pct / 100 * original_width``,
 docs/FORMAT.md); rectangles rotate about their top-left corner, clockwise in degrees.
@@ -88,7 +90,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
     shapes of many tasks in one vectorized pass, which is most of the export's speed.
     """
     out = TaskRegions()
-    geometry: list[tuple[dict, str]] = []
+    geometry: list[tuple[int, dict, str]] = []
     occluded: set[str] = set()
     visibility = schema.controls.visibility if schema.controls else None
     for index, r in enumerate(results):
@@ -105,7 +107,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
                 if any(str(c).lower() == _OCCLUDED for c in chosen):
                     occluded.add(str(r["id"]))
         elif rtype in _SHAPE_TYPES or rtype == _KEYPOINT_TYPE:
-            geometry.append((r, rtype))
+            geometry.append((index, r, rtype))
             if out.width is None:
                 out.width, out.height = result_size(r)
         elif rtype in _UNSUPPORTED_GEOMETRY:
@@ -120,7 +122,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
     rotation_reported = False
     known = {t: frozenset(schema.category_names) for t in _SHAPE_TYPES}
     known[_KEYPOINT_TYPE] = frozenset(schema.keypoint_names)
-    for index, (r, rtype) in enumerate(geometry):
+    for index, r, rtype in geometry:
         rid = _rid(r, index)
         if rid in seen:
             issues.append(Issue(task_id, rid, f"duplicate region id (already used by a {seen[rid]}); skipped", "error"))
