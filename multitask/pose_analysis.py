@@ -188,6 +188,9 @@ def run(args: argparse.Namespace) -> None:
         objects, (height, width) = _objects_from_coco(args.coco, args.image_id)
     depth = load_aligned_depth(args.depth, height, width) if args.depth else None
     for label, mask, keypoints, names in objects:
+        if mask.sum() < 2:
+            print(f"{label}: mask has fewer than 2 pixels, no orientation")
+            continue
         orientation = mask_orientation(mask)
         check = configuration_check(orientation, keypoints, names)
         report = depth_report(depth, mask, keypoints, names) if depth is not None else None

@@ -1,0 +1,71 @@
+"""Training: a tiny overfit run that must really learn, and resume == uninterrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multitask.checkpoint import load_checkpoint
+from multitask.dataset import CombinedCocoDataset, read_image
+from multitask.inference import Predictor
+from multitask.synthetic import write_synthetic_dataset
+from multitask.train import TrainConfig, train
+
+TINY = {"min_size": 128, "max_size": 128, "hflip_prob": 0.0, "checkpoint_every": 10**6}
+
+
+@pytest.mark.slow
+def test_overfit_one_image_recovers_box_and_keypoints(tmp_path: Path) -> None:
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=1, size=128)
+    history: list[dict[str, float]] = []
+    config = TrainConfig(
+        dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=150, batch_size=1, lr=0.02, warmup_steps=20, **TINY
+    )
+    checkpoint = train(config, on_progress=lambda step, total, losses: history.append(losses))
+    assert len(history) == 150
+    first = np.mean([h["loss"] for h in history[:10]])
+    last = np.mean([h["loss"] for h in history[-10:]])
+    assert last < 0.3 * first, (first, last)
+
+    predictor = Predictor.from_checkpoint(checkpoint, score_threshold=0.5)
+    instances = predictor.predict([read_image(dataset.parent / "img_000.png")])[0]
+    assert instances, "no detection above 0.5 after overfitting"
+    best = instances[0]
+    _, target = CombinedCocoDataset(dataset)[0]
+    assert best.label == "disc"
+    assert np.allclose(best.box, target["boxes"][0].numpy(), atol=4.0)
+    truth = target["keypoints"][0, :, :2].numpy()
+    error = np.linalg.norm(best.keypoints[:, :2] - truth, axis=1)
+    assert error.max() < 4.0, error  # pixels, on a 128 px image (objects ~50 px wide)
+    assert best.keypoint_present.all()
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=3, size=96)
+    common = dict(dataset=str(dataset), steps=4, batch_size=2, lr=0.005, warmup_steps=2, seed=3, **TINY)
+    common["hflip_prob"] = 0.5  # resume must also restore the flip RNG
+    straight = load_checkpoint(train(TrainConfig(output_dir=str(tmp_path / "a"), **common)))
+
+    steps: list[int] = []
+    train(TrainConfig(output_dir=str(tmp_path / "b"), **{**common, "steps": 2}))
+    resumed = load_checkpoint(
+        train(TrainConfig(output_dir=str(tmp_path / "b"), resume=True, **common), on_progress=lambda s, t, l: steps.append(s))
+    )
+    assert steps == [3, 4]
+    assert resumed.step == straight.step == 4 and resumed.model_version.endswith("-step4")
+    for key, value in straight.state_dict.items():
+        assert torch.allclose(value.float(), resumed.state_dict[key].float(), atol=1e-5), key
+
+
+def test_config_yaml_round_trip(tmp_path: Path) -> None:
+    config = TrainConfig(dataset="d.json", steps=12, lr=0.5, resume=True)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(config.to_yaml())
+    assert TrainConfig.from_yaml(path) == config
+    path.write_text("dataset: d.json\nlearning_rate: 1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_yaml(path)
