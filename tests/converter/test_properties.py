@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from combined_coco.converter import convert_tasks
-from combined_coco.ls_results import keypoint_result, polygon_result, task
+from combined_coco.ls_results import keypoint_result, polygon_result, rectangle_result, relation_result, task
 from combined_coco.validate import validate_coco
 
 W, H = 960, 643
@@ -60,8 +60,8 @@ coords = st.floats(-50, 1050, allow_nan=False)
 
 @st.composite
 def messy_results(draw, schema) -> list[dict]:
-    """Anything a user could draw: overlapping, self-intersecting, out-of-image polygons, unknown
-    labels, keypoints anywhere with random nesting."""
+    """Anything a user could draw: overlapping, self-intersecting, out-of-image polygons, rotated and
+    degenerate rectangles, unknown labels, keypoints anywhere with random nesting and relations."""
     labels = list(schema.category_names) + ["unknown"]
     kp_labels = list(schema.keypoint_names) + ["unknown"]
     results = []
@@ -70,8 +70,16 @@ def messy_results(draw, schema) -> list[dict]:
         pts = draw(st.lists(st.tuples(coords, coords), min_size=3, max_size=8))
         parent = draw(st.sampled_from([None] + [f"p{i}" for i in range(n_poly)]))
         results.append(polygon_result(f"p{n}", draw(st.sampled_from(labels)), pts, W, H, parent_id=parent))
+    for n in range(draw(st.integers(0, 2))):
+        x, y, w, h = draw(coords), draw(coords), draw(st.floats(0, 400)), draw(st.floats(0, 400))
+        results.append(rectangle_result(f"r{n}", draw(st.sampled_from(labels)), x, y, w, h, W, H,
+                                        rotation=draw(st.sampled_from([0.0, 30.0, 90.0])),
+                                        parent_id=draw(st.sampled_from([None, "p0"]))))
+    shape_ids = [r["id"] for r in results]
     for k in range(draw(st.integers(0, 8))):
-        parent = draw(st.sampled_from([None, "nowhere"] + [f"p{i}" for i in range(n_poly)]))
+        parent = draw(st.sampled_from([None, "nowhere"] + shape_ids))
+        if shape_ids and draw(st.booleans()):
+            results.append(relation_result(f"k{k}", draw(st.sampled_from(shape_ids))))
         results.append(keypoint_result(f"k{k}", draw(st.sampled_from(kp_labels)), draw(coords), draw(coords), W, H,
                                        parent_id=parent))
     return results
@@ -86,7 +94,7 @@ def test_messy_input_gives_valid_output_and_accounts_for_every_keypoint(generic,
     check_invariants(coco)
     placed = {rid for a in coco["annotations"] for rid in a["ls_region_ids"]}
     reported = {i.region_id for i in res.issues if i.severity == "error" or "not in the labeling config" in i.message}
-    keypoints = [r["id"] for r in results if r["type"] == "keypointlabels"]
+    keypoints = [r["id"] for r in results if r.get("type") == "keypointlabels"]
     assert sum(a["num_keypoints"] for a in coco["annotations"]) <= len(keypoints)
     for kid in keypoints:
         assert kid in placed or kid in reported, f"keypoint {kid} dropped silently"
