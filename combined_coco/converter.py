@@ -1,9 +1,9 @@
 """Label Studio JSON export -> combined COCO (docs/FORMAT.md): one annotation per object with its
 polygon(s) or mask, box, area and its own keypoints.
 
-Pipeline per task: pick the annotation (:func:`latest_annotation`) -> typed regions
-(:mod:`combined_coco.ls_regions`) -> instances and keypoint placement (:mod:`combined_coco.association`)
--> COCO dicts. Problems with the user's data never raise: they become :class:`Issue` s naming the task
+Pipeline: per task, pick the annotation (:func:`latest_annotation`) and read its typed regions
+(:mod:`combined_coco.ls_regions`); check the polygons of all tasks in one vectorized batch; per task,
+form instances and place keypoints (:mod:`combined_coco.association`) -> COCO dicts. Problems with the user's data never raise: they become :class:`Issue` s naming the task
 and region, and the rest of the export is still converted. Only input that cannot be read at all
 raises :class:`ConversionError`.
 
@@ -48,6 +48,8 @@ _MIN_ROLES = ("polygon", "rectangle", "brush", "keypoint")
 
 @dataclass
 class ConversionResult:
+    """The combined COCO dict and every issue found, grouped by task in export order."""
+
     coco: dict
     issues: list[Issue]
 
