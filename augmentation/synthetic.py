@@ -77,15 +77,21 @@ def make_image(
 
 
 def make_dataset(
-    out_dir: Path, n_images: int, width: int = 1280, height: int = 720, n_objects: int = 8, seed: int = 0
+    out_dir: Path,
+    n_images: int,
+    width: int = 1280,
+    height: int = 720,
+    n_objects: int = 8,
+    seed: int = 0,
+    suffix: str = ".png",
 ) -> Path:
-    """Write ``out_dir/images/*.png`` and ``out_dir/coco.json``; returns the json path."""
+    """Write ``out_dir/images/synthetic_NNNN<suffix>`` and ``out_dir/coco.json``; returns the json path."""
     rng = np.random.default_rng(seed)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(1, n_images + 1):
         image, anns = make_image(rng, width, height, n_objects)
-        name = f"synthetic_{i:04d}.png"
+        name = f"synthetic_{i:04d}{suffix}"
         cv2.imwrite(str(out_dir / "images" / name), image)
         images.append({"id": i, "file_name": name, "width": width, "height": height})
         for ann in anns:
