@@ -35,7 +35,7 @@ from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
 from backend.model_store import ModelCache, ModelStore, PredictorLoader, load_multitask_predictor
-from backend.predictions import PredictionService, project_id_of
+from backend.predictions import PredictionService, project_id_of, project_target
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.schema import SchemaError
@@ -57,7 +57,7 @@ class Services:
     ) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
-        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio)
+        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio, settings.max_objects)
         self._redis_factory = redis_factory
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
@@ -104,6 +104,8 @@ def create_app(
     @app.post("/setup", dependencies=[auth])
     def setup(payload: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(payload)
+        if payload.get("schema"):
+            project_target(payload["schema"])  # a config this backend cannot serve shows up in LS as an error now
         return {"model_version": services.store.current_version(project_id)}
 
     @app.post("/predict", dependencies=[auth])

@@ -43,8 +43,9 @@ def project_target(label_config: str) -> ProjectTarget:
 
 
 class PredictionService:
-    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource]) -> None:
+    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], max_objects: int) -> None:
         self._cache = cache
+        self._max_objects = max_objects
         self._images = images  # called per request, so a missing Label Studio config fails that request only
         # One forward pass at a time per process: concurrent passes on a few CPU cores only thrash.
         self._inference = threading.Lock()
@@ -59,6 +60,8 @@ class PredictionService:
         if predictor is None or not tasks:
             # Label Studio stores nothing for an empty list, so untrained projects get no empty predictions.
             return {"results": [], "model_version": version}
+        if not payload.get("label_config"):
+            raise ValueError("the request has no label_config; Label Studio sends the project's labeling config")
         target = project_target(payload["label_config"])
         controls = target.schema.controls
         assert controls is not None
@@ -80,7 +83,7 @@ class PredictionService:
             if image is None:
                 results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
                 continue
-            found = instances.pop(0)
+            found = sorted(instances.pop(0), key=lambda inst: -float(inst.score))[: self._max_objects]
             height, width = image.shape[:2]
             regions = task_regions(found, predictor.schema, target, width, height)
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points

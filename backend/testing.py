@@ -40,6 +40,7 @@ FAST_TRAINING_ENV = {
     "TRAIN_MAX_SIZE": "224",
     "TRAIN_LR": "0.01",
     "SCORE_THRESHOLD": "0.05",  # a barely trained model is unsure; the test checks wiring, not accuracy
+    "MAX_OBJECTS_PER_IMAGE": "3",
     "OMP_NUM_THREADS": "2",
 }
 
@@ -89,25 +90,27 @@ def annotation_result(obj: SyntheticObject, width: int, height: int) -> list[dic
     return result
 
 
-def create_annotated_project(ls: LabelStudioServer, title: str, images: int = 4) -> tuple[int, list[int]]:
-    """A project from generic.xml with ``images`` uploaded PNGs, each annotated through the API."""
+def create_annotated_project(
+    ls: LabelStudioServer, title: str, images: int = 4, unlabeled: int = 1
+) -> tuple[int, list[int], list[int]]:
+    """A project from generic.xml: ``images`` uploaded PNGs annotated through the API, then ``unlabeled``
+    new ones (the images pre-annotation is for). Returns project id, labeled and unlabeled task ids."""
     project = ls.client.projects.create(title=title, label_config=GENERIC_CONFIG.read_text())
     files = []
     objects = []
-    for seed in range(images):
+    for seed in range(images + unlabeled):
         png, obj = synthetic_image(seed)
         # one form field per file: Label Studio reads request.FILES.items(), i.e. the last file of a field
         files.append((f"file{seed}", (f"animal{seed}.png", png, "image/png")))
         objects.append(obj)
-    response = httpx.post(
-        f"{ls.url}/api/projects/{project.id}/import", headers=ls.headers, files=files,
-        params={"return_task_ids": "true"}, timeout=60,
-    )  # fmt: skip
+    response = httpx.post(f"{ls.url}/api/projects/{project.id}/import", headers=ls.headers, files=files, timeout=60)
     response.raise_for_status()
-    task_ids = sorted(response.json()["task_ids"])
-    for task_id, obj in zip(task_ids, objects):
-        ls.client.annotations.create(id=task_id, result=annotation_result(obj, 224, 160))
-    return project.id, task_ids
+    # uploads are stored as /data/upload/<project>/<8 hex>-animal<seed>.png
+    by_seed = {int(t.data["image"].rsplit("-animal", 1)[1][:-4]): t.id for t in ls.client.tasks.list(project=project.id)}
+    for seed, obj in enumerate(objects[:images]):
+        ls.client.annotations.create(id=by_seed[seed], result=annotation_result(obj, 224, 160))
+    ids = [by_seed[seed] for seed in range(images + unlabeled)]
+    return project.id, ids[:images], ids[images:]
 
 
 class MediaServer:
@@ -230,7 +233,8 @@ def wait_for_training(backend_url: str, project_id: int, previous: str, worker: 
 @dataclass(frozen=True)
 class TrainedProject:
     project_id: int
-    task_ids: list[int]
+    labeled_task_ids: list[int]
+    new_task_ids: list[int]  # imported after labeling, never annotated
     ml_backend_id: int
     backend_url: str
     model_version: str
@@ -254,7 +258,7 @@ def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Pat
     env = backend_env(ls, redis_url, root / "models")
     backend_url, _ = start_backend(env, root / "backend.log")
     worker = start_worker(env, root / "worker.log")
-    project_id, task_ids = create_annotated_project(ls, "backend e2e")
+    project_id, labeled, new = create_annotated_project(ls, "backend e2e")
     # Settings > Model > Connect Model
     ml = ls.client.ml.create(project=project_id, url=backend_url, title="multitask", is_interactive=False)
     retrieve_predictions(ls, project_id)
@@ -262,7 +266,7 @@ def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Pat
     # Settings > Model > "Start Training": POST /api/ml/<id>/train -> START_TRAINING webhook to the backend
     ls.client.ml.train(id=ml.id)
     status = wait_for_training(backend_url, project_id, "untrained", worker)
-    return TrainedProject(project_id, task_ids, ml.id, backend_url, status["model_version"], untrained, status)
+    return TrainedProject(project_id, labeled, new, ml.id, backend_url, status["model_version"], untrained, status)
 
 
 def retrieve_predictions(ls: LabelStudioServer, project_id: int) -> None:

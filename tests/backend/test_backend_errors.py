@@ -65,3 +65,16 @@ def test_bad_labeling_config_is_a_422(settings: Settings, schema: Schema) -> Non
     backend.publish(1)
     response = backend.client.post("/predict", json=predict_payload(config="<View><Image name='i' value='$image'/></View>"))
     assert response.status_code == 422 and "labeling config" in response.json()["error"]
+
+
+def test_setup_rejects_a_config_the_backend_cannot_serve(settings: Settings, schema: Schema) -> None:
+    client = make_backend(settings, FakePredictor(schema)).client
+    response = client.post("/setup", json={"project": "3.1", "schema": "<View><Image name='i' value='$image'/></View>"})
+    assert response.status_code == 422 and "PolygonLabels" in response.json()["error"]
+
+
+def test_predict_without_label_config_is_a_400(settings: Settings, schema: Schema) -> None:
+    backend = make_backend(settings, FakePredictor(schema))
+    backend.publish(1)
+    response = backend.client.post("/predict", json={**predict_payload(), "label_config": None})
+    assert response.status_code == 400 and "label_config" in response.json()["error"]

@@ -133,3 +133,16 @@ def test_model_is_reloaded_only_when_a_new_version_is_published(backend: Backend
     assert backend.client.post("/predict", json=predict_payload()).json()["model_version"] == second
     assert [p.parent.name for p in backend.loads] == [first, second]
     assert backend.store.versions(1) == [first, second]  # the old version stays on disk
+
+
+def test_at_most_max_objects_per_image_highest_scores_first(
+    settings: Settings, schema: Schema, backend_redis_url: str
+) -> None:
+    instances = [animal(schema) for _ in range(4)]
+    for i, inst in enumerate(instances):
+        inst.score = 0.1 * (i + 1)
+    capped = Settings(**{**settings.__dict__, "max_objects": 2})
+    backend = make_backend(capped, FakePredictor(schema, instances), backend_redis_url)
+    backend.publish(1)
+    result = backend.client.post("/predict", json=predict_payload()).json()["results"][0]["result"]
+    assert sorted(r["score"] for r in result if r["type"] == "polygonlabels") == pytest.approx([0.3, 0.4])

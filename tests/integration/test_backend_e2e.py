@@ -1,9 +1,9 @@
 """The pre-annotation journey against real processes: Label Studio + backend (uvicorn) + Redis + RQ worker.
 
-Label four images in a generic.xml project through the API, connect the backend as the project's
-model, press "Start Training" (the same API call), wait for the published version, then "Retrieve
-Predictions" in the Data Manager and check that polygons with nested keypoints of that version are
-stored on the tasks. The model is trained for a few dozen steps, so the test checks wiring, not accuracy.
+Label four images in a generic.xml project through the API (a fifth stays unlabeled), connect the
+backend as the project's model, press "Start Training" (the same API call), wait for the published
+version, then "Retrieve Predictions" in the Data Manager and check that polygons with nested
+keypoints of that version are stored on every task, the new image included. The model is trained for a few dozen steps, so the test checks wiring, not accuracy.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.testing import TrainedProject, retrieve_predictions, shared_trained_project
+from backend.testing import GENERIC_CONFIG, TrainedProject, retrieve_predictions, shared_trained_project
+from combined_coco.schema import Schema
 from stack.testing import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -29,7 +30,7 @@ def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_fa
     assert trained.run_status["versions"] == [trained.model_version]
     run = trained.run_status["training"]
     assert run["state"] == "succeeded" and run["step"] == run["total"]
-    assert run["result"]["annotations"] == len(trained.task_ids)
+    assert run["result"]["annotations"] == len(trained.labeled_task_ids)  # the new image is not trained on
     models = tmp_path_factory.getbasetemp() / "backend-e2e" / "models" / str(trained.project_id)
     assert (models / "current").read_text().strip() == trained.model_version
     assert (models / trained.model_version / "model.pt").stat().st_size > 1_000_000
@@ -41,21 +42,26 @@ def test_label_studio_stores_polygons_with_nested_keypoints(label_studio: LabelS
     assert ml.model_version == trained.model_version
     predictions = label_studio.client.predictions.list(project=trained.project_id)
     by_task = {p.task: p for p in predictions if p.model_version == trained.model_version}
-    assert sorted(by_task) == trained.task_ids, [(p.task, p.model_version) for p in predictions]
-    with_keypoints = 0
+    assert sorted(by_task) == trained.labeled_task_ids + trained.new_task_ids, [
+        (p.task, p.model_version) for p in predictions
+    ]
+    schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
+    with_keypoints = polygon_parents = 0
     for prediction in by_task.values():
         regions = prediction.result
         polygons = {r["id"]: r for r in regions if r["type"] == "polygonlabels"}
+        objects = {r["id"]: r for r in regions if r["type"] in ("polygonlabels", "rectanglelabels")}
+        assert 0 < len(objects) <= 6  # MAX_OBJECTS_PER_IMAGE=3, each a polygon and a rectangle
         for region in regions:
-            assert region["to_name"] == "image" and 0 <= region["score"]
+            assert region["to_name"] == "image" and 0 <= region["score"] <= 1
             assert (region["original_width"], region["original_height"]) == (224, 160)
             if region["type"] == "keypointlabels":
-                assert region["parentID"] in polygons
-                assert region["value"]["keypointlabels"][0] in {
-                    "ear_tip_left", "ear_tip_right", "eye_left", "eye_right", "nose", "paw_left", "paw_right"
-                }
+                parent = objects[region["parentID"]]  # the polygon, or the box when the mask came out empty
+                label = (parent["value"].get("polygonlabels") or parent["value"]["rectanglelabels"])[0]
+                assert region["value"]["keypointlabels"][0] in schema.category(label).keypoints
+                polygon_parents += region["parentID"] in polygons
                 with_keypoints += 1
         for polygon in polygons.values():
-            assert polygon["value"]["polygonlabels"] == ["animal"]
+            assert polygon["value"]["polygonlabels"][0] in schema.category_names
             assert all(0 <= x <= 100 and 0 <= y <= 100 for x, y in polygon["value"]["points"])
-    assert with_keypoints > 0, [p.result for p in by_task.values()]
+    assert with_keypoints > 0 and polygon_parents > 0, [p.result for p in by_task.values()]
