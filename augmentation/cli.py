@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rq import Queue, Worker
 from tqdm import tqdm
 
 from augmentation import jobs
@@ -93,10 +94,12 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def _wait(conn: Any, run_id: str, timeout: float | None) -> int:
-    bar = tqdm(unit="img", desc=f"augment {run_id}")
+    if Worker.count(queue=Queue(jobs.QUEUE, connection=conn)) == 0:
+        print(f"note: no RQ worker listens on queue {jobs.QUEUE!r} yet; start one with"
+              f" python -m jobqueue.worker --queues {jobs.QUEUE}", file=sys.stderr)
+    bar = tqdm(total=jobs.run_status(conn, run_id)["total"], unit="img", desc=f"augment {run_id}")
 
     def update(status: dict[str, Any]) -> None:
-        bar.total = status["total"]
         bar.n = status["done"]
         bar.refresh()
 
