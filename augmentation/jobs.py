@@ -31,6 +31,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from augmentation.dataset_augment import (
+    IMAGES_DIR,
     OUTPUT_JSON,
     AugmentationFailed,
     Options,
@@ -123,10 +124,11 @@ def _enqueue(conn: redis.Redis, run_id: str, shard_indices: list[int], attempt: 
 
 
 def resubmit(conn: redis.Redis, run_id: str, *, force: bool = False) -> list[int]:
-    """Re-run the failed and abandoned shards of a run (with ``force``: every unfinished shard) and
-    a new merge that waits for them and for shards still running. Returns the re-run shard indices."""
+    """Re-run the failed and abandoned shards of a failed run (with ``force``: every unfinished shard
+    of any unfinished run) and a new merge that waits for them and for shards still running.
+    Returns the re-run shard indices."""
     status = run_status(conn, run_id)
-    if status["state"] == "finished":
+    if status["state"] == "finished" or (status["state"] != "failed" and not force):
         return []
     unfinished = [s for s in status["shards"] if s["state"] != "finished"]
     redo = [s["index"] for s in unfinished if force or s["state"] in _FAILED_SHARD]
@@ -196,6 +198,8 @@ def merge_run(run_id: str) -> str:
     write_json_atomic(result, merged)
     conn.hset(_key(run_id), "result", str(result))
     shutil.rmtree(tmp, ignore_errors=True)
+    for leftover in (out_dir / IMAGES_DIR).rglob(".*.tmp"):  # half-written by a killed worker
+        leftover.unlink(missing_ok=True)
     return str(result)
 
 

@@ -155,3 +155,49 @@ def test_mirroring_swaps_left_and_right(transform: A.BasicTransform, swaps: bool
     expected = [(*mapped_right, 1.0), (*mapped_left, 2.0)] if swaps else [(*mapped_left, 2.0), (*mapped_right, 1.0)]
     assert sample.mirrored == swaps
     assert np.allclose(kps, expected, atol=1e-3)
+
+
+EVERY_RULE = {
+    "HorizontalFlip": A.HorizontalFlip(p=1),
+    "VerticalFlip": A.VerticalFlip(p=1),
+    "Transpose": A.Transpose(p=1),
+    "RandomRotate90": A.RandomRotate90(p=1),
+    "D4": A.D4(p=1),
+    "SquareSymmetry": A.SquareSymmetry(p=1),
+    "Affine": A.Affine(scale=(0.8, 1.2), rotate=(-30, 30), shear=(-10, 10), translate_px=(-7, 7), border_mode=BORDER, p=1),
+    "ShiftScaleRotate": A.ShiftScaleRotate(border_mode=BORDER, p=1),
+    "SafeRotate": A.SafeRotate(limit=40, border_mode=BORDER, p=1),
+    "Perspective": A.Perspective(scale=(0.05, 0.1), border_mode=BORDER, p=1),
+    "Rotate": A.Rotate(limit=30, crop_border=True, border_mode=BORDER, p=1),
+    "Resize": A.Resize(77, 211),
+    "LongestMaxSize": A.LongestMaxSize(97),
+    "SmallestMaxSize": A.SmallestMaxSize(131),
+    "RandomScale": A.RandomScale(scale_limit=0.3, p=1),
+    "RandomResizedCrop": A.RandomResizedCrop((64, 96), scale=(0.2, 0.9)),
+    "RandomSizedCrop": A.RandomSizedCrop((50, 90), (61, 83)),
+    "RandomCrop": A.RandomCrop(130, 150, pad_if_needed=True, border_mode=BORDER),
+    "CenterCrop": A.CenterCrop(71, 93),
+    "Crop": A.Crop(10, 7, 120, 90),
+    "RandomCropFromBorders": A.RandomCropFromBorders(p=1),
+    "PadIfNeeded": A.PadIfNeeded(131, 171, border_mode=BORDER),
+    "Pad": A.Pad((3, 5, 7, 11)),
+}
+
+
+def test_every_matrix_rule_is_covered() -> None:
+    from augmentation.geometry_transform import MATRIX_RULES
+
+    assert set(EVERY_RULE) == set(MATRIX_RULES)
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_RULE))
+def test_each_rule_matches_the_pixels(name: str) -> None:
+    """Our matrix for each supported transform equals the one measured from warped pixels."""
+    image = np.zeros((100, 140, 3), np.uint8)
+    data = A.to_dict(A.Compose([EVERY_RULE[name]]))
+    compose = build_pipeline(data)
+    for seed in range(3):
+        ours = augment_sample(compose, image, [], seed).matrix
+        measured = measured_matrix(data, seed, image)
+        probe = np.array([[0.0, 0.0], [140.0, 0.0], [0.0, 100.0], [140.0, 100.0], [70.0, 50.0]])
+        assert np.abs(map_points(ours, probe) - map_points(measured, probe)).max() < 0.02, (name, seed)
