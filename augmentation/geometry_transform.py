@@ -18,20 +18,25 @@ COCO continuous pixel coordinates (docs/FORMAT.md). Why:
   reflections: horizontal or vertical flip, transpose, anti-transpose); rotations keep the sign. A
   mirrored image swaps the object's left/right keypoints: they are permuted with the schema's flip pairs.
 
-Non-affine distortions (GridDistortion, ElasticTransform, ...) have no matrix; they are refused when
-the pipeline is loaded (see :mod:`augmentation.pipelines`), never applied silently wrong.
+Non-affine distortions (GridDistortion, ElasticTransform, OpticalDistortion, ThinPlateSpline,
+PiecewiseAffine) have no matrix. When one was applied, each instance is rasterized, carried through
+every step as a mask (the distortion's own ``map_x``/``map_y``, nearest neighbour) and re-polygonized;
+keypoints are mapped by inverting the distortion's maps numerically. That is accurate to the
+pixel grid, not exact, which is why the presets use affine/perspective steps only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, partial
 from typing import Any, Callable, Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+import shapely
+from shapely.geometry import Polygon
 
 from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, polygons_bbox
 
@@ -97,7 +102,7 @@ class Limits:
 class Sample:
     image: np.ndarray
     instances: list[TransformedInstance | None]  # None: dropped (too little left in the frame)
-    matrix: Matrix
+    matrix: Matrix | None  # None when a non-affine step was applied
     mirrored: bool
 
 
@@ -218,7 +223,8 @@ MATRIX_RULES: dict[str, StepRule] = {
 # Dual transforms that hide pixels but move nothing.
 GEOMETRY_NEUTRAL = frozenset({"CoarseDropout", "GridDropout", "XYMasking", "PixelDropout", "Erasing"})
 
-# Non-affine warps: no matrix exists; refused at load time with this list in the message.
+# Non-affine warps (all sample the input through per-pixel maps ``map_x``/``map_y``): no matrix
+# exists, so instances go through their masks and are re-polygonized (see module docstring).
 NON_AFFINE = frozenset({"GridDistortion", "OpticalDistortion", "ElasticTransform", "ThinPlateSpline", "PiecewiseAffine"})
 
 
@@ -230,37 +236,52 @@ def is_pixel_level(name: str) -> bool:
 
 
 def step_kind(name: str) -> str:
-    """``"pixel"``, ``"matrix"``, ``"neutral"``; raises :class:`UnsupportedTransform` otherwise."""
+    """``"pixel"``, ``"matrix"``, ``"remap"``, ``"neutral"``; raises :class:`UnsupportedTransform` otherwise."""
     if is_pixel_level(name):
         return "pixel"
     if name in MATRIX_RULES:
         return "matrix"
+    if name in NON_AFFINE:
+        return "remap"
     if name in GEOMETRY_NEUTRAL:
         return "neutral"
-    if name in NON_AFFINE:
-        raise UnsupportedTransform(
-            f"{name} is a non-affine distortion: polygon vertices cannot follow it exactly, so it is refused"
-            " rather than applied wrong. Remove it from the pipeline or use Affine/Perspective instead."
-        )
     raise UnsupportedTransform(
         f"{name} moves pixels in a way this project does not map onto polygons and keypoints. Supported"
-        f" geometric transforms: {', '.join(sorted(MATRIX_RULES))}; any pixel-level transform is fine."
+        f" geometric transforms: {', '.join(sorted(MATRIX_RULES | dict.fromkeys(NON_AFFINE)))};"
+        " any pixel-level transform is fine."
     )
 
 
-def applied_matrix(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shape) -> Matrix:
-    """The product of the matrices of the steps Albumentations applied, in order.
+@dataclass(frozen=True)
+class Remap:
+    """A non-affine step: output pixel ``(c, r)`` samples the input at pixel index
+    ``(map_x[r, c], map_y[r, c])`` (OpenCV's remap convention)."""
+
+    map_x: np.ndarray
+    map_y: np.ndarray
+
+
+Step = tuple[Matrix | Remap, Shape]  # a step and the shape of its output
+
+
+def applied_steps(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shape) -> list[Step]:
+    """The geometric steps Albumentations applied, in order, consecutive matrices multiplied into one.
 
     Each step's input shape is its recorded ``shape``; its output shape is the next step's input
     (or the final image's shape for the last one), so resizes need no rounding guess.
     """
     in_shapes = [tuple(params["shape"][:2]) for _, params in applied]
     out_shapes = in_shapes[1:] + [out_shape]
-    total = np.eye(3)
+    steps: list[Step] = []
+    current = np.eye(3)
     for (name, params), i, o in zip(applied, in_shapes, out_shapes):
-        if step_kind(name) == "matrix":
-            total = MATRIX_RULES[name](params, i, o) @ total
-    return total
+        kind = step_kind(name)
+        if kind == "matrix":
+            current = MATRIX_RULES[name](params, i, o) @ current
+        elif kind == "remap":
+            steps += [(current, i), (Remap(params["map_x"], params["map_y"]), o)]
+            current = np.eye(3)
+    return steps + [(current, out_shape)]
 
 
 def map_points(m: Matrix, xy: np.ndarray) -> np.ndarray:
@@ -321,27 +342,103 @@ def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> np.ndarray | None:
     return out
 
 
-def _transform_rle(inst: Instance, m: Matrix, out_shape: Shape, limits: Limits) -> tuple[dict, float, list[float]] | None:
-    mask = _warp_rle(inst, m, out_shape)
-    if mask is None:
-        return None
-    out = mask_utils.encode(mask)
+def _rle_result(mask: np.ndarray, expected_area: float, limits: Limits) -> tuple[dict, float, list[float]] | None:
+    out = mask_utils.encode(np.asfortranarray(mask))
     area = float(mask_utils.area(out))
-    expected = inst.mask_window[3] * abs(np.linalg.det(m[:2, :2]))  # exact for affine maps
-    if area < limits.min_area or area < limits.min_visible * expected:
+    if area < limits.min_area or area < limits.min_visible * expected_area:
         return None
     out["counts"] = out["counts"].decode("ascii")
     return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
-def _transform_keypoints(m: Matrix, kps: list[float], perm: Sequence[int], mirrored: bool, out_shape: Shape) -> list[float]:
+def _transform_rle(inst: Instance, m: Matrix, out_shape: Shape, limits: Limits) -> tuple[dict, float, list[float]] | None:
+    mask = _warp_rle(inst, m, out_shape)
+    if mask is None:
+        return None
+    return _rle_result(mask, inst.mask_window[3] * abs(np.linalg.det(m[:2, :2])), limits)  # exact for affine maps
+
+
+# ---- non-affine steps: through the instance mask --------------------------------------------------
+def _sample_maps(remap: Remap, q: np.ndarray) -> np.ndarray:
+    """Bilinear ``(map_x, map_y)`` at pixel-index points ``q`` (N, 2)."""
+    qx, qy = (q[:, i].astype(np.float32).reshape(-1, 1) for i in (0, 1))
+    return np.c_[
+        cv2.remap(remap.map_x, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel(),
+        cv2.remap(remap.map_y, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel(),
+    ].astype(np.float64)
+
+
+def _remap_points(remap: Remap, xy: np.ndarray, iterations: int = 40) -> np.ndarray:
+    """Forward-map points through a remap, which only says where each output pixel comes from:
+    solve ``map(q) = p`` by fixed-point iteration (converges for distortions milder than a fold).
+    NaN where no solution inside the image exists (the point left the frame)."""
+    target = xy - 0.5  # continuous -> pixel index
+    q = target.copy()
+    for _ in range(iterations):
+        q += target - _sample_maps(remap, q)
+    h, w = remap.map_x.shape
+    bad = (np.hypot(*(target - _sample_maps(remap, q)).T) > 0.05) | (q[:, 0] < -0.5) | (q[:, 0] > w - 0.5)
+    bad |= (q[:, 1] < -0.5) | (q[:, 1] > h - 0.5)
+    q[bad] = np.nan
+    return q + 0.5
+
+
+def map_through(steps: Sequence[Step], xy: np.ndarray) -> np.ndarray:
+    """Points (continuous coordinates) through every step; NaN for points a remap pushed out."""
+    for step, _ in steps:
+        xy = _remap_points(step, xy) if isinstance(step, Remap) else map_points(step, xy)
+    return xy
+
+
+def _mask_through(mask: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
+    """A full-frame mask through every step, nearest neighbour, as Albumentations does for masks."""
+    for step, (h, w) in steps:
+        if isinstance(step, Remap):
+            mask = cv2.remap(mask, step.map_x, step.map_y, cv2.INTER_NEAREST, borderValue=0)
+        else:
+            to_index = _translate(-0.5, -0.5) @ step @ _translate(0.5, 0.5)
+            mask = cv2.warpPerspective(mask, to_index, (w, h), flags=cv2.INTER_NEAREST)
+    return mask
+
+
+def _mask_polygons(mask: np.ndarray, limits: Limits) -> list[FlatPolygon]:
+    """Outer outlines of a mask. Contours run through boundary pixel *centres*, half a pixel inside
+    the mask's edge, so each is grown by half a pixel (mitre joins keep the vertex count)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    grown = [shapely.make_valid(Polygon(c[:, 0, :] + 0.5)).buffer(0.5, join_style="mitre") for c in contours if len(c) >= 3]
+    parts = [p for g in grown for p in getattr(g, "geoms", [g]) if isinstance(p, Polygon) and not p.is_empty]
+    flat = [np.asarray(p.exterior.coords[:-1]).ravel().tolist() for p in parts]
+    h, w = mask.shape
+    return clean_polygons(flat, w, h, min_area=limits.min_part_area).polygons
+
+
+def _transform_by_mask(inst: Instance, steps: Sequence[Step], in_shape: Shape, limits: Limits) -> tuple[list | dict, float, list[float]] | None:
+    h, w = in_shape
+    if inst.rle is not None:
+        source = mask_utils.decode(inst.rle)
+    else:
+        source = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(inst.polygons, h, w)))
+    expected = float(source.sum()) * float(np.prod([abs(np.linalg.det(s[:2, :2])) for s, _ in steps if not isinstance(s, Remap)]))
+    mask = _mask_through(np.ascontiguousarray(source), steps)
+    if inst.rle is not None:
+        return _rle_result(mask, expected, limits)
+    polygons = _mask_polygons(mask, limits)
+    area = polygons_area(polygons) if polygons else 0.0
+    if area < limits.min_area or area < limits.min_visible * expected:
+        return None
+    return polygons, area, polygons_bbox(polygons)
+
+
+def _transform_keypoints(
+    mapper: Callable[[np.ndarray], np.ndarray], kps: list[float], perm: Sequence[int], mirrored: bool, out_shape: Shape
+) -> list[float]:
     if not kps:
         return []
     arr = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
     labeled = arr[:, 2] > 0
     out = np.zeros_like(arr)
     if labeled.any():
-        xy = map_points(m, arr[labeled, :2])
+        xy = mapper(arr[labeled, :2])
         h, w = out_shape
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
         rows = np.flatnonzero(labeled)[inside]
@@ -368,24 +465,25 @@ def augment_sample(
     result = compose(image=image)
     out_image = result["image"]
     out_shape: Shape = out_image.shape[:2]
-    m = applied_matrix(result["applied_transforms"], out_shape)
-    mirrored = is_mirroring(m)
+    steps = applied_steps(result["applied_transforms"], out_shape)
+    matrices = [step for step, _ in steps if not isinstance(step, Remap)]
+    mirrored = sum(is_mirroring(m) for m in matrices) % 2 == 1
+    m = matrices[0] if len(steps) == 1 else None  # None: a non-affine step was applied
 
     transformed: list[TransformedInstance | None] = []
     for inst in instances:
-        if inst.rle is not None:
+        if m is None:
+            got = _transform_by_mask(inst, steps, image.shape[:2], limits)
+        elif inst.rle is not None:
             got = _transform_rle(inst, m, out_shape, limits)
-            if got is None:
-                transformed.append(None)
-                continue
-            segmentation, area, bbox = got
         else:
             poly = _transform_polygons(m, inst.polygons, out_shape, limits)
-            if poly is None:
-                transformed.append(None)
-                continue
-            segmentation, area = poly
-            bbox = polygons_bbox(segmentation)
-        kps = _transform_keypoints(m, inst.keypoints, inst.flip_perm, mirrored, out_shape)
+            got = None if poly is None else (*poly, polygons_bbox(poly[0]))
+        if got is None:
+            transformed.append(None)
+            continue
+        segmentation, area, bbox = got
+        mapper = partial(map_through, steps) if m is None else partial(map_points, m)
+        kps = _transform_keypoints(mapper, inst.keypoints, inst.flip_perm, mirrored, out_shape)
         transformed.append(TransformedInstance(segmentation, bbox, area, kps, sum(1 for v in kps[2::3] if v > 0)))
     return Sample(out_image, transformed, m, mirrored)

@@ -1,8 +1,9 @@
 """Augmentation pipelines as YAML in Albumentations' own serialization (``A.to_dict`` / ``A.from_dict``).
 
 Any Albumentations transform can be named in a pipeline file; loading checks that each one is
-either pixel-level or a geometric transform whose effect on polygons and keypoints is computed
-exactly (:mod:`augmentation.geometry_transform`), and refuses the rest with the reason. Presets for
+pixel-level, a geometric transform whose effect on polygons and keypoints is computed exactly, or a
+non-affine distortion handled through instance masks (:mod:`augmentation.geometry_transform`), and
+refuses the rest with the reason. Presets for
 industrial parts live in ``presets/{light,medium,heavy}.yaml``.
 """
 
@@ -53,7 +54,7 @@ def build_pipeline(data: dict[str, Any]) -> A.Compose:
         except UnsupportedTransform as exc:
             raise PipelineError(str(exc)) from None
         border = getattr(leaf, "border_mode", cv2.BORDER_CONSTANT)
-        if kind == "matrix" and border != cv2.BORDER_CONSTANT:
+        if kind in ("matrix", "remap") and border != cv2.BORDER_CONSTANT:
             raise PipelineError(
                 f"{name} uses border_mode={border}: reflected/replicated borders show copies of objects that have"
                 " no labels. Use border_mode: 0 (constant fill)."

@@ -201,3 +201,48 @@ def test_each_rule_matches_the_pixels(name: str) -> None:
         measured = measured_matrix(data, seed, image)
         probe = np.array([[0.0, 0.0], [140.0, 0.0], [0.0, 100.0], [140.0, 100.0], [70.0, 50.0]])
         assert np.abs(map_points(ours, probe) - map_points(measured, probe)).max() < 0.02, (name, seed)
+
+
+@pytest.mark.parametrize(
+    "distortion",
+    [
+        A.ElasticTransform(alpha=60, sigma=20, p=1),
+        A.GridDistortion(num_steps=5, distort_limit=0.3, p=1),
+        A.OpticalDistortion(distort_limit=0.3, p=1),
+        A.ThinPlateSpline(scale_range=(0.05, 0.1), p=1),
+    ],  # PiecewiseAffine is handled the same way but takes ~10 s per 640x360 image in Albumentations
+    ids=lambda t: type(t).__name__,
+)
+def test_non_affine_steps_go_through_the_instance_mask(synthetic: Path, distortion: A.BasicTransform) -> None:
+    """Polygons are re-derived from the distorted mask; keypoints land where the pixels went."""
+    data = A.to_dict(A.Compose([A.HorizontalFlip(p=0.5), A.Affine(rotate=(-15, 15), border_mode=BORDER, p=1), distortion]))
+    compose = build_pipeline(data)
+    truth_compose = A.from_dict(data)
+    coco, items = _load(synthetic)
+    perms = flip_permutations(coco["categories"])
+    ious, kp_errors = [], []
+    for image, anns in items[:2]:
+        h, w = image.shape[:2]
+        instances = [_instance(a, perms, h, w) for a in anns]
+        rasters = [rasterize(a["segmentation"], h, w).astype(np.uint8) for a in anns]
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5)
+        for seed in range(2):
+            sample = augment_sample(compose, image, instances, seed)
+            truth_compose.set_random_seed(seed)
+            truth = truth_compose(image=image, masks=[*rasters, xs, ys, np.ones_like(xs)])["masks"]
+            src_x, src_y, valid = (np.asarray(m, np.float32) for m in truth[-3:])
+            oh, ow = sample.image.shape[:2]
+            for ann, inst, out, warped in zip(anns, instances, sample.instances, truth[:-3]):
+                if out is None:
+                    assert warped.sum() < 50
+                    continue
+                ious.append(iou(rasterize(out.segmentation, oh, ow), warped.astype(bool)))
+                got = np.reshape(out.keypoints, (-1, 3))[inst.flip_perm if sample.mirrored else slice(None)]
+                for (x, y, v), (gx, gy, gv) in zip(np.reshape(ann["keypoints"], (-1, 3)), got):
+                    if v > 0 and gv > 0:  # where the output keypoint is, the pixels came from the source keypoint
+                        at = [np.float32([[gx - 0.5]]), np.float32([[gy - 0.5]])]
+                        sx, sy, ok = (cv2.remap(m, *at, cv2.INTER_LINEAR)[0, 0] for m in (src_x, src_y, valid))
+                        if ok > 0.999:  # not blended with the fill outside the source image
+                            kp_errors.append(np.hypot(sx - x, sy - y))
+    assert np.mean(ious) >= 0.95, np.mean(ious)
+    assert len(kp_errors) > 20 and max(kp_errors) < 1.0, (np.mean(kp_errors), max(kp_errors))
