@@ -24,6 +24,7 @@ from typing import Any, Callable
 from label_studio_sdk.converter import Converter
 from rest_framework.exceptions import ValidationError
 
+from combined_coco.converter import ConversionError, convert_export_file
 from combined_coco.schema import Schema, SchemaError
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,6 @@ def convert_to_coco_combined(input_path: str, output_dir: str, label_config: str
     Conversion issues (e.g. a keypoint that belongs to no polygon) are logged with task and region ids;
     unusable input raises DRF's ``ValidationError`` so the Export dialog shows the reason, not a 500.
     """
-    from combined_coco.converter import convert_export_file
-    from combined_coco.issues import ConversionError
-
     output = Path(output_dir) / OUTPUT_FILE_NAME
     try:
         result = convert_export_file(input_path, output, label_config)

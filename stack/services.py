@@ -68,6 +68,22 @@ class Credentials:
         return creds
 
 
+def _pythonpath() -> str:
+    """The repository first, so children run this checkout even when the project is not pip-installed."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+
+def job_env(data_dir: Path, redis_url: str, label_studio_url: str, api_key: str) -> dict[str, str]:
+    """Environment shared by the RQ workers and the ML backend (training jobs run on the workers)."""
+    return {
+        "PYTHONPATH": _pythonpath(),
+        DATA_DIR_ENV: str(data_dir),
+        REDIS_URL_ENV: redis_url,
+        LABEL_STUDIO_URL_ENV: label_studio_url,
+        LABEL_STUDIO_API_KEY_ENV: api_key,
+    }
+
+
 def label_studio_command(port: int, bind: str = "127.0.0.1") -> list[str]:
     """``label-studio start`` through the module, so it runs with this interpreter (the project's venv)."""
     return [
@@ -81,7 +97,7 @@ def label_studio_env(data_dir: Path, creds: Credentials) -> dict[str, str]:
     return {
         # label_studio/server.py only *defaults* this variable, so the plugin's settings module wins.
         "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": _pythonpath(),
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         ADMIN_EMAIL_ENV: creds.email,
         ADMIN_PASSWORD_ENV: creds.password,

@@ -9,17 +9,27 @@ and stops it at exit. It is started exactly like the local stack (:mod:`stack.se
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
+import requests
 from label_studio_sdk import LabelStudio
 
 from stack.services import Credentials, label_studio_command, label_studio_env, wait_for_http
 
+if TYPE_CHECKING:
+    import pytest
+    from playwright.sync_api import Page
+
 START_TIMEOUT_S = 300  # migrations on a busy 2-core machine
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; scripts/test.sh installs it (never `playwright install`)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,24 @@ class LabelStudioServer:
     def log_tail(self, chars: int = 8000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def import_images(self, project_id: int, images: dict[str, bytes]) -> dict[str, int]:
+        """Upload files through the import API (as the UI does, so they become /data/upload/... files).
+
+        Returns file name -> task id; Label Studio prefixes stored names with a random id.
+        """
+        files = {name: (name, data, "application/octet-stream") for name, data in images.items()}
+        url = f"{self.url}/api/projects/{project_id}/import"
+        requests.post(url, headers=self.headers, files=files, timeout=120).raise_for_status()
+        tasks = self.client.tasks.list(project=project_id)
+        return {name: t.id for t in tasks for name in images if str(t.data["image"]).endswith(f"-{name}")}
+
+    def annotate(self, task_id: int, result: list[dict]) -> int:
+        """Store an annotation as the labeling UI does; returns its id."""
+        url = f"{self.url}/api/tasks/{task_id}/annotations"
+        resp = requests.post(url, headers=self.headers, json={"result": result}, timeout=60)
+        resp.raise_for_status()
+        return resp.json()["id"]
+
 
 class LabelStudioStartError(RuntimeError):
     """Label Studio exited or never answered /health; the message carries the log tail."""
@@ -56,6 +84,44 @@ def shared_label_studio(root: Path) -> LabelStudioServer:
     if _shared is None:
         _shared = _start(root)
     return _shared
+
+
+def png_bytes(size: tuple[int, int], color: tuple[int, int, int] = (90, 140, 60)) -> bytes:
+    """A plain PNG to upload as a task image."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def session_label_studio(tmp_path_factory: "pytest.TempPathFactory") -> LabelStudioServer:
+    """Body of a session fixture: the shared server, or a failed test showing Label Studio's log."""
+    import pytest
+
+    try:
+        return shared_label_studio(tmp_path_factory.getbasetemp() / "label-studio")
+    except LabelStudioStartError as exc:
+        pytest.fail(f"Label Studio did not start: {exc}")
+
+
+@contextmanager
+def logged_in_page(ls: LabelStudioServer, viewport: tuple[int, int] = (1400, 900)) -> Iterator["Page"]:
+    """A headless Debian chromium page, logged in to ``ls`` as the admin through the login form."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
+            page.goto(f"{ls.url}/user/login/")
+            page.fill("input[name=email]", ls.email)
+            page.fill("input[name=password]", ls.password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def _start(root: Path) -> LabelStudioServer:

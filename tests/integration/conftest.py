@@ -17,15 +17,12 @@ from typing import Iterator
 
 import pytest
 
-from stack.testing import LabelStudioServer, LabelStudioStartError, shared_label_studio
+from stack.testing import LabelStudioServer, session_label_studio
 
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
-    try:
-        return shared_label_studio(tmp_path_factory.getbasetemp() / "label-studio")
-    except LabelStudioStartError as exc:
-        pytest.fail(f"Label Studio did not start: {exc}")
+    return session_label_studio(tmp_path_factory)
 
 
 @pytest.hookimpl(hookwrapper=True)

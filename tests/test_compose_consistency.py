@@ -1,0 +1,86 @@
+"""docker-compose.yml runs what the local stack runs: same modules, same commands, same variable names.
+
+Docker cannot run in CI here, so the compose file is checked against ``stack.services`` (which the local
+runner and the Label Studio test fixture use) instead of being started.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack import services
+from stack.services import REPO, Credentials
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ("label-studio", "ml-backend", "rq-worker")
+POSTGRES_ENV = {"DJANGO_DB", "POSTGRE_NAME", "POSTGRE_USER", "POSTGRE_PASSWORD", "POSTGRE_HOST", "POSTGRE_PORT"}
+# The image installs the project, so the checkout on PYTHONPATH the local runner adds is not needed there.
+LOCAL_ONLY_ENV = {"PYTHONPATH"}
+
+CREDS = Credentials("a@example.com", "password", "token")
+LABEL_STUDIO_ENV = set(services.label_studio_env(Path("/data/label-studio"), CREDS)) - LOCAL_ONLY_ENV
+JOB_ENV = set(services.job_env(Path("/data"), "redis://redis:6379/0", "http://label-studio:8080", "t")) - LOCAL_ONLY_ENV
+
+
+def _python_module(command: list[str]) -> str:
+    assert command[:2] == ["python", "-m"], f"app services run 'python -m <module>', got {command}"
+    return command[2]
+
+
+def test_services_present():
+    assert set(SERVICES) == {"postgres", "redis", *APP_SERVICES}
+    for name, service in SERVICES.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_commands_run_modules_that_exist(name: str):
+    module = _python_module(SERVICES[name]["command"])
+    assert services.module_exists(module), f"{name} runs 'python -m {module}', which does not exist"
+
+
+def test_healthcheck_modules_exist():
+    test = SERVICES["rq-worker"]["healthcheck"]["test"]
+    assert services.module_exists(_python_module(test[1:]))
+
+
+def test_label_studio_command_matches_local_runner():
+    local = services.label_studio_command(8080, "0.0.0.0")
+    assert local[0] == sys.executable
+    assert SERVICES["label-studio"]["command"] == ["python", *local[1:]]
+
+
+def test_worker_and_backend_commands_match_local_runner():
+    assert _python_module(SERVICES["rq-worker"]["command"]) == services.WORKER_MODULE
+    backend = SERVICES["ml-backend"]["command"]
+    assert _python_module(backend) == services.ML_BACKEND_MODULE
+    assert backend[backend.index("--port") + 1] == str(services.ML_BACKEND_PORT)
+
+
+def test_label_studio_env_names_match_local_runner():
+    env = SERVICES["label-studio"]["environment"]
+    assert set(env) == LABEL_STUDIO_ENV | POSTGRES_ENV
+    assert env["DJANGO_SETTINGS_MODULE"] == services.SETTINGS_MODULE
+    for flag in ("ML_BLOCK_LOCAL_IP", "SSRF_PROTECTION_ENABLED"):
+        assert env[flag] == services.label_studio_env(Path("/x"), CREDS)[flag] == "false"
+
+
+@pytest.mark.parametrize("name", ["ml-backend", "rq-worker"])
+def test_job_env_names_match_local_runner(name: str):
+    assert set(SERVICES[name]["environment"]) == JOB_ENV
+
+
+def test_backend_and_workers_share_the_models_volume():
+    mounts = {name: set(SERVICES[name].get("volumes", [])) for name in ("ml-backend", "rq-worker")}
+    assert "models:/data/models" in mounts["ml-backend"] & mounts["rq-worker"]
+    assert set(COMPOSE["volumes"]) >= {"postgres", "redis", "label-studio", "models"}
+
+
+def test_rq_worker_is_scalable():
+    worker = SERVICES["rq-worker"]
+    assert "container_name" not in worker and "ports" not in worker
