@@ -11,3 +11,7 @@ from core.settings.base import *  # noqa: F401,F403
 from core.settings.label_studio import *  # noqa: F401,F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "export_plugin"]  # noqa: F405
+
+# Label Studio gives the "django" logger its own console handler *and* lets it propagate to the root's,
+# so every request line is printed twice; once is enough for the stack's prefixed logs.
+LOGGING["loggers"]["django"]["propagate"] = False  # noqa: F405

@@ -128,7 +128,7 @@ def _start(root: Path) -> LabelStudioServer:
     root.mkdir(parents=True, exist_ok=True)
     data_dir, log = root / "data", root / "label-studio.log"
     creds = Credentials.generate()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **label_studio_env(data_dir, creds)}
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
@@ -152,7 +152,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
