@@ -1,7 +1,10 @@
-"""Export speed: combined COCO vs Label Studio's own export paths, same process, same export file.
+"""Export speed: combined COCO vs Label Studio's own export paths.
 
     python benchmarks/export_speed.py                    # 5,000 tasks x 5 objects (the target case)
     python benchmarks/export_speed.py --tasks 500 --repeat 1
+    python benchmarks/export_speed.py --labelstudio      # end to end through a real Label Studio (minutes)
+
+In-process mode (default), same process, same export file:
 
 Generates a Label Studio JSON export (each object a 12-vertex polygon with its keypoints, half of the
 keypoints nested via parentID, half placed by position) and times:
@@ -13,14 +16,27 @@ keypoints nested via parentID, half placed by position) and times:
   (d) label_studio_sdk Converter ... "COCO"  -- Label Studio's own COCO export, for scale.
 
 Best of --repeat runs each. Target: (b) <= 1.5 x (a).
+
+End-to-end mode (``--labelstudio``): what a user waits for after pressing Export. Starts a real Label Studio
+with the plugin (``stack.testing.shared_label_studio``: same command, env and settings module
+``export_plugin.settings`` as the local stack and the integration tests; first start runs the migrations),
+creates a project with labeling_configs/generic.xml, imports the same generated tasks with their annotations
+through the import API (batches of --import-batch), then times the Export dialog's request
+``GET /api/projects/{id}/export?exportType=JSON`` vs ``...exportType=COCO_COMBINED`` (full body downloaded;
+best of --repeat each, alternating which goes first). Both include Label Studio serializing the tasks from the
+database; COCO_COMBINED adds the conversion. Wall seconds, and the CPU seconds the Label Studio process spent
+(steadier on a shared machine). Checks the COCO output has tasks x objects annotations.
+Target: COCO_COMBINED <= 1.5 x JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -90,8 +106,19 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--objects", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--labelstudio", action="store_true",
+                        help="end to end: time the Export request of a real Label Studio (JSON vs COCO_COMBINED)")
+    parser.add_argument("--import-batch", type=int, default=1000, help="tasks per import request (--labelstudio)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="a new dir for Label Studio's data + log, kept (--labelstudio); default: a temporary dir")
     args = parser.parse_args()
+    if args.labelstudio:
+        end_to_end(args)
+    else:
+        in_process(args)
 
+
+def in_process(args: argparse.Namespace) -> None:
     from label_studio_sdk.converter import Converter
 
     config = CONFIG.read_text()
@@ -133,6 +160,93 @@ def main() -> None:
         if name[:3] != "(b)":
             print(f"(b)/{name[:3]}: {t_ours[0] / wall:6.2f}x wall, {t_ours[1] / max(cpu, 1e-9):6.2f}x cpu"
                   + ("   (target <= 1.5x)" if name[:3] == "(a)" else ""))
+
+
+def _server_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's children so far: the Label Studio server we started."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    import requests
+
+    from stack.testing import shared_label_studio
+
+    config = CONFIG.read_text()
+    schema = Schema.from_label_config(config)
+    if args.data_dir is None:
+        root = Path(tempfile.mkdtemp(prefix="export-bench-"))
+        # Registered before the server starts, so it runs after stack.testing's atexit stop (LIFO).
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    else:
+        root = args.data_dir
+        if root.exists() and any(root.iterdir()):  # the admin and its token are created on the first start only
+            raise SystemExit(f"--data-dir {root} is not empty; give a new directory")
+    t0 = time.perf_counter()
+    ls = shared_label_studio(root)  # stopped at exit (atexit)
+    print(f"Label Studio up at {ls.url} in {time.perf_counter() - t0:.0f} s (log: {ls.log})", flush=True)
+    pid = ls.client.projects.create(title=f"export benchmark {args.tasks}x{args.objects}", label_config=config).id
+
+    tasks = [{"data": t["data"], "annotations": [{"result": t["annotations"][0]["result"]}]}
+             for t in make_export(args.tasks, args.objects, schema)]
+    t0 = time.perf_counter()
+    for i in range(0, len(tasks), args.import_batch):
+        resp = requests.post(f"{ls.url}/api/projects/{pid}/import", headers=ls.headers,
+                             json=tasks[i:i + args.import_batch], timeout=1800)
+        if resp.status_code >= 300:
+            raise SystemExit(f"import failed: HTTP {resp.status_code}: {resp.text[:2000]}")
+    n_tasks = ls.client.projects.get(pid).task_number
+    print(f"imported {n_tasks} tasks with annotations into project {pid} in {time.perf_counter() - t0:.0f} s "
+          f"({args.import_batch} per request)", flush=True)
+    if n_tasks != args.tasks:
+        raise SystemExit(f"expected {args.tasks} tasks in the project, found {n_tasks}")
+
+    def export(fmt: str) -> tuple[float, float, bytes]:
+        cpu, wall = _server_cpu_seconds(), time.perf_counter()
+        resp = requests.get(f"{ls.url}/api/projects/{pid}/export", params={"exportType": fmt},
+                            headers=ls.headers, timeout=1800)
+        body = resp.content  # the full body, as the browser downloads it
+        wall, cpu = time.perf_counter() - wall, _server_cpu_seconds() - cpu
+        if resp.status_code != 200:
+            raise SystemExit(f"{fmt} export failed: HTTP {resp.status_code}: {body[:2000]!r}\n{ls.log_tail()}")
+        return wall, cpu, body
+
+    formats = ("JSON", "COCO_COMBINED")
+    runs: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
+    sizes: dict[str, int] = {}
+    for r in range(args.repeat):
+        for fmt in formats if r % 2 == 0 else formats[::-1]:
+            wall, cpu, body = export(fmt)
+            runs[fmt].append((wall, cpu))
+            sizes[fmt] = len(body)
+            print(f"  run {r + 1} {fmt:14s} {wall:8.2f} s wall {cpu:8.2f} s server cpu", flush=True)
+            if r == 0 and fmt == "JSON" and len(json.loads(body)) != args.tasks:
+                raise SystemExit(f"JSON export has {len(json.loads(body))} tasks, expected {args.tasks}")
+            if r == 0 and fmt == "COCO_COMBINED":
+                n_ann, expected = len(json.loads(body)["annotations"]), args.tasks * args.objects
+                if n_ann != expected:
+                    raise SystemExit(f"COCO_COMBINED export has {n_ann} annotations, expected {expected}")
+                print(f"  COCO_COMBINED: {n_ann} annotations = {args.tasks} tasks x {args.objects} objects",
+                      flush=True)
+
+    best = {f: (min(w for w, _ in runs[f]), min(c for _, c in runs[f])) for f in formats}
+    print(f"\nend to end through Label Studio: {args.tasks} tasks x {args.objects} objects, best of {args.repeat}")
+    print(f"{'':52s} {'wall s':>8s} {'server cpu s':>13s} {'MB':>7s}")
+    for f in formats:
+        print(f"{'GET /api/projects/{id}/export?exportType=' + f:52s} {best[f][0]:8.2f} {best[f][1]:13.2f} "
+              f"{sizes[f] / 1e6:7.1f}")
+    ratio_wall, ratio_cpu = (best["COCO_COMBINED"][i] / max(best["JSON"][i], 1e-9) for i in (0, 1))
+    print(f"COCO_COMBINED / JSON: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x server cpu   (target <= 1.5x)")
+
 
 if __name__ == "__main__":
     main()
