@@ -88,6 +88,7 @@ def create_app(
         loader = functools.partial(
             load_multitask_predictor,
             score_threshold=settings.score_threshold,
+            mask_threshold=settings.mask_threshold,
             keypoint_threshold=settings.keypoint_threshold,
         )
     services = Services(settings, loader, redis_factory)

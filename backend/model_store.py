@@ -52,13 +52,17 @@ PredictorLoader = Callable[[Path], Predictor]
 
 
 def load_multitask_predictor(
-    checkpoint: Path, score_threshold: float = 0.5, keypoint_threshold: float | None = None
+    checkpoint: Path, score_threshold: float = 0.5, mask_threshold: float = 0.5, keypoint_threshold: float | None = None
 ) -> Predictor:
     """The real loader; torch is imported only by processes that actually load a model."""
     from multitask.inference import Predictor as MultitaskPredictor
 
     return MultitaskPredictor.from_checkpoint(
-        checkpoint, device="cpu", score_threshold=score_threshold, keypoint_threshold=keypoint_threshold
+        checkpoint,
+        device="cpu",
+        score_threshold=score_threshold,
+        mask_threshold=mask_threshold,
+        keypoint_threshold=keypoint_threshold,
     )
 
 

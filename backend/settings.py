@@ -32,6 +32,7 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     media_timeout: float = 30.0
     score_threshold: float = 0.5
+    mask_threshold: float = 0.5  # mask probability that counts as inside the object's polygon
     max_objects: int = 50  # per image, highest scores first: hundreds of regions make the editor sluggish
     keypoint_threshold: float | None = None  # heatmap logit a keypoint must reach; None: every applicable one
     train_backbone: str = "mobilenet_v3_large_fpn"
@@ -62,6 +63,7 @@ class Settings:
             max_image_bytes=reader.int("MAX_IMAGE_BYTES", cls.max_image_bytes),
             media_timeout=reader.float("MEDIA_TIMEOUT", cls.media_timeout),
             score_threshold=reader.float("SCORE_THRESHOLD", cls.score_threshold),
+            mask_threshold=reader.float("MASK_THRESHOLD", cls.mask_threshold),
             max_objects=reader.int("MAX_OBJECTS_PER_IMAGE", cls.max_objects),
             keypoint_threshold=reader.optional_float("KEYPOINT_THRESHOLD"),
             train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,

@@ -1,8 +1,8 @@
 """Load check for the ML backend: N concurrent /predict requests against a real ``python -m backend``.
 
-The backend runs as its own uvicorn process with a real ``multitask`` checkpoint (random init with
-the generic.xml schema, published through the model store), and fetches each task's image from a
-real HTTP server standing in for Label Studio's /data/upload/. Reports errors and latency p50/p95;
+The backend runs as its own uvicorn process with a real ``multitask`` checkpoint (``--checkpoint``, or
+a random init of the light model with the generic.xml schema), published through the model store,
+and fetches each task's image from a real HTTP server standing in for Label Studio's /data/upload/. Reports errors and latency p50/p95;
 exits 1 if any request failed.
 """
 
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight at once")
     parser.add_argument("--image-size", default="640x480", help="WxH of the task image (default 640x480)")
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint with the generic.xml schema")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="backend SCORE_THRESHOLD")
+    parser.add_argument("--max-objects", type=int, default=50, help="backend MAX_OBJECTS_PER_IMAGE")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.image_size.lower().split("x"))
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="predict-load-") as tmp:
         root = Path(tmp)
         store = ModelStore(root / "models")
-        version = store.publish(PROJECT, random_checkpoint(root / "random.pt", args.seed), {"note": "load check"})
+        checkpoint = args.checkpoint or random_checkpoint(root / "random.pt", args.seed)
+        version = store.publish(PROJECT, checkpoint, {"note": "load check"})
         png, _ = synthetic_image(args.seed, width, height)
         media = MediaServer(TOKEN, {"/data/upload/1/bench.png": png})
         env = {
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "LABEL_STUDIO_API_KEY": TOKEN,
             "MODEL_DIR": str(store.root),
             "SCORE_THRESHOLD": str(args.score_threshold),
+            "MAX_OBJECTS_PER_IMAGE": str(args.max_objects),
         }
         url, backend = start_backend(env, root / "backend.log")
         try:
@@ -124,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             backend.stop()
             media.stop()
 
-    print(f"model {version} (random init, light backbone), image {width}x{height}, {os.cpu_count()} CPU cores")
+    model = args.checkpoint or "random init, light backbone"
+    print(f"model {version} ({model}), image {width}x{height}, {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{args.requests} requests, {args.concurrency} concurrent: {len(errors)} errors, wall {wall:.1f} s, "
           f"{args.requests / wall:.2f} req/s")
     if latencies:

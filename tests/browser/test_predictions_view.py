@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from backend.testing import TrainedProject, retrieve_predictions, shared_trained_project
+from backend.testing import TrainedProject, retrieve_predictions, shared_trained_project, stop_shared_processes
 from stack.testing import LabelStudioServer, LabelStudioStartError, shared_label_studio
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio, pytest.mark.slow]
@@ -23,7 +23,7 @@ ARTIFACTS = REPO / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ls(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
     try:
         return shared_label_studio(tmp_path_factory.getbasetemp() / "label-studio")
@@ -31,11 +31,12 @@ def ls(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
         pytest.fail(f"Label Studio did not start: {exc}")
 
 
-@pytest.fixture(scope="module")
-def trained(ls: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
+@pytest.fixture(scope="session")
+def trained(ls: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedProject]:
     project = shared_trained_project(ls, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
     retrieve_predictions(ls, project.project_id)
-    return project
+    yield project
+    stop_shared_processes()
 
 
 @pytest.fixture

@@ -8,20 +8,29 @@ keypoints of that version are stored on every task, the new image included. The 
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from backend.testing import GENERIC_CONFIG, TrainedProject, retrieve_predictions, shared_trained_project
+from backend.testing import (
+    GENERIC_CONFIG,
+    TrainedProject,
+    retrieve_predictions,
+    shared_trained_project,
+    stop_shared_processes,
+)
 from combined_coco.schema import Schema
 from stack.testing import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def trained(label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
-    return shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
+@pytest.fixture(scope="session")
+def trained(
+    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedProject]:
+    yield shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
+    stop_shared_processes()
 
 
 def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_factory: pytest.TempPathFactory) -> None:
