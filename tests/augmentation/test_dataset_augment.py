@@ -19,7 +19,7 @@ from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Schema
 
-from conftest import QUOKKA
+from tests.augmentation.conftest import QUOKKA
 
 
 def _pipeline_file(tmp_path: Path, *transforms: A.BasicTransform) -> Path:

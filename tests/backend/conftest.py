@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 import redis
-from backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
+from tests.backend.backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
 
 from backend.settings import Settings
 from backend.testing import MediaServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from backend_fakes import TOKEN, FakePredictor, animal, make_backend, predict_payload
+from tests.backend.backend_fakes import TOKEN, FakePredictor, animal, make_backend, predict_payload
 
 from backend.settings import Settings
 from combined_coco.schema import Schema

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from backend_fakes import GENERIC, Backend, FakePredictor, animal, make_backend, png_bytes, predict_payload
+from tests.backend.backend_fakes import GENERIC, Backend, FakePredictor, animal, make_backend, png_bytes, predict_payload
 
 from backend.settings import Settings
 from combined_coco.schema import Schema

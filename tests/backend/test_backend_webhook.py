@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import redis
-from backend_fakes import Backend, FakePredictor, make_backend
+from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 from rq import Queue
 
 from backend.runs import TRAIN_QUEUE, Runs
