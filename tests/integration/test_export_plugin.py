@@ -196,3 +196,24 @@ def test_label_studio_export_cli(label_studio: LabelStudioServer, project: Proje
     written = sorted(tmp_path.glob("project-*.json"))
     assert run.returncode == 0 and written, run.stdout[-3000:] + run.stderr[-3000:]
     check_combined_coco(json.loads(written[0].read_text()), tmp_path)
+
+
+def test_unassignable_keypoint_is_reported_in_the_log_not_copied(label_studio: LabelStudioServer):
+    """A keypoint far from every object is left out of the file and named (task, region) in Label Studio's log."""
+    pid = create_project(label_studio, "stray keypoint", GENERIC_CONFIG)
+    size = (200, 100)
+    task_id = label_studio.import_images(pid, {"stray.png": png_bytes(size)})["stray.png"]
+    label_studio.annotate(task_id, [
+        polygon_result("polyS", "animal", [(20, 20), (60, 20), (60, 60), (20, 60)], *size),
+        keypoint_result("kpStray", "nose", 190, 90, *size),
+    ])  # fmt: skip
+    resp = requests.get(
+        f"{label_studio.url}/api/projects/{pid}/export",
+        params={"exportType": FORMAT_NAME},
+        headers=label_studio.headers,
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text[:2000]
+    [ann] = resp.json()["annotations"]
+    assert ann["num_keypoints"] == 0
+    assert f"COCO combined export: task {task_id}, region kpStray:" in label_studio.log_tail(20_000)
