@@ -123,7 +123,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 
 
-def _instance(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> Instance:
+def instance_from_annotation(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> Instance:
+    """What the augmenter needs of a combined COCO annotation (uncompressed RLE is compressed first)."""
     seg = ann["segmentation"]
     perm = perms.get(ann["category_id"], [])
     kps = list(ann.get("keypoints") or [])
@@ -168,7 +169,7 @@ def augment_image(
     src_path = image_root / source["file_name"]
     image = _read_image(src_path)
     height, width = image.shape[:2]
-    instances = [_instance(a, perms, height, width) for a in annotations]
+    instances = [instance_from_annotation(a, perms, height, width) for a in annotations]
     base_id = index * options.per_image + 1
     slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
     for slot, copy_index in enumerate(slots):

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "augmentation")]
 
 from augmentation import jobs  # noqa: E402
-from augmentation.dataset_augment import _instance, flip_permutations  # noqa: E402
+from augmentation.dataset_augment import flip_permutations, instance_from_annotation  # noqa: E402
 from augmentation.geometry_transform import Limits, augment_sample, map_points  # noqa: E402
 from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
 from augmentation.synthetic import make_dataset  # noqa: E402
@@ -113,14 +113,14 @@ def speed(pipeline: dict, coco: dict, items, copies: int, repeats: int) -> dict[
     ours = build_pipeline(pipeline)
     perms = flip_permutations(coco["categories"])
     paper = PaperMethod(pipeline, perms[1])
-    prepared = [(image, [_instance(a, perms, *image.shape[:2]) for a in anns]) for image, anns in items]
+    prepared = [(image, [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]) for image, anns in items]
 
     def run_image_only(image, anns, seed):
         image_only.set_random_seed(seed)
         image_only(image=image)
 
     polygon_items = [(image, [a for a in anns if isinstance(a["segmentation"], list)]) for image, anns in items]
-    polygon_prepared = [(image, [_instance(a, perms, *image.shape[:2]) for a in anns]) for image, anns in polygon_items]
+    polygon_prepared = [(image, [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]) for image, anns in polygon_items]
     methods = {
         "image only": (run_image_only, items),
         "ours (polygons + RLE masks)": (lambda i, a, s: augment_sample(ours, i, a, s), prepared),
@@ -144,7 +144,7 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
     pair_idx = [i for i, j in enumerate(perm) if i != j]
     for n, (image, anns) in enumerate(items):
         anns = [a for a in anns if isinstance(a["segmentation"], list)]
-        instances = [_instance(a, perms, *image.shape[:2]) for a in anns]
+        instances = [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]
         for c in range(copies):
             seed = 1000 * n + c
             truth = measured_matrix(pipeline, seed, image)
@@ -197,8 +197,17 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
     }
 
 
-def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, float]:
-    """Images/s of a whole RQ run (submit -> merged json) with 1 and 2 worker processes."""
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process plus those of its reaped children (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[float, float]]:
+    """Images/s of a whole RQ run (submit -> merged json) with 1 and 2 worker processes, and the
+    workers' CPU seconds per image during the run (their own and their finished work-horses'): if
+    that stays flat from 1 to 2 workers, the work splits cleanly and a shortfall in speed-up is
+    cores that other processes were using."""
     server = EmbeddedRedis(workdir / "redis")
     env = {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": str(REPO)}
     conn = connect(server.url)
@@ -213,13 +222,15 @@ def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, float]:
             ]
             while len(conn.smembers("rq:workers")) < n_workers:  # started and preloaded
                 time.sleep(0.2)
+            cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
             start = time.perf_counter()
             run = jobs.submit_run(conn, coco_path, coco_path.parent / "images", workdir / f"out{n_workers}",
                                   pipeline="medium", copies=copies, shard_size=max(1, n_images // 8))
             status = jobs.wait(conn, run, timeout=1800, poll=0.1)
             elapsed = time.perf_counter() - start
             assert status["state"] == "finished", status
-            rates[n_workers] = n_images * copies / elapsed
+            cpu_seconds = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
+            rates[n_workers] = (n_images * copies / elapsed, cpu_seconds / (n_images * copies))
             for p in procs:
                 p.terminate()
                 p.wait(30)
@@ -263,9 +274,9 @@ def main() -> None:
             rates = scaling(scale_path, args.copies, Path(tmp))
             print(f"\nload average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, submit to merged json, incl. JPEG I/O\n")
-            print("| workers | images/s | speed-up |\n|---|---|---|")
-            for n, rate in rates.items():
-                print(f"| {n} | {rate:.1f} | {rate / rates[1]:.2f}x |")
+            print("| workers | images/s (wall) | speed-up | worker CPU ms / image |\n|---|---|---|---|")
+            for n, (rate, cpu) in rates.items():
+                print(f"| {n} | {rate:.1f} | {rate / rates[1][0]:.2f}x | {1000 * cpu:.1f} |")
 
 
 if __name__ == "__main__":

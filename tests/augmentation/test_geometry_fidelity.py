@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from augmentation.dataset_augment import _instance, flip_permutations
+from augmentation.dataset_augment import flip_permutations, instance_from_annotation
 from augmentation.geometry_transform import Instance, Limits, augment_sample, map_points
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import clean_polygons, polygons_area
 
-from truth import iou, measured_matrix, rasterize
+from tests.augmentation.truth import iou, measured_matrix, rasterize
 
 BORDER = cv2.BORDER_CONSTANT
 GEOMETRIC = A.to_dict(
@@ -62,7 +62,7 @@ def test_polygons_masks_and_keypoints_follow_the_pixels(synthetic: Path) -> None
     poly_ious, rle_ious, rle_shift, kp_errors, lost, kinds = [], [], [], [], 0, set()
     for image, anns in items:
         h, w = image.shape[:2]
-        instances = [_instance(a, perms, h, w) for a in anns]
+        instances = [instance_from_annotation(a, perms, h, w) for a in anns]
         for seed in range(10):
             sample = augment_sample(compose, image, instances, seed, limits)
             truth = measured_matrix(GEOMETRIC, seed, image)
@@ -223,7 +223,7 @@ def test_non_affine_steps_go_through_the_instance_mask(synthetic: Path, distorti
     ious, kp_errors = [], []
     for image, anns in items[:2]:
         h, w = image.shape[:2]
-        instances = [_instance(a, perms, h, w) for a in anns]
+        instances = [instance_from_annotation(a, perms, h, w) for a in anns]
         rasters = [rasterize(a["segmentation"], h, w).astype(np.uint8) for a in anns]
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5)
         for seed in range(2):

@@ -43,7 +43,7 @@ def test_any_sample_gives_a_valid_clipped_instance_or_a_drop(polygons: list[list
     xs = [x for p in out.segmentation for x in p[0::2]]
     ys = [y for p in out.segmentation for y in p[1::2]]
     assert all(len(p) >= 6 for p in out.segmentation)
-    assert 0 <= min(xs) and max(xs) <= w and 0 <= min(ys) and max(ys) <= h
+    assert -1e-9 <= min(xs) and max(xs) <= w + 1e-9 and -1e-9 <= min(ys) and max(ys) <= h + 1e-9
     assert out.bbox == [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
     assert out.area == polygons_area(out.segmentation) > 0
     triples = np.reshape(out.keypoints, (-1, 3))
