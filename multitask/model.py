@@ -64,6 +64,7 @@ class ModelConfig:
     trainable_backbone_layers: int | None = None  # None: all when random, 3 when pretrained
     detections_per_img: int = 100
     box_score_thresh: float = 0.05
+    rois_per_image: int | None = None  # RoIs sampled per training image; None: 128 light, 512 R50
 
     @classmethod
     def for_schema(cls, schema: Schema, **kwargs: Any) -> "ModelConfig":
@@ -108,7 +109,7 @@ def build_model(config: ModelConfig, *, with_masks: bool = True, with_keypoints:
         num_classes=config.num_classes + 1,
         min_size=config.min_size,
         max_size=config.max_size,
-        box_batch_size_per_image=box_batch,
+        box_batch_size_per_image=config.rois_per_image or box_batch,
         box_detections_per_img=config.detections_per_img,
         box_score_thresh=config.box_score_thresh,
         **extra,

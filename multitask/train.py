@@ -53,6 +53,7 @@ class TrainConfig:
     clip_grad_norm: float | None = 10.0
     min_size: int = 512
     max_size: int = 853
+    rois_per_image: int | None = None  # sampled RoIs per image (a quarter positive); None: backbone default
     hflip_prob: float = 0.5
     seed: int = 0
     init_weights: str | None = None  # local COCO Mask/Keypoint R-CNN checkpoint
@@ -133,6 +134,7 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
             backbone=config.backbone,
             min_size=config.min_size,
             max_size=config.max_size,
+            rois_per_image=config.rois_per_image,
             frozen_bn=pretrained,
         )
         model = build_model(model_config)

@@ -50,11 +50,16 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     common["hflip_prob"] = 0.5  # resume must also restore the flip RNG
     straight = load_checkpoint(train(TrainConfig(output_dir=str(tmp_path / "a"), **common)))
 
+    def crash_at_step_3(step: int, total: int, losses: dict[str, float]) -> None:
+        if step == 3:
+            raise KeyboardInterrupt  # the job is killed after the step-2 checkpoint was written
+
+    interrupted = TrainConfig(output_dir=str(tmp_path / "b"), **{**common, "checkpoint_every": 2})
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, on_progress=crash_at_step_3)
     steps: list[int] = []
-    train(TrainConfig(output_dir=str(tmp_path / "b"), **{**common, "steps": 2}))
-    resumed = load_checkpoint(
-        train(TrainConfig(output_dir=str(tmp_path / "b"), resume=True, **common), on_progress=lambda s, t, l: steps.append(s))
-    )
+    interrupted.resume = True
+    resumed = load_checkpoint(train(interrupted, on_progress=lambda s, t, l: steps.append(s)))
     assert steps == [3, 4]
     assert resumed.step == straight.step == 4 and resumed.model_version.endswith("-step4")
     for key, value in straight.state_dict.items():
