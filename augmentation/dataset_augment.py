@@ -8,6 +8,12 @@ in-process :func:`augment_dataset` run the very same code:
 2. :func:`merge_shards` concatenates shards in order and numbers annotations 1..M.
 3. :func:`write_json_atomic` puts the file in place with a rename, so a reader never sees half a file.
 
+Output: ``<out_dir>/annotations.json`` and ``<out_dir>/images/``. Source image at position ``i``
+(id order) yields ids ``i * per_image + 1 ...``: the original first (same ``file_name``) when kept,
+then copies ``<stem>__aug<c><suffix>``. Every image entry keeps the source's fields and adds
+``source_image_id`` and ``aug_copy`` (0 = original), so a split can keep copies together.
+``info.augmentation`` records the pipeline, options and the number of dropped instances.
+
 Everything is deterministic: the transform of copy ``c`` of image ``id`` is sampled with a seed
 derived from ``(run seed, image id, c)``; output image ids depend only on the image's position and
 the copy; annotation ids on the merge order. Re-running any shard gives the same bytes.

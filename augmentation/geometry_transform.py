@@ -318,10 +318,10 @@ def _transform_polygons(
     return cleaned, area
 
 
-def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> np.ndarray | None:
+def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> dict | None:
     """Warp a mask with the sample's matrix, nearest neighbour at pixel centres, only between the
     object's source box and the window it maps to (a full-frame warp per instance would cost as
-    much as the image). Returns a Fortran-ordered full-size mask, the layout pycocotools encodes."""
+    much as the image). Returns the warped mask as RLE."""
     h, w = out_shape
     source, sx0, sy0, _ = inst.mask_window
     sx1, sy1 = sx0 + source.shape[1], sy0 + source.shape[0]
@@ -337,13 +337,29 @@ def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> np.ndarray | None:
         window = cv2.warpAffine(source, to_index[:2], size, flags=cv2.INTER_NEAREST)
     else:
         window = cv2.warpPerspective(source, to_index, size, flags=cv2.INTER_NEAREST)
-    out = np.zeros((h, w), np.uint8, order="F")
-    out[y0:y1, x0:x1] = window
-    return out
+    return window_rle(window, int(x0), int(y0), h, w)
 
 
-def _rle_result(mask: np.ndarray, expected_area: float, limits: Limits) -> tuple[dict, float, list[float]] | None:
-    out = mask_utils.encode(np.asfortranarray(mask))
+def window_rle(window: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
+    """Compressed COCO RLE of a ``height x width`` mask that is zero outside ``window`` placed at
+    ``(x0, y0)``, built from the window's columns only (encoding the whole frame per instance costs
+    more than the warp). COCO runs are column-major and start with a run of zeros."""
+    column = np.zeros((height, window.shape[1]), bool)
+    column[y0 : y0 + window.shape[0]] = window > 0
+    seq = column.ravel(order="F")
+    runs = np.diff(np.r_[0, np.flatnonzero(seq[1:] != seq[:-1]) + 1, seq.size])
+    if seq[0]:
+        runs = np.r_[0, runs]
+    runs[0] += height * x0  # zero columns left of the window
+    after = height * (width - x0 - window.shape[1])
+    if len(runs) % 2:  # the last run is zeros
+        runs[-1] += after
+    elif after:
+        runs = np.r_[runs, after]
+    return mask_utils.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)
+
+
+def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, float, list[float]] | None:
     area = float(mask_utils.area(out))
     if area < limits.min_area or area < limits.min_visible * expected_area:
         return None
@@ -352,10 +368,10 @@ def _rle_result(mask: np.ndarray, expected_area: float, limits: Limits) -> tuple
 
 
 def _transform_rle(inst: Instance, m: Matrix, out_shape: Shape, limits: Limits) -> tuple[dict, float, list[float]] | None:
-    mask = _warp_rle(inst, m, out_shape)
-    if mask is None:
+    rle = _warp_rle(inst, m, out_shape)
+    if rle is None:
         return None
-    return _rle_result(mask, inst.mask_window[3] * abs(np.linalg.det(m[:2, :2])), limits)  # exact for affine maps
+    return _rle_result(rle, inst.mask_window[3] * abs(np.linalg.det(m[:2, :2])), limits)  # exact for affine maps
 
 
 # ---- non-affine steps: through the instance mask --------------------------------------------------
@@ -421,7 +437,7 @@ def _transform_by_mask(inst: Instance, steps: Sequence[Step], in_shape: Shape, l
     expected = float(source.sum()) * float(np.prod([abs(np.linalg.det(s[:2, :2])) for s, _ in steps if not isinstance(s, Remap)]))
     mask = _mask_through(np.ascontiguousarray(source), steps)
     if inst.rle is not None:
-        return _rle_result(mask, expected, limits)
+        return _rle_result(mask_utils.encode(np.asfortranarray(mask)), expected, limits)
     polygons = _mask_polygons(mask, limits)
     area = polygons_area(polygons) if polygons else 0.0
     if area < limits.min_area or area < limits.min_visible * expected:

@@ -1,4 +1,5 @@
-"""Properties over random pipelines and seeds: whatever is sampled, the output is a valid instance."""
+"""Properties: whatever pipeline sample or input, the output is a valid instance; RLE shortcuts
+equal pycocotools' own encoding."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import cv2
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
 
-from augmentation.geometry_transform import Instance, augment_sample
+from augmentation.geometry_transform import Instance, augment_sample, window_rle
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import polygons_area
 
@@ -51,3 +53,15 @@ def test_any_sample_gives_a_valid_clipped_instance_or_a_drop(polygons: list[list
     assert sorted(triples[:, 2].tolist()) in ([0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 2])
     for x, y, v in triples:
         assert (v == 0 and x == y == 0) or (0 <= x < w and 0 <= y < h)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    window=st.integers(1, 6).flatmap(lambda h: st.integers(1, 6).flatmap(
+        lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(lambda v: np.reshape(v, (h, w))))),
+    x0=st.integers(0, 4), y0=st.integers(0, 4),
+)
+def test_window_rle_equals_encoding_the_whole_frame(window: np.ndarray, x0: int, y0: int) -> None:
+    full = np.zeros((11, 12), np.uint8, order="F")
+    full[y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] = window
+    assert window_rle(window.astype(np.uint8), x0, y0, 11, 12) == mask_utils.encode(full)
