@@ -107,20 +107,16 @@ def submit_run(
 
 
 def _enqueue(conn: redis.Redis, run_id: str, shard_indices: list[int], attempt: int, also_wait_for: list[str]) -> None:
+    """Enqueue shard jobs and a merge that depends on them (and on ``also_wait_for``). The job ids
+    are recorded first, so a status request never sees a shard without its job."""
+    shard_ids = {k: f"augment-{run_id}-shard{k}-try{attempt}" for k in shard_indices}
+    merge_id = f"augment-{run_id}-merge-try{attempt}"
+    conn.hset(_key(run_id), mapping={**{f"job:{k}": j for k, j in shard_ids.items()}, "merge_job": merge_id})
     queue = Queue(QUEUE, connection=conn)
     common = {"job_timeout": JOB_TIMEOUT, "result_ttl": KEEP_SECONDS, "failure_ttl": KEEP_SECONDS}
-    jobs = [
-        queue.enqueue(run_shard, run_id, k, job_id=f"augment-{run_id}-shard{k}-try{attempt}", **common)
-        for k in shard_indices
-    ]
-    merge = queue.enqueue(
-        merge_run,
-        run_id,
-        job_id=f"augment-{run_id}-merge-try{attempt}",
-        depends_on=[j.id for j in jobs] + also_wait_for or None,
-        **common,
-    )
-    conn.hset(_key(run_id), mapping={**{f"job:{k}": j.id for k, j in zip(shard_indices, jobs)}, "merge_job": merge.id})
+    # A shard may finish before the merge is enqueued: RQ then checks the dependencies' status.
+    jobs = [queue.enqueue(run_shard, run_id, k, job_id=job_id, **common) for k, job_id in shard_ids.items()]
+    queue.enqueue(merge_run, run_id, job_id=merge_id, depends_on=[j.id for j in jobs] + also_wait_for or None, **common)
 
 
 def resubmit(conn: redis.Redis, run_id: str, *, force: bool = False) -> list[int]:
