@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "augmentation")]
+sys.path.insert(0, str(REPO))
 
 from augmentation import jobs  # noqa: E402
 from augmentation.dataset_augment import flip_permutations, instance_from_annotation  # noqa: E402
@@ -37,7 +37,7 @@ from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
 from augmentation.synthetic import make_dataset  # noqa: E402
 from combined_coco.geometry import clean_polygons, polygons_area  # noqa: E402
 from jobqueue.connection import EmbeddedRedis, connect  # noqa: E402
-from truth import iou, measured_matrix, rasterize  # noqa: E402
+from tests.augmentation.truth import iou, measured_matrix, rasterize  # noqa: E402
 
 
 def load(coco_path: Path) -> tuple[dict, list[tuple[np.ndarray, list[dict]]]]:
@@ -190,8 +190,8 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
             "p5 IoU": float(np.percentile(s["iou"], 5)),
             "instances": len(s["iou"]),
             "lost": s["lost"],
-            "keypoints within 1 px": s["kp_ok"] / max(1, s["kp_n"]),
-            "left/right correct (mirrored)": s["lr_ok"] / max(1, s["lr_n"]),
+            "keypoints within 1 px": s["kp_ok"] / s["kp_n"] if s["kp_n"] else float("nan"),
+            f"left/right correct (of {s['lr_n']} in mirrored samples)": s["lr_ok"] / s["lr_n"] if s["lr_n"] else float("nan"),
         }
         for name, s in stats.items()
     }
