@@ -60,8 +60,12 @@ class LabelStudioServer:
         files = {name: (name, data, "application/octet-stream") for name, data in images.items()}
         url = f"{self.url}/api/projects/{project_id}/import"
         requests.post(url, headers=self.headers, files=files, timeout=120).raise_for_status()
-        tasks = self.client.tasks.list(project=project_id)
-        return {name: t.id for t in tasks for name in images if str(t.data["image"]).endswith(f"-{name}")}
+        listed = requests.get(
+            f"{self.url}/api/tasks", headers=self.headers, params={"project": project_id, "page_size": 10_000}, timeout=60
+        )
+        listed.raise_for_status()
+        tasks = listed.json()["tasks"]
+        return {name: t["id"] for t in tasks for name in images if str(t["data"]["image"]).endswith(f"-{name}")}
 
     def annotate(self, task_id: int, result: list[dict]) -> int:
         """Store an annotation as the labeling UI does; returns its id."""
