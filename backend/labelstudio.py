@@ -147,7 +147,7 @@ def decode_image(data: bytes, max_pixels: int, task_id: Any = None) -> np.ndarra
     if width * height > max_pixels:
         raise MediaError(f"task {task_id}: image is {width}x{height}, over MAX_IMAGE_PIXELS={max_pixels}")
     try:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
     except Exception as exc:
         raise MediaError(f"task {task_id}: the image cannot be decoded ({exc})") from None
 

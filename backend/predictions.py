@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -14,8 +14,6 @@ from backend.model_store import ModelCache
 from backend.regions import ProjectTarget, task_regions
 
 log = logging.getLogger(__name__)
-
-INFERENCE_BATCH = 4  # images per forward pass: bounds memory for Label Studio's 100-task batches
 
 
 class ImageSource(Protocol):
@@ -43,15 +41,14 @@ def project_target(label_config: str) -> ProjectTarget:
 
 
 class PredictionService:
+    """Tasks -> images (through Label Studio) -> the project's model -> regions, one result per task."""
+
     def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], max_objects: int) -> None:
         self._cache = cache
         self._max_objects = max_objects
         self._images = images  # called per request, so a missing Label Studio config fails that request only
         # One forward pass at a time per process: concurrent passes on a few CPU cores only thrash.
         self._inference = threading.Lock()
-
-    def model_version(self, project_id: int) -> str:
-        return self._cache.get(project_id)[0]
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         tasks: list[dict[str, Any]] = payload.get("tasks") or []
@@ -77,7 +74,8 @@ class PredictionService:
                 log.warning("%s", exc)
                 images.append(None)
                 errors.append(str(exc))
-        instances = self._run(predictor, [im for im in images if im is not None])
+        with self._inference:  # the predictor batches internally; a 100-task request is one call
+            instances = predictor.predict([im for im in images if im is not None])
         results = []
         for image, error in zip(images, errors):
             if image is None:
@@ -91,11 +89,4 @@ class PredictionService:
                 {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             )
         return {"results": results, "model_version": version}
-
-    def _run(self, predictor: Any, images: Sequence[np.ndarray]) -> list[list]:
-        out: list[list] = []
-        with self._inference:
-            for start in range(0, len(images), INFERENCE_BATCH):
-                out.extend(predictor.predict(list(images[start : start + INFERENCE_BATCH])))
-        return out
 

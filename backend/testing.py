@@ -12,7 +12,6 @@ import atexit
 import io
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stack.testing import LabelStudioServer
+from stack.testing import LabelStudioServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
@@ -98,20 +97,11 @@ def create_annotated_project(
     """A project from generic.xml: ``images`` uploaded PNGs annotated through the API, then ``unlabeled``
     new ones (the images pre-annotation is for). Returns project id, labeled and unlabeled task ids."""
     project = ls.client.projects.create(title=title, label_config=GENERIC_CONFIG.read_text())
-    files = []
-    objects = []
-    for seed in range(images + unlabeled):
-        png, obj = synthetic_image(seed)
-        # one form field per file: Label Studio reads request.FILES.items(), i.e. the last file of a field
-        files.append((f"file{seed}", (f"animal{seed}.png", png, "image/png")))
-        objects.append(obj)
-    response = httpx.post(f"{ls.url}/api/projects/{project.id}/import", headers=ls.headers, files=files, timeout=60)
-    response.raise_for_status()
-    # uploads are stored as /data/upload/<project>/<8 hex>-animal<seed>.png
-    by_seed = {int(t.data["image"].rsplit("-animal", 1)[1][:-4]): t.id for t in ls.client.tasks.list(project=project.id)}
-    for seed, obj in enumerate(objects[:images]):
-        ls.client.annotations.create(id=by_seed[seed], result=annotation_result(obj, 224, 160))
-    ids = [by_seed[seed] for seed in range(images + unlabeled)]
+    drawn = {f"animal{seed}.png": synthetic_image(seed) for seed in range(images + unlabeled)}
+    task_ids = ls.import_images(project.id, {name: png for name, (png, _) in drawn.items()})
+    ids = [task_ids[name] for name in drawn]
+    for task_id, (_, obj) in zip(ids[:images], drawn.values()):
+        ls.annotate(task_id, annotation_result(obj, 224, 160))
     return project.id, ids[:images], ids[images:]
 
 
@@ -175,12 +165,6 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
     process = Process(proc, log)
     atexit.register(process.stop)  # safety net; tests stop their processes earlier, while Redis still runs
     return process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def backend_env(ls: LabelStudioServer, redis_url: str, model_dir: Path) -> dict[str, str]:

@@ -19,7 +19,6 @@ from PIL import Image
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings
-from backend.testing import MediaServer
 from combined_coco.schema import Schema
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,26 +9,25 @@ as ``artifacts/predictions_view.png``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from backend.testing import TrainedProject, retrieve_predictions, shared_trained_project, stop_shared_processes
-from stack.testing import LabelStudioServer, LabelStudioStartError, shared_label_studio
+from stack.testing import CHROMIUM, LabelStudioServer, logged_in_page, session_label_studio
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
 def ls(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
-    try:
-        return shared_label_studio(tmp_path_factory.getbasetemp() / "label-studio")
-    except LabelStudioStartError as exc:
-        pytest.fail(f"Label Studio did not start: {exc}")
+    return session_label_studio(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -40,26 +39,16 @@ def trained(ls: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture
-def page(ls: LabelStudioServer) -> Iterator:
+def page(ls: LabelStudioServer) -> Iterator["Page"]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{ls.url}/user/login/")
-        page.fill("input[name=email]", ls.email)
-        page.fill("input[name=password]", ls.password)
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
+    with logged_in_page(ls) as page:
         yield page
-        browser.close()
 
 
-def test_new_task_opens_with_predicted_polygon_and_keypoints(page, ls: LabelStudioServer, trained: TrainedProject) -> None:
+def test_new_task_opens_with_predicted_polygon_and_keypoints(
+    page: "Page", ls: LabelStudioServer, trained: TrainedProject
+) -> None:
     task_id = trained.new_task_ids[0]
     stored = ls.client.predictions.list(task=task_id)
     [prediction] = [p for p in stored if p.model_version == trained.model_version]
@@ -67,12 +56,18 @@ def test_new_task_opens_with_predicted_polygon_and_keypoints(page, ls: LabelStud
     assert "polygonlabels" in types and "keypointlabels" in types, types
 
     page.goto(f"{ls.url}/projects/{trained.project_id}/data?task={task_id}")
-    outliner = page.locator("[class*='outliner-item']")
+    # The editor copies the prediction into a draft; its Regions panel nests each keypoint under its object.
+    items = page.locator(".lsf-outliner-item")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        outliner.first.wait_for(timeout=120_000)
+        items.first.wait_for(timeout=120_000)
         page.wait_for_timeout(1500)  # let the canvas draw the regions before the screenshot
     finally:
         page.screenshot(path=str(ARTIFACTS / "predictions_view.png"))
-        (ARTIFACTS / "predictions_view.html").write_text(page.content())
-    assert outliner.count() == len(prediction.result)
+    titles = [t.strip() for t in page.locator(".lsf-outliner-item__title").all_inner_texts()]
+    first_object = next(r for r in prediction.result if r["type"] == "polygonlabels")
+    nested = [r["value"]["keypointlabels"][0] for r in prediction.result if r.get("parentID") == first_object["id"]]
+    assert titles[0] == first_object["value"]["polygonlabels"][0], titles
+    assert nested and titles[1] == nested[0], titles  # the keypoints follow their polygon in the outliner
+    # the prediction tab is labeled with the published model version (shortened by the UI)
+    assert page.get_by_text(trained.model_version[:8]).count() >= 1
