@@ -52,13 +52,13 @@ def train_project_job(project_id: int) -> dict[str, Any]:
 
 def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
     """One complete run; returns the published version and its metadata."""
-    from combined_coco.converter import convert_tasks
-    from multitask.train import TrainConfig, train
-
     ls = LabelStudioClient(settings)
     schema = Schema.from_label_config(ls.label_config(project_id))
     tasks = ls.export_tasks(project_id)
     log.info("project %s: %d annotated task(s) exported", project_id, len(tasks))
+
+    from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
+    from multitask.train import TrainConfig, train
     conversion = convert_tasks(tasks, schema)
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)

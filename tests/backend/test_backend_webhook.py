@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 import redis
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 from rq import Queue
@@ -76,3 +78,26 @@ def test_unknown_events_get_200(backend: Backend, backend_redis_url: str) -> Non
         response = backend.client.post("/webhook", json={"action": action, "project": {"id": 1}})
         assert response.status_code == 200 and response.json()["status"] == "ignored"
     assert _train_jobs(backend_redis_url) == []
+
+
+def test_failed_run_is_reported_and_frees_the_project(
+    backend_redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job body itself (as the worker runs it) with Label Studio down: status says why, next click works."""
+    from backend.labelstudio import LabelStudioError
+    from backend.training import train_project_job
+
+    for key, value in {
+        "REDIS_URL": backend_redis_url,
+        "LABEL_STUDIO_URL": "http://127.0.0.1:9",
+        "LABEL_STUDIO_API_KEY": "token",
+        "MODEL_DIR": str(tmp_path / "models"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    runs = Runs(redis.Redis.from_url(backend_redis_url), job_timeout=60)
+    assert runs.request_training(11, "button").enqueued
+    with pytest.raises(LabelStudioError):
+        train_project_job(11)
+    status = runs.status(11)
+    assert status["state"] == "failed" and "http://127.0.0.1:9 is not reachable" in status["error"]
+    assert runs.request_training(11, "button").enqueued
