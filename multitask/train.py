@@ -4,6 +4,8 @@
 losses)`` and returns the checkpoint path. The run is seeded (data order, flips, init) and resumable:
 the checkpoint holds optimizer and RNG state, and the data order of step ``s`` is a function of the
 seed and ``s`` alone, so an interrupted and resumed run sees the same batches as an uninterrupted one.
+Images are read in the training process itself: on a 2-core CPU the network, not image decoding, is
+the bottleneck, and one process keeps the flip RNG part of the resumable state.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, CUDA only
     checkpoint_every: int = 500
-    num_workers: int = 0
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
