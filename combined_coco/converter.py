@@ -106,6 +106,8 @@ def convert_tasks(
             "keypoint_layout": layout,
             "source": "label-studio",
             "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # In the file itself: an Export-dialog user never sees the server log.
+            "conversion_issues": [f"{i.severity}: {i}" for i in issues],
         },
         "images": images,
         "categories": schema.to_coco_categories(layout),

@@ -212,3 +212,13 @@ def test_json_min_export(tmp_path, config: str) -> None:
     assert "JSON_MIN" in issue.message and issue.severity == "warning"
     coco = json.loads((tmp_path / "out.json").read_text())
     assert coco["images"][0]["file_name"] == "q.jpg" and coco["annotations"][0]["num_keypoints"] == 1
+
+
+def test_issues_travel_inside_the_exported_file(generic) -> None:
+    """Export-dialog users never see Label Studio's log, so each issue is also in the file's ``info``."""
+    stray = keypoint_result("kp1", "nose", 5, 5, W, H)
+    res = convert_tasks([task(7, "/data/upload/1/a.png", [stray])], generic)
+    assert res.issues
+    listed = res.coco["info"]["conversion_issues"]
+    assert listed == [f"{i.severity}: {i}" for i in res.issues]
+    assert any("task 7" in line and "kp1" in line for line in listed)
