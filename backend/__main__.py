@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from backend.app import create_app
-from backend.settings import Settings
+from backend.settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(Settings.from_env())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        parser.error(str(exc))
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
