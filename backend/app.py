@@ -90,6 +90,7 @@ def create_app(
             score_threshold=settings.score_threshold,
             mask_threshold=settings.mask_threshold,
             keypoint_threshold=settings.keypoint_threshold,
+            max_objects=settings.max_objects,
         )
     services = Services(settings, loader, redis_factory)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")

@@ -52,18 +52,30 @@ PredictorLoader = Callable[[Path], Predictor]
 
 
 def load_multitask_predictor(
-    checkpoint: Path, score_threshold: float = 0.5, mask_threshold: float = 0.5, keypoint_threshold: float | None = None
+    checkpoint: Path,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    keypoint_threshold: float | None = None,
+    max_objects: int = 100,
 ) -> Predictor:
     """The real loader; torch is imported only by processes that actually load a model."""
     from multitask.inference import Predictor as MultitaskPredictor
 
-    return MultitaskPredictor.from_checkpoint(
+    predictor = MultitaskPredictor.from_checkpoint(
         checkpoint,
         device="cpu",
         score_threshold=score_threshold,
         mask_threshold=mask_threshold,
         keypoint_threshold=keypoint_threshold,
     )
+    # The checkpoint keeps up to 100 detections above 0.05 and runs the mask and keypoint heads on all
+    # of them before the predictor drops those under score_threshold: on CPU that is most of the time
+    # of a request. Dropping them inside torchvision's RoIHeads (before NMS, which they could not win)
+    # gives the same objects about 5x faster.
+    heads = predictor.model.roi_heads
+    heads.score_thresh = max(heads.score_thresh, score_threshold)
+    heads.detections_per_img = min(heads.detections_per_img, max_objects)
+    return predictor
 
 
 class ModelStore:

@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from combined_coco.schema import Schema
 from stack.testing import LabelStudioServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,20 @@ FAST_TRAINING_ENV = {
     "MAX_OBJECTS_PER_IMAGE": "3",
     "OMP_NUM_THREADS": "2",
 }
+
+
+def random_checkpoint(path: Path, seed: int = 0, min_size: int = 320, max_size: int = 512) -> Path:
+    """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
+    import torch
+
+    from multitask.checkpoint import Checkpoint, save_checkpoint
+    from multitask.model import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
+    config = ModelConfig.for_schema(schema, min_size=min_size, max_size=max_size)
+    model = build_model(config)
+    return save_checkpoint(Checkpoint("random-init", schema, config, model.state_dict()), path)
 
 
 @dataclass(frozen=True)

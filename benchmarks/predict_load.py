@@ -23,25 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.model_store import ModelStore  # noqa: E402
-from backend.testing import GENERIC_CONFIG, MediaServer, start_backend, synthetic_image  # noqa: E402
-from combined_coco.schema import Schema  # noqa: E402
+from backend.testing import GENERIC_CONFIG, MediaServer, random_checkpoint, start_backend, synthetic_image  # noqa: E402
 
 TOKEN = "bench-token"
 PROJECT = 1
-
-
-def random_checkpoint(path: Path, seed: int) -> Path:
-    """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
-    import torch
-
-    from multitask.checkpoint import Checkpoint, save_checkpoint
-    from multitask.model import ModelConfig, build_model
-
-    torch.manual_seed(seed)
-    schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
-    config = ModelConfig.for_schema(schema, min_size=320, max_size=512)
-    model = build_model(config)
-    return save_checkpoint(Checkpoint("bench-random-init", schema, config, model.state_dict()), path)
 
 
 async def fire(url: str, requests: int, concurrency: int, image_url: str) -> tuple[list[float], list[str], list[int]]:
