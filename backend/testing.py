@@ -39,6 +39,7 @@ FAST_TRAINING_ENV = {
     "TRAIN_MIN_SIZE": "160",
     "TRAIN_MAX_SIZE": "224",
     "TRAIN_LR": "0.02",
+    "TRAIN_AUGMENT_COPIES": "1",  # the augmentation step of a run, at its smallest
     # a barely trained model is unsure of its boxes and masks; the test checks wiring, not accuracy
     "SCORE_THRESHOLD": "0.05",
     "MASK_THRESHOLD": "0.3",

@@ -40,6 +40,8 @@ def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_fa
     run = trained.run_status["training"]
     assert run["state"] == "succeeded" and run["step"] == run["total"]
     assert run["result"]["annotations"] == len(trained.labeled_task_ids)  # the new image is not trained on
+    assert run["result"]["augment_copies"] == 1
+    assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
     models = tmp_path_factory.getbasetemp() / "backend-e2e" / "models" / str(trained.project_id)
     assert (models / "current").read_text().strip() == trained.model_version
     assert (models / trained.model_version / "model.pt").stat().st_size > 1_000_000
