@@ -134,7 +134,8 @@ def create_app(
             project_id = project_id_of(payload)
             if services.runs().count_annotation_event(project_id, settings.retrain_every):
                 result = services.runs().request_training(project_id, f"{settings.retrain_every} new annotations")
-                return JSONResponse({"job": result.job_id, "status": "queued"}, status_code=201)
+                status = "queued" if result.enqueued else "coalesced"
+                return JSONResponse({"job": result.job_id, "status": status}, status_code=201)
             return JSONResponse({"status": "counted"})
         return JSONResponse({"status": "ignored", "action": action})
 
