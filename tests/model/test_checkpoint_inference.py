@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,25 @@ def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
         assert instance.keypoint_present.tolist() == [n in applicable for n in SCHEMA.keypoint_names]
         assert instance.label == SCHEMA.category_by_id(instance.category_id).name
     assert Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big]) == [[]]
+
+
+def test_limits_apply_inside_the_model_and_keep_the_same_objects(checkpoint_path: Path, synthetic_json: Path) -> None:
+    """Stopping low scores in RoIHeads must not change which objects come back, only the time."""
+    image = read_image(synthetic_json.parent / "img_000.png")
+    everything = Predictor.from_checkpoint(checkpoint_path, score_threshold=0.0).predict([image])[0]
+    cut = sorted(i.score for i in everything)[len(everything) // 2]
+    fast = Predictor.from_checkpoint(checkpoint_path, score_threshold=cut, max_detections=2)
+    assert fast.model.roi_heads.score_thresh == cut and fast.model.roi_heads.detections_per_img == 2
+    image.setflags(write=False)  # images decoded by PIL/cv2 may be read-only: no torch warning, no error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fast.predict([image])[0]
+    expected = [i for i in everything if i.score >= cut][:2]
+    assert len(got) == len(expected) > 0
+    for a, b in zip(got, expected):
+        assert a.category_id == b.category_id
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert np.allclose(a.box, b.box, atol=1e-3)
 
 
 def _rasterize(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
