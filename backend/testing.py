@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from combined_coco.schema import Schema
-from stack.testing import LabelStudioServer, free_port
+from stack.testing import LabelStudioServer, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
@@ -164,12 +164,7 @@ class Process:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, timeout=15)
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

@@ -137,21 +137,22 @@ def _start(root: Path) -> LabelStudioServer:
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(label_studio_command(port), cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    atexit.register(_stop, proc)
+    atexit.register(stop_process, proc)
     try:
         wait_for_http(f"{url}/health", START_TIMEOUT_S, alive=lambda: proc.poll() is None)
     except (RuntimeError, TimeoutError) as exc:
-        _stop(proc)
+        stop_process(proc)
         raise LabelStudioStartError(f"{exc}\n--- {log} ---\n{log.read_text(errors='replace')[-5000:]}") from None
     client = LabelStudio(base_url=url, api_key=creds.token)
     return LabelStudioServer(url, creds.email, creds.password, creds.token, data_dir, log, client, env)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s: test services must not outlive the session."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
 

@@ -14,6 +14,8 @@ from typing import Iterator
 
 import pytest
 
+from stack.testing import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -49,9 +51,4 @@ def worker_factory(redis_url: str, tmp_path: Path) -> Iterator:
 
     yield factory
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, timeout=10)
