@@ -83,6 +83,18 @@ def export_formats(ls: LabelStudioServer, project_id: int) -> dict[str, dict]:
     return {f["name"]: f for f in resp.json()}
 
 
+def sync_export(ls: LabelStudioServer, project_id: int) -> requests.Response:
+    """The request the Export dialog's Export button makes for COCO combined."""
+    resp = requests.get(
+        f"{ls.url}/api/projects/{project_id}/export",
+        params={"exportType": FORMAT_NAME},
+        headers=ls.headers,
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text[:2000]
+    return resp
+
+
 def check_combined_coco(coco: dict, tmp_path: Path) -> None:
     """One annotation per object, each with its own keypoints at the right pixels, readable by pycocotools."""
     from pycocotools.coco import COCO
@@ -128,13 +140,7 @@ def test_format_disabled_without_keypoints(label_studio: LabelStudioServer):
 
 
 def test_sync_export_as_the_export_dialog_does(label_studio: LabelStudioServer, project: Project, tmp_path: Path):
-    resp = requests.get(
-        f"{label_studio.url}/api/projects/{project.id}/export",
-        params={"exportType": FORMAT_NAME},
-        headers=label_studio.headers,
-        timeout=120,
-    )
-    assert resp.status_code == 200, resp.text[:2000]
+    resp = sync_export(label_studio, project.id)
     assert resp.headers["Content-Disposition"].endswith('.json"')
     coco = resp.json()
     check_combined_coco(coco, tmp_path)
@@ -198,8 +204,8 @@ def test_label_studio_export_cli(label_studio: LabelStudioServer, project: Proje
     check_combined_coco(json.loads(written[0].read_text()), tmp_path)
 
 
-def test_unassignable_keypoint_is_reported_in_the_log_not_copied(label_studio: LabelStudioServer):
-    """A keypoint far from every object is left out of the file and named (task, region) in Label Studio's log."""
+def test_unassignable_keypoint_is_reported_not_copied(label_studio: LabelStudioServer):
+    """A keypoint far from every object is left out and named (task, region) in the file and Label Studio's log."""
     pid = create_project(label_studio, "stray keypoint", GENERIC_CONFIG)
     size = (200, 100)
     task_id = label_studio.import_images(pid, {"stray.png": png_bytes(size)})["stray.png"]
@@ -207,13 +213,8 @@ def test_unassignable_keypoint_is_reported_in_the_log_not_copied(label_studio: L
         polygon_result("polyS", "animal", [(20, 20), (60, 20), (60, 60), (20, 60)], *size),
         keypoint_result("kpStray", "nose", 190, 90, *size),
     ])  # fmt: skip
-    resp = requests.get(
-        f"{label_studio.url}/api/projects/{pid}/export",
-        params={"exportType": FORMAT_NAME},
-        headers=label_studio.headers,
-        timeout=120,
-    )
-    assert resp.status_code == 200, resp.text[:2000]
-    [ann] = resp.json()["annotations"]
+    coco = sync_export(label_studio, pid).json()
+    [ann] = coco["annotations"]
     assert ann["num_keypoints"] == 0
+    assert any(f"task {task_id}, region kpStray" in line for line in coco["info"]["conversion_issues"])
     assert f"COCO combined export: task {task_id}, region kpStray:" in label_studio.log_tail(20_000)
