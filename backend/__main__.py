@@ -11,7 +11,7 @@ from backend.app import create_app
 from backend.settings import Settings, SettingsError
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend",
         description="Serve the Label Studio ML backend (predictions + training triggers) for multi-task models.",
@@ -22,9 +22,18 @@ def main(argv: list[str] | None = None) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default: all)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default: 127.0.0.1; use 0.0.0.0 for containers, with BASIC_AUTH_* or ML_BACKEND_TOKEN)",
+    )
     parser.add_argument("--port", type=int, default=9090, help="port (default: 9090)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -12,30 +12,36 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
 - ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
 - ``GET /runs/{project_id}``: this project's training status and published versions (for people).
 
-Every error answers ``{"error": "<what to do>"}`` with a status code, never a traceback.
+Every error answers ``{"error": "<what to do>"}`` with a status code, never a traceback or a server path.
+
+Only ``/`` and ``/health`` answer without credentials when auth is configured (``/docs`` and
+``/openapi.json`` included); :mod:`backend.request_guard` checks them, and bounds the body, before
+FastAPI reads it. ``/health`` and ``/setup`` run on the event loop and never wait behind predictions:
+``/predict`` runs on at most :data:`PREDICT_THREADS` threads, and at most ``PREDICT_QUEUE`` requests
+run or wait; the next one gets 503 with ``Retry-After``, which Label Studio shows as an error.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import logging
-import secrets
 import threading
 import time
 from typing import Any, Callable
 
+import anyio
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, PredictorLoader, load_multitask_predictor
+from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader, load_multitask_predictor
 from backend.predictions import PredictionService, project_id_of, project_target
+from backend.request_guard import RequestGuard
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.schema import SchemaError
@@ -44,6 +50,10 @@ from jobqueue.connection import RedisUnavailable, connect
 log = logging.getLogger(__name__)
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+# Threads /predict may occupy: one fetches the next batch's images while the other runs the model
+# (forward passes are serialized anyway); the rest of the thread pool stays free for other endpoints.
+PREDICT_THREADS = 2
+RETRY_AFTER_S = 10
 
 
 class Services:
@@ -57,7 +67,8 @@ class Services:
     ) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
-        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio, settings.max_objects)
+        self.models = ModelCache(self.store, loader)
+        self.predictions = PredictionService(self.models, self.labelstudio, settings.max_objects)
         self._redis_factory = redis_factory
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
@@ -94,35 +105,55 @@ def create_app(
         )
     services = Services(settings, loader, redis_factory)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")
+    app.add_middleware(RequestGuard, settings=settings)
     app.state.services = services
     _install_error_handlers(app)
-    auth = _auth_dependency(settings)
+    predict_threads = anyio.CapacityLimiter(PREDICT_THREADS)
+    predicts_pending = 0  # running or waiting; only touched on the event loop, so no lock
 
     @app.get("/")
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "UP", "model_class": "multitask", "model_dir": str(settings.model_dir)}
+    async def health() -> dict[str, Any]:
+        return {"status": "UP", "model_class": "multitask"}
 
-    @app.post("/setup", dependencies=[auth])
-    def setup(payload: dict[str, Any]) -> dict[str, Any]:
+    @app.post("/setup")
+    async def setup(payload: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(payload)
-        if payload.get("schema"):
-            project_target(payload["schema"])  # a config this backend cannot serve shows up in LS as an error now
-        return {"model_version": services.store.current_version(project_id)}
+        schema = payload.get("schema")
+        if schema and not isinstance(schema, str):
+            raise ValueError("'schema' must be the labeling config as an XML string")
+        if schema:
+            project_target(schema)  # a config this backend cannot serve shows up in LS as an error now
+        version, problem = services.models.served(project_id)
+        return {"model_version": version, **({"warning": problem} if problem else {})}
 
-    @app.post("/predict", dependencies=[auth])
-    def predict(payload: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        response = services.predictions.predict(payload)
+    @app.post("/predict")
+    async def predict(payload: dict[str, Any]) -> dict[str, Any]:
+        nonlocal predicts_pending
+        if predicts_pending >= settings.predict_queue:
+            raise HTTPException(
+                503,
+                f"{predicts_pending} prediction requests are already running or waiting (PREDICT_QUEUE="
+                f"{settings.predict_queue}); retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        predicts_pending += 1
+        try:
+            started = time.perf_counter()
+            response = await anyio.to_thread.run_sync(services.predictions.predict, payload, limiter=predict_threads)
+        finally:
+            predicts_pending -= 1
         log.info(
             "predict: %d task(s), model %s, %.0f ms",
             len(payload.get("tasks") or []), response["model_version"], 1000 * (time.perf_counter() - started),
         )
         return response
 
-    @app.post("/webhook", dependencies=[auth])
+    @app.post("/webhook")
     def webhook(payload: dict[str, Any]) -> JSONResponse:
         action = payload.get("action")
+        if action is not None and not isinstance(action, str):
+            raise ValueError(f"'action' must be a Label Studio event name, got {type(action).__name__}")
         if action == "START_TRAINING":
             project_id = project_id_of(payload)
             result = services.runs().request_training(project_id, "Start Training")
@@ -139,7 +170,7 @@ def create_app(
             return JSONResponse({"status": "counted"})
         return JSONResponse({"status": "ignored", "action": action})
 
-    @app.post("/job_status", dependencies=[auth])
+    @app.post("/job_status")
     def job_status(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             job = Job.fetch(str(payload.get("job")), connection=services.runs().conn)
@@ -149,7 +180,7 @@ def create_app(
         failure = latest.exc_string if latest is not None and latest.exc_string else None
         return {"job_status": job.get_status(refresh=False).value, "error": failure and failure.strip().splitlines()[-1]}
 
-    @app.get("/runs/{project_id}", dependencies=[auth])
+    @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:
         return {
             "project": project_id,
@@ -160,36 +191,6 @@ def create_app(
         }
 
     return app
-
-
-def _auth_dependency(settings: Settings) -> Any:
-    """Basic auth (what Label Studio's "Authentication method: Basic" sends) and/or a bearer token."""
-
-    def check(request: Request) -> None:
-        if not settings.auth_enabled:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and settings.bearer_token:
-            if secrets.compare_digest(value.encode(), settings.bearer_token.encode()):
-                return
-        elif scheme.lower() == "basic" and settings.basic_auth_user:
-            try:
-                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, password = "", ""
-            ok_user = secrets.compare_digest(user.encode(), settings.basic_auth_user.encode())
-            ok_pass = secrets.compare_digest(password.encode(), (settings.basic_auth_pass or "").encode())
-            if ok_user and ok_pass:
-                return
-        raise HTTPException(
-            401,
-            "authentication required: set the same user/password in Label Studio's model settings"
-            " (Basic Auth) or send Authorization: Bearer <ML_BACKEND_TOKEN>",
-            headers={"WWW-Authenticate": 'Basic realm="ml-backend"'},
-        )
-
-    return Depends(check)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -223,11 +224,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_media(_: Request, exc: MediaError) -> JSONResponse:
         return error(422, str(exc))
 
+    @app.exception_handler(ModelUnavailable)
+    async def no_model(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return error(503, str(exc))
+
     @app.exception_handler(ValueError)
     async def bad_request(_: Request, exc: ValueError) -> JSONResponse:
         return error(400, str(exc))
 
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        return error(422, f"malformed request ({where}); Label Studio sends a JSON object")
+
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # the message may hold server paths or data; it goes to the log, the client gets the type only
         log.exception("%s %s failed", request.method, request.url.path)
-        return error(500, f"internal error ({type(exc).__name__}: {exc}); see the backend log")
+        return error(500, f"internal error ({type(exc).__name__}); see the backend log")

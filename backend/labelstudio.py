@@ -1,10 +1,11 @@
 """The edge to Label Studio: the SDK client, project export, and task media, with errors in plain words.
 
 Media is fetched from the one Label Studio configured in ``LABEL_STUDIO_URL`` and nowhere else:
-task data is user input, and following an absolute URL to another host would let anyone who can
-import a task make this backend fetch internal addresses (SSRF). Relative URLs such as
-``/data/upload/3/abc.jpg`` and absolute URLs on the same origin are fetched with the API key;
-everything else is refused with a message saying what to do.
+task data is user input, and following it to another host would let anyone who can import a task
+make this backend fetch internal addresses (SSRF) and hand them the API key. :func:`resolve_media_url`
+builds every fetched URL from ``LABEL_STUDIO_URL``'s origin plus the task's path, and only Label
+Studio's media paths (uploads, local files, storage proxies) are fetched with the key; everything
+else is refused with a message saying what to do.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import unicodedata
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import httpx
 import numpy as np
@@ -45,7 +48,6 @@ class LabelStudioClient:
 
         self.settings = settings
         self.base_url = settings.label_studio_url
-        self._origin = _origin(self.base_url)
         self.sdk = LabelStudio(base_url=self.base_url, api_key=settings.label_studio_api_key)
         self._http = httpx.Client(timeout=settings.media_timeout, follow_redirects=False)
 
@@ -98,28 +100,30 @@ class LabelStudioClient:
             raise LabelStudioError(f"exporting Label Studio project {project_id} failed: {exc}") from None
 
     # ---- media -------------------------------------------------------------------------------
-    def media_url(self, url: str, task_id: Any = None) -> str:
-        """The absolute URL to fetch, or :class:`MediaError` if it is not on the Label Studio origin."""
-        if not isinstance(url, str) or not url:
-            raise MediaError(f"task {task_id}: no image URL in the task data")
-        if url.startswith("/") and not url.startswith("//"):
-            return urljoin(self.base_url + "/", url.lstrip("/"))
-        if _origin(url) == self._origin:
-            return url
-        raise MediaError(
-            f"task {task_id}: image {url[:120]!r} is not served by Label Studio ({self.base_url}); "
-            "the backend only fetches media from Label Studio. Upload the image to the project or "
-            "connect the storage in Label Studio so that tasks reference it through Label Studio."
-        )
+    def media_url(self, url: object, task_id: Any = None) -> str:
+        """The absolute URL to fetch with the API key, or :class:`MediaError` saying what to do."""
+        try:
+            return resolve_media_url(self.base_url, url)
+        except UnsafeMediaUrl as exc:
+            shown = url[:120] if isinstance(url, str) else url
+            raise MediaError(
+                f"task {task_id}: image {shown!r} is refused: {exc}. The backend only fetches media from Label"
+                f" Studio ({self.base_url}): upload the image to the project or connect the storage in Label"
+                " Studio so that tasks reference it through Label Studio."
+            ) from None
 
     def fetch_bytes(self, url: str, task_id: Any = None) -> bytes:
         absolute = self.media_url(url, task_id)
         limit = self.settings.max_image_bytes
-        response = self._get(absolute, stream=True)
+        try:
+            response = self._get(absolute, stream=True)
+        except httpx.InvalidURL as exc:  # e.g. a query httpx will not encode: this task's problem, not the batch's
+            raise MediaError(f"task {task_id}: image URL {url[:120]!r} cannot be requested ({exc})") from None
         try:
             if response.status_code != 200:
                 raise MediaError(f"task {task_id}: Label Studio answered HTTP {response.status_code} for {url}")
-            declared = int(response.headers.get("content-length") or 0)
+            length = response.headers.get("content-length", "")
+            declared = int(length) if length.isdigit() else 0
             if declared > limit:
                 raise MediaError(f"task {task_id}: image is {declared} bytes, over MAX_IMAGE_BYTES={limit}")
             data = bytearray()
@@ -138,6 +142,103 @@ class LabelStudioClient:
         return decode_image(self.fetch_bytes(url, task_id), self.settings.max_image_pixels, task_id)
 
 
+# ---- media URLs ----------------------------------------------------------------------------
+# Label Studio 1.23's own media endpoints (label_studio/data_import/urls.py, io_storages/urls.py):
+# uploads, local-files storage (``?d=``), the cloud-storage proxies (``?fileuri=``) and persistent
+# storage downloads (``?filepath=``). Nothing else is fetched with the API key.
+MEDIA_PATHS = re.compile(
+    r"/data/upload/[^/].*"
+    r"|/data/local-files/"
+    r"|/(?:tasks|projects)/\d+/(?:resolve|presign)/"
+    r"|/storage-data/uploaded/"
+)
+_MAX_URL_CHARS = 8192
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar minus '%', so every segment is re-encoded canonically
+
+
+class UnsafeMediaUrl(ValueError):
+    """A task URL that does not name a Label Studio media file; the message says why."""
+
+
+def resolve_media_url(base_url: str, url: object) -> str:
+    """The absolute URL on ``base_url``'s origin that ``url`` (task data) names, or :class:`UnsafeMediaUrl`.
+
+    Built, not checked: scheme, host and port always come from ``base_url``; the task URL contributes
+    only a path (percent-decoded once, ``.``/``..`` resolved, re-encoded) and a query. The task's own
+    authority, if it has one, must equal ``base_url``'s, and the path must be one of :data:`MEDIA_PATHS`
+    under ``base_url``'s path prefix. Control characters, whitespace and backslashes are refused
+    outright: URL parsers strip or reinterpret them differently, which is how ``"/\\t//host/x"`` once
+    became a request to another host.
+    """
+    if not isinstance(url, str) or not url:
+        raise UnsafeMediaUrl("no image URL in the task data")
+    if len(url) > _MAX_URL_CHARS:
+        raise UnsafeMediaUrl(f"the image URL is {len(url)} characters long, over {_MAX_URL_CHARS}")
+    if _has_unsafe_char(url):
+        raise UnsafeMediaUrl("the image URL contains a control character, whitespace or a backslash")
+    base = urlsplit(base_url)
+    prefix = base.path.rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise UnsafeMediaUrl("the image URL cannot be parsed") from None
+    absolute = bool(parts.scheme or parts.netloc or url.startswith("//"))
+    if absolute and _authority(parts, base.scheme) != _authority(base, base.scheme):
+        raise UnsafeMediaUrl("it is not served by Label Studio")
+    if not absolute and not parts.path.startswith("/"):
+        raise UnsafeMediaUrl("it is neither an absolute URL nor a path starting with '/'")
+    path = "/" + "/".join(_resolved_segments(parts.path))
+    if prefix and (path + "/").startswith(prefix + "/"):
+        path = path[len(prefix) :]  # already under LABEL_STUDIO_URL's path prefix
+    elif absolute and prefix:
+        raise UnsafeMediaUrl(f"it is not under Label Studio's path {prefix}/")
+    if not MEDIA_PATHS.fullmatch(path):
+        raise UnsafeMediaUrl("it is not a Label Studio media path (/data/upload/, /data/local-files/, storage proxy)")
+    encoded = "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in path.split("/"))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{base.scheme}://{base.netloc}{prefix}{encoded}{query}"
+
+
+def _has_unsafe_char(text: str) -> bool:
+    """Whitespace, a backslash, or a control/format/unassigned code point anywhere in a raw task URL."""
+    return any(ch.isspace() or _is_control(ch) for ch in text)
+
+
+def _is_control(ch: str) -> bool:
+    return ch == "\\" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _authority(parts: SplitResult, default_scheme: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with default ports filled in; userinfo and unparsable ports are refused."""
+    scheme = (parts.scheme or default_scheme).lower()
+    if "@" in parts.netloc:
+        raise UnsafeMediaUrl("the image URL carries a user name or password")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UnsafeMediaUrl("the image URL has an invalid port") from None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _resolved_segments(raw_path: str) -> list[str]:
+    """Path segments percent-decoded once, with ``.`` and ``..`` applied; encoded separators are refused."""
+    resolved: list[str] = []
+    for raw in raw_path.split("/")[1:]:
+        try:
+            segment = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise UnsafeMediaUrl("the image URL path has percent-escapes that are not UTF-8") from None
+        if "/" in segment or any(_is_control(ch) for ch in segment):  # a decoded space is a file name's
+            raise UnsafeMediaUrl("the image URL path has an encoded slash, backslash or control character")
+        if segment == "..":
+            if not resolved:
+                raise UnsafeMediaUrl("the image URL path climbs above the server root")
+            resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    return resolved
+
+
 def decode_image(data: bytes, max_pixels: int, task_id: Any = None) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only, so the size check is cheap
@@ -150,10 +251,3 @@ def decode_image(data: bytes, max_pixels: int, task_id: Any = None) -> np.ndarra
         return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
     except Exception as exc:
         raise MediaError(f"task {task_id}: the image cannot be decoded ({exc})") from None
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port

@@ -36,6 +36,11 @@ UNTRAINED = "untrained"
 CHECKPOINT_NAME = "model.pt"
 POINTER_NAME = "current"
 _VERSION_RE = re.compile(r"^v(\d+)-")
+_VERSION_NAME = re.compile(r"v\d+-[0-9A-Za-z]+")  # what publish() writes; a pointer naming anything else is corrupt
+
+
+class ModelUnavailable(RuntimeError):
+    """The published version and every older one failed to load; the message says what to do."""
 
 
 class Predictor(Protocol):
@@ -132,6 +137,7 @@ class _Loaded:
     pointer_stamp: tuple[int, int, int]
     version: str
     predictor: Predictor | None
+    problem: str | None = None  # why the published version is not the one served, for /setup and logs
 
 
 class ModelCache:
@@ -139,6 +145,9 @@ class ModelCache:
 
     Each lookup costs one ``stat`` of the pointer file; the file is re-read only when its
     inode/mtime/size changed, and a model is loaded only when the version named in it changed.
+    A published version that does not load (corrupt, missing, not a checkpoint) is logged once and
+    the newest older version that loads is served instead, so one bad publish does not turn every
+    ``/predict`` into an error; :meth:`served` tells ``/setup`` which version that is and why.
     """
 
     def __init__(self, store: ModelStore, loader: PredictorLoader) -> None:
@@ -149,26 +158,72 @@ class ModelCache:
         self._guard = threading.Lock()
 
     def get(self, project_id: int) -> tuple[str, Predictor | None]:
-        """``(version, predictor)``; ``(UNTRAINED, None)`` while the project has no published model."""
-        pointer = self._store.project_dir(project_id) / POINTER_NAME
-        stamp = _stamp(pointer)
+        """``(version, predictor)``; ``(UNTRAINED, None)`` while the project has no published model.
+
+        Raises :class:`ModelUnavailable` when a version is published but none loads.
+        """
+        loaded = self._current(project_id)
+        if loaded.predictor is None and loaded.problem:
+            raise ModelUnavailable(loaded.problem)
+        return loaded.version, loaded.predictor
+
+    def served(self, project_id: int) -> tuple[str, str | None]:
+        """``(version, problem)`` without loading anything: what the last load chose if the pointer is
+        unchanged since, else the published version (cheap enough for every ``/setup``)."""
+        cached = self._loaded.get(project_id)
+        if cached and cached.pointer_stamp == _stamp(self._pointer(project_id)):
+            return cached.version, cached.problem
+        return self._store.current_version(project_id), None
+
+    def _pointer(self, project_id: int) -> Path:
+        return self._store.project_dir(project_id) / POINTER_NAME
+
+    def _current(self, project_id: int) -> _Loaded:
+        stamp = _stamp(self._pointer(project_id))
         cached = self._loaded.get(project_id)
         if cached and cached.pointer_stamp == stamp:
-            return cached.version, cached.predictor
+            return cached
         with self._lock_for(project_id):  # concurrent requests wait for one load instead of loading N times
             cached = self._loaded.get(project_id)
             if cached and cached.pointer_stamp == stamp:
-                return cached.version, cached.predictor
+                return cached
             version = self._store.current_version(project_id)
-            if cached and cached.version == version:
-                predictor = cached.predictor
+            if cached and cached.version == version and cached.problem is None:
+                loaded = _Loaded(stamp, version, cached.predictor)
             elif version == UNTRAINED:
-                predictor = None
+                loaded = _Loaded(stamp, version, None)
             else:
-                log.info("project %s: loading model version %s", project_id, version)
-                predictor = self._loader(self._store.checkpoint(project_id, version))
-            self._loaded[project_id] = _Loaded(stamp, version, predictor)
-            return version, predictor
+                loaded = self._load_newest(project_id, stamp, version)
+            self._loaded[project_id] = loaded
+            return loaded
+
+    def _load_newest(self, project_id: int, stamp: tuple[int, int, int], published: str) -> _Loaded:
+        """The published version if it loads, else the newest older version that does."""
+        predictor, failure = self._try_load(project_id, published)
+        if predictor is not None:
+            return _Loaded(stamp, published, predictor)
+        problem = f"published model version {published!r} cannot be loaded ({failure})"
+        for older in sorted((v for v in self._store.versions(project_id) if v < published), reverse=True):
+            predictor, _ = self._try_load(project_id, older)
+            if predictor is not None:
+                log.warning("project %s: %s; serving %s instead", project_id, problem, older)
+                return _Loaded(stamp, older, predictor, f"{problem}; serving {older!r} instead")
+        log.error("project %s: %s, and no older version loads", project_id, problem)
+        return _Loaded(stamp, published, None, f"{problem} and no older version loads; train the project again")
+
+    def _try_load(self, project_id: int, version: str) -> tuple[Predictor | None, str | None]:
+        """``(predictor, None)``, or ``(None, reason)`` without server paths (the full error goes to the log)."""
+        if not _VERSION_NAME.fullmatch(version):
+            return None, "the 'current' pointer does not name a version folder"
+        checkpoint = self._store.checkpoint(project_id, version)
+        if not checkpoint.is_file():
+            return None, f"{version}/{CHECKPOINT_NAME} is missing"
+        log.info("project %s: loading model version %s", project_id, version)
+        try:
+            return self._loader(checkpoint), None
+        except Exception as exc:  # any unreadable file: torch, pickle, zip and schema errors alike
+            log.warning("project %s: loading %s failed", project_id, checkpoint, exc_info=True)
+            return None, f"{type(exc).__name__}; see the backend log"
 
     def _lock_for(self, project_id: int) -> threading.Lock:
         with self._guard:

@@ -26,8 +26,9 @@ def project_id_of(payload: dict[str, Any]) -> int:
     if isinstance(raw, dict):
         raw = raw.get("id")
     if raw is None:
-        tasks = payload.get("tasks") or [{}]
-        raw = tasks[0].get("project")
+        tasks = payload.get("tasks")
+        if isinstance(tasks, list) and tasks and isinstance(tasks[0], dict):
+            raw = tasks[0].get("project")
     try:
         return int(str(raw).split(".")[0])
     except (TypeError, ValueError):
@@ -51,7 +52,11 @@ class PredictionService:
         self._inference = threading.Lock()
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
-        tasks: list[dict[str, Any]] = payload.get("tasks") or []
+        tasks = payload.get("tasks") or []
+        if not isinstance(tasks, list) or not all(isinstance(task, dict) for task in tasks):
+            raise ValueError("'tasks' must be a list of Label Studio task objects ({\"id\": ..., \"data\": {...}})")
+        if not isinstance(payload.get("label_config") or "", str):
+            raise ValueError("'label_config' must be the project's labeling config as an XML string")
         project_id = project_id_of(payload)
         version, predictor = self._cache.get(project_id)
         if predictor is None or not tasks:
@@ -67,7 +72,8 @@ class PredictionService:
         source: ImageSource = self._images()
         for task in tasks:
             try:
-                url = (task.get("data") or {}).get(controls.image_value)
+                data = task.get("data")
+                url = data.get(controls.image_value) if isinstance(data, dict) else None
                 images.append(source.fetch_image(url, task.get("id")))
                 errors.append(None)
             except MediaError as exc:

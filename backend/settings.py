@@ -31,6 +31,10 @@ class Settings:
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 50 * 1024 * 1024
     media_timeout: float = 30.0
+    # 100 tasks with their data plus the labeling config are well under 1 MB; the cap bounds what an
+    # anonymous or broken client can make the server buffer and parse.
+    max_request_bytes: int = 10 * 1024 * 1024
+    predict_queue: int = 16  # /predict requests running or waiting; more get 503 + Retry-After
     score_threshold: float = 0.5
     mask_threshold: float = 0.5  # mask probability that counts as inside the object's polygon
     max_objects: int = 50  # per image, highest scores first: hundreds of regions make the editor sluggish
@@ -62,6 +66,8 @@ class Settings:
             max_image_pixels=reader.int("MAX_IMAGE_PIXELS", cls.max_image_pixels),
             max_image_bytes=reader.int("MAX_IMAGE_BYTES", cls.max_image_bytes),
             media_timeout=reader.float("MEDIA_TIMEOUT", cls.media_timeout),
+            max_request_bytes=reader.int("MAX_REQUEST_BYTES", cls.max_request_bytes),
+            predict_queue=reader.int("PREDICT_QUEUE", cls.predict_queue),
             score_threshold=reader.float("SCORE_THRESHOLD", cls.score_threshold),
             mask_threshold=reader.float("MASK_THRESHOLD", cls.mask_threshold),
             max_objects=reader.int("MAX_OBJECTS_PER_IMAGE", cls.max_objects),
@@ -77,6 +83,17 @@ class Settings:
             train_seed=reader.int("TRAIN_SEED", 0),
             train_job_timeout=reader.int("TRAIN_JOB_TIMEOUT", cls.train_job_timeout),
         )
+
+    def __post_init__(self) -> None:
+        # Half a Basic Auth configuration used to fail open (no password: any password accepted;
+        # no user: auth off). Refuse it here so the server never starts that way.
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS")
+            if not self.basic_auth_user:
+                given, missing = missing, given
+            raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
+        if self.predict_queue < 1:
+            raise SettingsError("PREDICT_QUEUE must be at least 1")
 
     @property
     def auth_enabled(self) -> bool:

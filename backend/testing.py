@@ -124,17 +124,28 @@ def create_annotated_project(
 class MediaServer:
     """A real HTTP server standing in for Label Studio's media URLs (``/data/upload/...``), checking the token.
 
-    For tests and benchmarks of the backend alone; ``files`` maps URL paths to bytes.
+    For tests and benchmarks of the backend alone; ``files`` maps URL paths to bytes, ``redirects``
+    maps URL paths to a ``Location``. Every request's path and Authorization header are recorded, so
+    a second instance with no files is the canary that tests assert is never reached.
     """
 
-    def __init__(self, token: str, files: dict[str, bytes]) -> None:
+    def __init__(self, token: str, files: dict[str, bytes], redirects: dict[str, str] | None = None) -> None:
         self.files = files
+        self.redirects = redirects or {}
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 server.requests.append(self.path)
+                server.authorizations.append(self.headers.get("Authorization"))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Authorization") != f"Token {token}":
                     self.send_response(401)
                     self.end_headers()

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "MODEL_DIR": str(store.root),
             "SCORE_THRESHOLD": str(args.score_threshold),
             "MAX_OBJECTS_PER_IMAGE": str(args.max_objects),
+            "PREDICT_QUEUE": str(max(args.concurrency, 1)),  # measure queueing, not the 503s past the default
         }
         url, backend = start_backend(env, root / "backend.log")
         try:

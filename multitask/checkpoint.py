@@ -4,16 +4,21 @@ The ML backend loads a checkpoint without any other file, so the schema (``Schem
 :class:`~multitask.model.ModelConfig` travel inside it; ``model_version`` is the string shown on
 Label Studio predictions. Writes are atomic (temporary file in the same folder, then ``os.replace``)
 so a crash or a concurrent reader never sees half a file.
+
+Loading uses ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values
+only, so a file dropped into a shared model volume cannot run code when the ML backend loads it.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,10 +69,21 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     return path
 
 
+# Checkpoints written before the numpy RNG state was stored as lists hold one uint32 numpy array;
+# rebuilding an array runs no code, so these (and only these) globals are allowed besides torch's own.
+_OLD_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     path = Path(path)
-    # weights_only=False: the training state holds Python RNG state; checkpoints are our own files.
-    data = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_OLD_CHECKPOINT_GLOBALS):
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain values, so it is not loaded (loading it could"
+            f" run code); re-train to get a plain checkpoint ({str(exc).splitlines()[-1][:200]})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not a multitask checkpoint (train one with `python -m multitask train`); for"

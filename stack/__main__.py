@@ -92,7 +92,10 @@ def _backend_command(args: argparse.Namespace) -> list[str] | None:
 
 
 def up(args: argparse.Namespace) -> None:
-    data_dir = args.data_dir.resolve()
+    # Every child inherits this: Label Studio's SQLite file (it holds the admin token), uploads, Redis
+    # data, logs and models are created readable by this user only.
+    os.umask(0o077)
+    data_dir = services.make_private(args.data_dir.resolve())
     os.environ[DATA_DIR_ENV] = str(data_dir)  # children (jobqueue.connection.data_dir, backend MODEL_DIR) see it
     sup = Supervisor(data_dir / "logs")
     ls_url = f"http://localhost:{args.port}"
@@ -114,7 +117,8 @@ def up(args: argparse.Namespace) -> None:
         conn = connect(redis_url)
         sup.say("redis", f"{'embedded ' if embedded else ''}Redis at {redis_url}")
 
-        creds = Credentials.load_or_create(data_dir / "label-studio" / "credentials.json")
+        creds_file = services.make_private(data_dir / "label-studio") / "credentials.json"
+        creds, created = Credentials.load_or_create(creds_file)
         shared_env = {**os.environ, **services.job_env(data_dir, redis_url, ls_url, creds.token)}
         ls_env = {**shared_env, **services.label_studio_env(data_dir / "label-studio", creds)}
         ls = sup.start("label-studio", services.label_studio_command(args.port, args.host), ls_env, REPO)
@@ -139,7 +143,8 @@ def up(args: argparse.Namespace) -> None:
         demo_line = ""
         if args.demo:
             demo_line = _demo(creds, ls_url, backend_url if backend_cmd else None)
-        _banner(sup, ls_url, creds, backend_url if backend_cmd else None, redis_url, args.workers, data_dir, demo_line)
+        login = _login_lines(creds, creds_file, created)
+        _banner(sup, ls_url, login, backend_url if backend_cmd else None, redis_url, args.workers, data_dir, demo_line)
 
         while (gone := sup.exited()) is None:
             time.sleep(1)
@@ -168,10 +173,24 @@ def _demo(creds: Credentials, ls_url: str, backend_url: str | None) -> str:
     return f"{ls_url}/projects/{project_id}/data" + ("" if backend_url else " (no ML backend connected)")
 
 
+def _login_lines(creds: Credentials, creds_file: Path, created: bool) -> list[str]:
+    """The password and token are printed once, when created; later starts say where they are stored
+    (terminal scrollback and captured logs should not collect a fresh copy on every start)."""
+    if not created:
+        return [f"  log in       {creds.email}   (password and API token: {creds_file}, readable by you only)"]
+    return [
+        f"  log in       {creds.email} / {creds.password}",
+        f"  API token    {creds.token}",
+        f"               (shown this once; stored in {creds_file}, readable by you only)",
+        "               (legacy token, header 'Authorization: Token ...'; for a Personal Access Token open",
+        "               Account & Settings > Personal Access Token; LabelStudio(base_url, api_key=PAT) refreshes it)",
+    ]
+
+
 def _banner(
     sup: Supervisor,
     ls_url: str,
-    creds: Credentials,
+    login: list[str],
     backend_url: str | None,
     redis_url: str,
     workers: int,
@@ -181,10 +200,7 @@ def _banner(
     lines = [
         "-" * 72,
         f"Label Studio   {ls_url}   (Export dialog offers 'COCO combined')",
-        f"  log in       {creds.email} / {creds.password}",
-        f"  API token    {creds.token}",
-        "               (legacy token, header 'Authorization: Token ...'; for a Personal Access Token open",
-        "               Account & Settings > Personal Access Token; LabelStudio(base_url, api_key=PAT) refreshes it)",
+        *login,
         f"ML backend     {backend_url or 'not running'}",
         f"RQ workers     {workers}" + (", self-check OK" if workers else " (jobs wait for an external worker)"),
         f"Redis          {redis_url}   (other terminals: export {REDIS_URL_ENV}={redis_url})",

@@ -51,21 +51,33 @@ class Credentials:
         return cls(email=email, password=secrets.token_urlsafe(12), token=secrets.token_hex(20))
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "Credentials":
+    def load_or_create(cls, path: Path) -> tuple["Credentials", bool]:
         """Env vars win; else the ones saved by an earlier run (Label Studio keeps its users); else new ones.
 
-        They are saved because ``LABEL_STUDIO_USER_TOKEN`` only takes effect when the user is created.
+        They are saved (mode 0600) because ``LABEL_STUDIO_USER_TOKEN`` only takes effect when the user is
+        created. Returns ``(credentials, created)``: the stack shows the secrets only when just created.
         """
-        saved = json.loads(path.read_text()) if path.exists() else asdict(cls.generate())
+        created = not path.exists()
+        saved = asdict(cls.generate()) if created else json.loads(path.read_text())
         creds = cls(
             email=os.environ.get(ADMIN_EMAIL_ENV, saved["email"]),
             password=os.environ.get(ADMIN_PASSWORD_ENV, saved["password"]),
             token=os.environ.get(ADMIN_TOKEN_ENV, saved["token"]),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(creds), indent=2))
-        path.chmod(0o600)
-        return creds
+        make_private(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(creds), indent=2))
+        path.chmod(0o600)  # a file from an older version may have been created 0644
+        return creds, created
+
+
+def make_private(folder: Path) -> Path:
+    """Create ``folder`` if needed and make it 0700: the stack's data holds the Label Studio database
+    (with the admin's API token), the saved credentials, uploads and models. Also fixes older installs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
 
 
 def _pythonpath() -> str:

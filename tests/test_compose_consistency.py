@@ -60,6 +60,8 @@ def test_worker_and_backend_commands_match_local_runner():
     backend = SERVICES["ml-backend"]["command"]
     assert _python_module(backend) == services.ML_BACKEND_MODULE
     assert backend[backend.index("--port") + 1] == str(services.ML_BACKEND_PORT)
+    # `python -m backend` listens on 127.0.0.1 by default; in a container it must say 0.0.0.0
+    assert backend[backend.index("--host") + 1] == "0.0.0.0"
 
 
 def test_label_studio_env_names_match_local_runner():

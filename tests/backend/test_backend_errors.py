@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import base64
+import logging
+import shutil
+from pathlib import Path
 
-from tests.backend.backend_fakes import TOKEN, FakePredictor, animal, make_backend, predict_payload
+import pytest
+from fastapi.testclient import TestClient
+from tests.backend.backend_fakes import GENERIC, TOKEN, FakePredictor, animal, make_backend, predict_payload
 
-from backend.settings import Settings
+from backend.__main__ import build_parser
+from backend.app import create_app
+from backend.model_store import ModelStore
+from backend.settings import Settings, SettingsError
+from backend.testing import random_checkpoint
 from combined_coco.schema import Schema
 
 
@@ -78,3 +87,85 @@ def test_predict_without_label_config_is_a_400(settings: Settings, schema: Schem
     backend.publish(1)
     response = backend.client.post("/predict", json={**predict_payload(), "label_config": None})
     assert response.status_code == 400 and "label_config" in response.json()["error"]
+
+
+@pytest.mark.parametrize("env", [{"BASIC_AUTH_USER": "ls"}, {"BASIC_AUTH_PASS": "s3cret"}])
+def test_half_a_basic_auth_configuration_refuses_to_start(env: dict[str, str]) -> None:
+    # it used to run with auth off (password only) or accept any password (user only)
+    with pytest.raises(SettingsError, match="set both"):
+        Settings.from_env(env)
+
+
+def test_api_docs_need_credentials_when_auth_is_on(settings: Settings, schema: Schema) -> None:
+    secured = Settings(**{**settings.__dict__, "bearer_token": "tok"})
+    client = make_backend(secured, FakePredictor(schema)).client
+    for path in ("/docs", "/redoc", "/openapi.json", "/runs/1"):
+        assert client.get(path).status_code == 401, path
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer tok"}).status_code == 200
+
+
+def test_the_server_listens_on_localhost_unless_told_otherwise() -> None:
+    assert build_parser().parse_args([]).host == "127.0.0.1"
+
+
+def test_one_task_with_an_unusable_url_does_not_fail_the_batch(settings: Settings, schema: Schema) -> None:
+    backend = make_backend(settings, FakePredictor(schema, [animal(schema)]))
+    backend.publish(1)
+    payload = predict_payload()
+    payload["tasks"] = [{"id": 1, "data": {"image": "http://127.0.0.1:99999/x.png"}}, *payload["tasks"]]
+    response = backend.client.post("/predict", json=payload)
+    assert response.status_code == 200, response.text
+    bad, good = response.json()["results"]
+    assert "task 1" in bad["error"] and "port" in bad["error"] and good["result"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/predict", {**predict_payload(), "tasks": "abc"}, 400),
+        ("/predict", {**predict_payload(), "tasks": ["abc"]}, 400),
+        ("/predict", {**predict_payload(), "tasks": [{"id": 1, "data": "abc"}]}, 200),  # that task's error
+        ("/predict", {**predict_payload(), "label_config": 5}, 400),
+        ("/predict", {"tasks": "abc"}, 400),
+        ("/predict", [1, 2], 422),
+        ("/setup", {"project": "1.1", "schema": 5}, 400),
+        ("/webhook", {"action": ["x"]}, 400),
+        ("/webhook", "START_TRAINING", 422),
+    ],
+)
+def test_malformed_payloads_are_client_errors_in_the_documented_shape(
+    settings: Settings, schema: Schema, path: str, body: object, status: int
+) -> None:
+    backend = make_backend(settings, FakePredictor(schema, [animal(schema)]))
+    backend.publish(1)
+    response = backend.client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert status == 200 or set(response.json()) == {"error"}
+    assert str(settings.model_dir.parent) not in response.text
+
+
+def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real checkpoints and the real loader: v1 loads, v2 (published last) is truncated."""
+    store = ModelStore(settings.model_dir)
+    good = store.publish(1, random_checkpoint(tmp_path / "good.pt", min_size=64, max_size=96), {})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((store.checkpoint(1, good)).read_bytes()[:5000])
+    broken = store.publish(1, truncated, {})
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    setup = {"project": "1.1", "schema": GENERIC}
+    with caplog.at_level(logging.WARNING, logger="backend.model_store"):
+        for _ in range(3):
+            response = client.post("/predict", json=predict_payload())
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == good
+    assert sum(f"serving {good}" in r.getMessage() for r in caplog.records) == 1  # logged once, not per request
+    answer = client.post("/setup", json=setup).json()
+    assert answer["model_version"] == good and broken in answer["warning"] and str(tmp_path) not in answer["warning"]
+
+    shutil.rmtree(store.project_dir(1) / good)  # nothing loadable left: a 503 that says what to do
+    (store.project_dir(1) / "current").write_text(broken + "\n")
+    response = client.post("/predict", json=predict_payload())
+    assert response.status_code == 503 and "train the project again" in response.json()["error"]
+    assert str(tmp_path) not in response.text and "Traceback" not in response.text

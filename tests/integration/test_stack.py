@@ -2,8 +2,9 @@
 
 A real run in a temporary data dir (its own Label Studio, so its own migrations): the worker self-check
 passes, the demo project exists with the quokka photo and offers the COCO combined export, the logs are
-prefixed and written to files, SIGTERM stops everything and removes ``redis.url``; a second start reuses
-the saved credentials and the demo project. The ML backend is left out (``--no-backend``): its own tests
+prefixed and written to files, SIGTERM stops everything and removes ``redis.url``; the data folder and
+the Label Studio database are private; a second start reuses the saved credentials (without printing
+them again) and the demo project. The ML backend is left out (``--no-backend``): its own tests
 cover it, and it would load torch on this 2-core machine.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -67,6 +69,10 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
         assert (data_dir / "redis.url").read_text().startswith("unix://")
         creds = json.loads((data_dir / "label-studio" / "credentials.json").read_text())
         assert f"log in       {creds['email']} / {creds['password']}" in text
+        # the SQLite file holds the admin token: nothing in the data folder is readable by others
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        database = next((data_dir / "label-studio").glob("*.sqlite3"))
+        assert stat.S_IMODE(database.stat().st_mode) & 0o077 == 0, oct(database.stat().st_mode)
         headers = {"Authorization": f"Token {creds['token']}"}
         [demo] = requests.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
         assert demo["title"] == DEMO_TITLE and demo["task_number"] == 1
@@ -80,7 +86,9 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
 
     proc = start_stack(data_dir, port, tmp_path / "second.out")
     try:
-        wait_for_banner(proc, tmp_path / "second.out")
+        second = wait_for_banner(proc, tmp_path / "second.out")
+        assert creds["password"] not in second and creds["token"] not in second  # printed once, at creation
+        assert "credentials.json" in second
         projects = requests.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
         assert [p["id"] for p in projects] == [demo["id"]], "a restart must reuse the demo project"
     finally:

@@ -99,3 +99,34 @@ def test_polygon_round_trip_on_a_rotated_ellipse() -> None:
     mask = mask.astype(bool)
     back = _rasterize(mask_to_polygons(mask), 100, 100)
     assert (back & mask).sum() / (back | mask).sum() > 0.97
+
+
+class _RunsCode:
+    """A pickle that runs code on load (here: creates a file) — what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_executed(
+    checkpoint_path: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran"
+    payload = torch.load(checkpoint_path, weights_only=True)
+    payload["training"] = {"hook": _RunsCode(marker)}
+    planted = tmp_path / "planted.pt"
+    torch.save(payload, planted)
+    with pytest.raises(ValueError, match="objects other than tensors and plain values"):
+        load_checkpoint(planted)
+    assert not marker.exists()
+
+
+def test_checkpoints_with_the_old_numpy_rng_state_still_load(checkpoint_path: Path, tmp_path: Path) -> None:
+    payload = torch.load(checkpoint_path, weights_only=True)
+    payload["training"] = {"rng": {"numpy": np.random.get_state()}}  # what training saved before
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert load_checkpoint(old).training["rng"]["numpy"][0] == "MT19937"

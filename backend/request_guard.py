@@ -1,0 +1,124 @@
+"""What every request passes before FastAPI parses it: authentication on headers, then a bounded body.
+
+FastAPI reads and parses the JSON body before any dependency runs, and uvicorn sets no body limit,
+so an auth *dependency* let an anonymous 94 MB body cost 1.3 GB of memory before the 401. This pure
+ASGI middleware answers 401 from the headers alone, refuses bodies over ``MAX_REQUEST_BYTES`` with a
+413 (from ``Content-Length`` when declared, else while streaming), and refuses JSON nested deeper than
+:data:`MAX_JSON_DEPTH` with a 400, all before the app sees a byte. Only ``/`` and ``/health`` are
+open: Label Studio and orchestrators probe them without credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from backend.settings import Settings
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/", "/health"})
+MAX_JSON_DEPTH = 64  # Label Studio's payloads nest about 8 deep; the parser recurses per level
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_AUTH_HELP = (
+    "authentication required: set the same user/password in Label Studio's model settings"
+    " (Basic Auth) or send Authorization: Bearer <ML_BACKEND_TOKEN>"
+)
+
+
+def authorized(settings: Settings, header: str) -> bool:
+    """Whether an ``Authorization`` header value carries the configured Basic credentials or bearer token."""
+    if not settings.auth_enabled:
+        return True
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and settings.bearer_token:
+        return secrets.compare_digest(value.encode(), settings.bearer_token.encode())
+    if scheme.lower() == "basic" and settings.basic_auth_user and settings.basic_auth_pass:
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        ok_user = secrets.compare_digest(user.encode(), settings.basic_auth_user.encode())
+        ok_pass = secrets.compare_digest(password.encode(), settings.basic_auth_pass.encode())
+        return ok_user and ok_pass
+    return False
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside JSON strings nest deeper than ``limit`` (linear time, no recursion)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = np.isin(structure, (ord("["), ord("{"))).astype(np.int32) - np.isin(structure, (ord("]"), ord("}")))
+    return bool(steps.size) and int(np.cumsum(steps).max()) > limit
+
+
+class RequestGuard:
+    """ASGI middleware: 401 before the body is read, 413 over ``settings.max_request_bytes``, 400 when too deep."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"] not in OPEN_PATHS and not authorized(self.settings, headers.get("authorization", "")):
+            await _answer(send, 401, _AUTH_HELP, {"www-authenticate": 'Basic realm="ml-backend"'})
+            return
+        limit = self.settings.max_request_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(send, 413, f"request body is {declared} bytes, over MAX_REQUEST_BYTES={limit}")
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.extend(message.get("body", b""))
+            if len(body) > limit:
+                await _answer(send, 413, f"request body is over MAX_REQUEST_BYTES={limit}")
+                return
+            if not message.get("more_body", False):
+                break
+        if json_too_deep(bytes(body)):
+            await _answer(send, 400, f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the already-read body once, then waits for the client as usual."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _answer(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """The backend's error shape, ``{"error": ...}``; the connection closes so an unread body is dropped."""
+    payload = json.dumps({"error": message}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(b"connection", b"close")]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
