@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from augmentation.geometry_transform import Instance, Limits, augment_sample
 from augmentation.pipelines import build_pipeline, read_pipeline
+from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
 from combined_coco.validate import shared_file_clashes
 
@@ -149,13 +150,6 @@ def _without_id(ann: dict) -> dict:
     return {k: copy.deepcopy(v) for k, v in ann.items() if k != "id"}
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path} (missing or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # Albumentations' colour transforms expect RGB
-
-
 def _encode(image: np.ndarray, suffix: str) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
@@ -177,7 +171,8 @@ def augment_image(
     """All outputs (original if kept, then ``copies`` augmented) of the source image at ``index``."""
     out = Shard()
     src_path = image_root / source["file_name"]
-    image = _read_image(src_path)
+    image = read_image(src_path)  # RGB, as Albumentations' colour transforms expect
+    check_image_size(image, source)
     height, width = image.shape[:2]
     instances = [instance_from_annotation(a, perms, height, width) for a in annotations]
     base_id = index * options.per_image + 1
