@@ -47,6 +47,7 @@ from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, p
 
 Matrix = np.ndarray  # 3x3 float64, continuous COCO pixel coordinates in -> out
 Shape = tuple[int, int]  # (height, width)
+Window = tuple[np.ndarray, int, int]  # a mask crop and its offset (x0, y0) in its frame
 
 
 class UnsupportedTransform(ValueError):
@@ -68,16 +69,16 @@ class Instance:
     flip_perm: Sequence[int]
 
     @cached_property
-    def mask_window(self) -> tuple[np.ndarray, int, int, float]:
-        """The decoded RLE cropped to its box (1 px margin), its offset and pixel count: decoded
-        once and reused by every copy of the image."""
+    def mask_window(self) -> Window:
+        """The decoded RLE cropped to its box (1 px margin) and its offset: decoded once and reused
+        by every copy of the image."""
         assert self.rle is not None
         src_h, src_w = self.rle["size"]
         x, y, bw, bh = mask_utils.toBbox(self.rle)
         sx0, sy0 = max(int(x) - 1, 0), max(int(y) - 1, 0)
         sx1, sy1 = min(int(np.ceil(x + bw)) + 1, src_w), min(int(np.ceil(y + bh)) + 1, src_h)
         crop = np.ascontiguousarray(mask_utils.decode(self.rle)[sy0:sy1, sx0:sx1])
-        return crop, sx0, sy0, float(mask_utils.area(self.rle))
+        return crop, sx0, sy0
 
 
 @dataclass
@@ -343,13 +344,14 @@ def _transform_polygons(steps: Sequence[Step], polygons: list[FlatPolygon], limi
         if not current:
             return None
     area = polygons_area(current)
-    full = polygons_area([map_points(product(steps), np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons]) if clipped else area
+    if clipped:  # the share left is measured against the whole object, transformed but not clipped
+        total = product(steps)
+        full = polygons_area([map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons])
+    else:
+        full = area
     if area < limits.min_area or area < limits.min_visible * full:
         return None
     return current, area
-
-
-Window = tuple[np.ndarray, int, int]  # a mask crop and its offset (x0, y0) in its frame
 
 
 def _warp_window(source: Window, m: Matrix, out_shape: Shape) -> Window | None:
@@ -412,14 +414,13 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
 
 
 def _transform_rle(inst: Instance, steps: Sequence[Step], limits: Limits) -> tuple[dict, float, list[float]] | None:
-    crop, sx0, sy0, _ = inst.mask_window
-    window: Window | None = (crop, sx0, sy0)
+    window: Window | None = inst.mask_window
     for m, shape in steps:
         window = _warp_window(window, m, shape)
         if window is None:
             return None
     h, w = steps[-1][1]
-    return _rle_result(window_rle(*window, h, w), warped_area((crop, sx0, sy0), product(steps)), limits)
+    return _rle_result(window_rle(*window, h, w), warped_area(inst.mask_window, product(steps)), limits)
 
 
 # ---- non-affine steps: through the instance mask --------------------------------------------------
