@@ -11,8 +11,9 @@ in-process :func:`augment_dataset` run the very same code:
 Output: ``<out_dir>/annotations.json`` and ``<out_dir>/images/``. Source image at position ``i``
 (id order) yields ids ``i * per_image + 1 ...``: the original first (same ``file_name``) when kept,
 then copies ``<stem>__img<id>_aug<c><suffix>`` (``id`` the source image's: entries that share a
-photo, e.g. several Label Studio annotations of one task, get separate files). Every image entry keeps the source's fields and adds
-``source_image_id`` and ``aug_copy`` (0 = original), so a split can keep copies together.
+photo, e.g. several Label Studio annotations of one task, get separate files). Every image entry
+keeps the source's fields and adds ``source_image_id``, ``source_file_name`` and ``aug_copy``
+(0 = original), so a split can keep every image of one photo together.
 ``info.augmentation`` records the pipeline, options and the number of dropped instances.
 
 Everything is deterministic: the transform of copy ``c`` of image ``id`` is sampled with a seed
@@ -178,7 +179,8 @@ def augment_image(
     base_id = index * options.per_image + 1
     slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
     for slot, copy_index in enumerate(slots):
-        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index}
+        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index,
+                 "source_file_name": str(_relative(source["file_name"]))}
         if copy_index == 0:
             entry["file_name"] = str(_relative(source["file_name"]))
             _write_atomic(images_out / entry["file_name"], src_path.read_bytes())

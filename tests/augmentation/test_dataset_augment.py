@@ -190,3 +190,19 @@ def test_entries_sharing_a_photo_get_their_own_copies(synthetic: Path, tmp_path:
         expected = augment_sample(compose, source, [], seed).image
         written = cv2.imread(str(tmp_path / "out" / "images" / entry["file_name"]))[:, :, ::-1]
         assert np.array_equal(written, expected), entry["file_name"]
+
+
+def test_split_keeps_every_image_of_one_photo_together(synthetic: Path, tmp_path: Path) -> None:
+    """Entries sharing a photo (two Label Studio annotations of one task) and all their copies are
+    one group, with or without the originals in the output."""
+    coco = json.loads(synthetic.read_text())
+    coco["images"].append({**coco["images"][0], "id": 5, "ls_annotation_id": 2})
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    for keep in (True, False):
+        out = json.loads(augment_dataset(path, synthetic.parent / "images", tmp_path / f"o{keep}", copies=2,
+                                         keep_originals=keep).read_text())
+        for seed in range(6):
+            train, val = split_by_source(out, val_fraction=0.4, seed=seed)
+            photos = [{im["source_file_name"] for im in part["images"]} for part in (train, val)]
+            assert photos[0] and photos[1] and not photos[0] & photos[1], seed
