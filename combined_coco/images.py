@@ -65,10 +65,18 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         if width * height > max_pixels:
             raise ImageTooLarge(label, (width, height), max_pixels)
         try:
-            upright = ImageOps.exif_transpose(image)
-            return np.array(upright.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+            return _rgb8(ImageOps.exif_transpose(image))
         except Exception as exc:
             raise ImageReadError(f"{label}: the image cannot be decoded ({exc})") from None
+
+
+def _rgb8(image: Image.Image) -> np.ndarray:
+    """A writable HxWx3 uint8 copy (torch.from_numpy warns on read-only arrays). 16-bit greyscale keeps
+    its high byte, as OpenCV reads it; Pillow's own conversion would clip every value above 255 to white."""
+    if image.mode.startswith("I;16"):
+        grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))
 
 
 def check_image_size(pixels: np.ndarray, entry: dict) -> None:
