@@ -10,8 +10,10 @@ in-process :func:`augment_dataset` run the very same code:
 
 Output: ``<out_dir>/annotations.json`` and ``<out_dir>/images/``. Source image at position ``i``
 (id order) yields ids ``i * per_image + 1 ...``: the original first (same ``file_name``) when kept,
-then copies ``<stem>__aug<c><suffix>``. Every image entry keeps the source's fields and adds
-``source_image_id`` and ``aug_copy`` (0 = original), so a split can keep copies together.
+then copies ``<stem>__img<id>_aug<c><suffix>`` (``id`` the source image's: entries that share a
+photo, e.g. several Label Studio annotations of one task, get separate files). Every image entry
+keeps the source's fields and adds ``source_image_id``, ``source_file_name`` and ``aug_copy``
+(0 = original), so a split can keep every image of one photo together.
 ``info.augmentation`` records the pipeline, options and the number of dropped instances.
 
 Everything is deterministic: the transform of copy ``c`` of image ``id`` is sampled with a seed
@@ -36,7 +38,9 @@ from tqdm import tqdm
 
 from augmentation.geometry_transform import Instance, Limits, augment_sample
 from augmentation.pipelines import build_pipeline, read_pipeline
+from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
+from combined_coco.validate import shared_file_clashes
 
 OUTPUT_JSON = "annotations.json"
 IMAGES_DIR = "images"
@@ -113,9 +117,11 @@ def _relative(file_name: str) -> Path:
     return Path(rel.name) if rel.is_absolute() or ".." in rel.parts else rel
 
 
-def augmented_name(file_name: str, copy_index: int) -> str:
+def augmented_name(file_name: str, image_id: int, copy_index: int) -> str:
+    """The file of copy ``copy_index`` of image entry ``image_id``: unique per entry, because several
+    entries may share one photo and each copy has its own transform."""
     rel = _relative(file_name)
-    return str(rel.with_name(f"{rel.stem}__aug{copy_index}{rel.suffix or '.jpg'}"))
+    return str(rel.with_name(f"{rel.stem}__img{image_id}_aug{copy_index}{rel.suffix or '.jpg'}"))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -145,13 +151,6 @@ def _without_id(ann: dict) -> dict:
     return {k: copy.deepcopy(v) for k, v in ann.items() if k != "id"}
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path} (missing or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # Albumentations' colour transforms expect RGB
-
-
 def _encode(image: np.ndarray, suffix: str) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
@@ -173,13 +172,15 @@ def augment_image(
     """All outputs (original if kept, then ``copies`` augmented) of the source image at ``index``."""
     out = Shard()
     src_path = image_root / source["file_name"]
-    image = _read_image(src_path)
+    image = read_image(src_path)  # RGB, as Albumentations' colour transforms expect
+    check_image_size(image, source)
     height, width = image.shape[:2]
     instances = [instance_from_annotation(a, perms, height, width) for a in annotations]
     base_id = index * options.per_image + 1
     slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
     for slot, copy_index in enumerate(slots):
-        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index}
+        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index,
+                 "source_file_name": str(_relative(source["file_name"]))}
         if copy_index == 0:
             entry["file_name"] = str(_relative(source["file_name"]))
             _write_atomic(images_out / entry["file_name"], src_path.read_bytes())
@@ -187,7 +188,7 @@ def augment_image(
             out.annotations += [{**_without_id(a), "image_id": entry["id"]} for a in annotations]
             continue
         sample = augment_sample(compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits)
-        entry["file_name"] = augmented_name(source["file_name"], copy_index)
+        entry["file_name"] = augmented_name(source["file_name"], source["id"], copy_index)
         entry["height"], entry["width"] = sample.image.shape[:2]
         _write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
         out.images.append(entry)
@@ -241,6 +242,8 @@ def augment_range(
 def merge_shards(coco: dict, shards: Sequence[Shard], options: Options, pipeline_name: str) -> dict:
     """One combined COCO dataset from shards in image order; annotation ids 1..M in that order."""
     images = [im for s in shards for im in s.images]
+    if clashes := shared_file_clashes(images):  # two entries writing one file: the last one written wins
+        raise AugmentationFailed([{"image_id": image_id, "error": problem} for image_id, problem in clashes])
     annotations = [{"id": i, **a} for i, a in enumerate((a for s in shards for a in s.annotations), start=1)]
     info = {
         **coco.get("info", {}),

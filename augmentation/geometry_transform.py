@@ -11,9 +11,14 @@ COCO continuous pixel coordinates (docs/FORMAT.md). Why:
   per step. Building each step's matrix ourselves, in one convention, removes the drift.
 - Polygon vertices are mapped, never "removed as invisible", so vertex counts cannot misalign and
   an object that leaves the frame is clipped (shapely) instead of losing vertices.
-- The product of the matrices is one matrix applied to all vertices at once (fast); RLE masks are
-  warped with the same matrix (nearest neighbour at pixel centres, only in the object's window), so
-  masks and polygons cannot disagree (and cv2.resize's half-pixel-off INTER_NEAREST is avoided).
+- Consecutive steps are multiplied into one matrix applied to all vertices at once (fast), but only
+  as long as no step cuts: a step whose output frame does not contain its whole input (Rotate, an
+  Affine scale-up, a crop) ends the product, and polygons, masks and keypoints are clipped to that
+  step's frame before the next one. Without this, a later step that shows the area beyond the cut
+  (PadIfNeeded, an Affine scale-down, a translation back) would keep annotations over black pixels.
+  RLE masks are warped with the same matrices (nearest neighbour at pixel centres, only in the
+  object's window), so masks and polygons cannot disagree (and cv2.resize's half-pixel-off
+  INTER_NEAREST is avoided).
 - The sign of the matrix's determinant says whether the image was mirrored (an odd number of
   reflections: horizontal or vertical flip, transpose, anti-transpose); rotations keep the sign. A
   mirrored image swaps the object's left/right keypoints: they are permuted with the schema's flip pairs.
@@ -28,7 +33,7 @@ pixel grid, not exact, which is why the presets use affine/perspective steps onl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, cached_property, partial
+from functools import cache, cached_property
 from typing import Any, Callable, Sequence
 
 import albumentations as A
@@ -42,6 +47,7 @@ from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, p
 
 Matrix = np.ndarray  # 3x3 float64, continuous COCO pixel coordinates in -> out
 Shape = tuple[int, int]  # (height, width)
+Window = tuple[np.ndarray, int, int]  # a mask crop and its offset (x0, y0) in its frame
 
 
 class UnsupportedTransform(ValueError):
@@ -63,16 +69,16 @@ class Instance:
     flip_perm: Sequence[int]
 
     @cached_property
-    def mask_window(self) -> tuple[np.ndarray, int, int, float]:
-        """The decoded RLE cropped to its box (1 px margin), its offset and pixel count: decoded
-        once and reused by every copy of the image."""
+    def mask_window(self) -> Window:
+        """The decoded RLE cropped to its box (1 px margin) and its offset: decoded once and reused
+        by every copy of the image."""
         assert self.rle is not None
         src_h, src_w = self.rle["size"]
         x, y, bw, bh = mask_utils.toBbox(self.rle)
         sx0, sy0 = max(int(x) - 1, 0), max(int(y) - 1, 0)
         sx1, sy1 = min(int(np.ceil(x + bw)) + 1, src_w), min(int(np.ceil(y + bh)) + 1, src_h)
         crop = np.ascontiguousarray(mask_utils.decode(self.rle)[sy0:sy1, sx0:sx1])
-        return crop, sx0, sy0, float(mask_utils.area(self.rle))
+        return crop, sx0, sy0
 
 
 @dataclass
@@ -102,7 +108,7 @@ class Limits:
 class Sample:
     image: np.ndarray
     instances: list[TransformedInstance | None]  # None: dropped (too little left in the frame)
-    matrix: Matrix | None  # None when a non-affine step was applied
+    matrix: Matrix | None  # product of every step's matrix; None when a non-affine step was applied
     mirrored: bool
 
 
@@ -261,33 +267,59 @@ class Remap:
     map_y: np.ndarray
 
 
-Step = tuple[Matrix | Remap, Shape]  # a step and the shape of its output
+Step = tuple[Matrix | Remap, Shape]  # a step and the shape of its output, where geometry is clipped
+
+
+def cuts(m: Matrix, in_shape: Shape, out_shape: Shape) -> bool:
+    """Whether a step's output frame loses part of its input frame (checked at the input's corners,
+    which bound the mapped frame for an affine or a perspective map that keeps the frame in front)."""
+    (h, w), (oh, ow) = in_shape, out_shape
+    corners = map_points(m, np.array([[0.0, 0.0], [w, 0.0], [0.0, h], [w, h]]))
+    tol = 1e-6 * max(h, w, oh, ow)
+    return bool((corners < -tol).any() or (corners[:, 0] > ow + tol).any() or (corners[:, 1] > oh + tol).any())
 
 
 def applied_steps(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shape) -> list[Step]:
-    """The geometric steps Albumentations applied, in order, consecutive matrices multiplied into one.
+    """The geometric steps Albumentations applied, in order; geometry is clipped after each returned step.
 
-    Each step's input shape is its recorded ``shape``; its output shape is the next step's input
-    (or the final image's shape for the last one), so resizes need no rounding guess.
+    Consecutive matrices are multiplied into one until a step cuts (:func:`cuts`): that step closes
+    the product at its own output frame, so content it cut off cannot come back when a later step
+    shows the area beyond it. Each step's input shape is its recorded ``shape``; its output shape is
+    the next step's input (or the final image's shape for the last one), so resizes need no rounding guess.
     """
     in_shapes = [tuple(params["shape"][:2]) for _, params in applied]
     out_shapes = in_shapes[1:] + [out_shape]
     steps: list[Step] = []
-    current = np.eye(3)
+    current, pending = np.eye(3), False
     for (name, params), i, o in zip(applied, in_shapes, out_shapes):
         kind = step_kind(name)
         if kind == "matrix":
-            current = MATRIX_RULES[name](params, i, o) @ current
+            step = MATRIX_RULES[name](params, i, o)
+            current, pending = step @ current, True
+            if cuts(step, i, o):
+                steps.append((current, o))
+                current, pending = np.eye(3), False
         elif kind == "remap":
-            steps += [(current, i), (Remap(params["map_x"], params["map_y"]), o)]
-            current = np.eye(3)
-    return steps + [(current, out_shape)]
+            if pending:
+                steps.append((current, i))
+            steps.append((Remap(params["map_x"], params["map_y"]), o))
+            current, pending = np.eye(3), False
+    return steps + [(current, out_shape)] if pending or not steps else steps
 
 
 def map_points(m: Matrix, xy: np.ndarray) -> np.ndarray:
     """Apply a 3x3 (possibly projective) matrix to an ``(N, 2)`` array of points."""
     homo = np.c_[xy, np.ones(len(xy))] @ m.T
     return homo[:, :2] / homo[:, 2:3]
+
+
+def product(steps: Sequence[Step]) -> Matrix:
+    """All matrix steps multiplied (remaps skipped): where a pixel goes, ignoring the clipping."""
+    total = np.eye(3)
+    for step, _ in steps:
+        if not isinstance(step, Remap):
+            total = step @ total
+    return total
 
 
 def is_mirroring(m: Matrix) -> bool:
@@ -297,34 +329,38 @@ def is_mirroring(m: Matrix) -> bool:
 
 
 # ---- instances ------------------------------------------------------------------------------
-def _transform_polygons(
-    m: Matrix, polygons: list[FlatPolygon], out_shape: Shape, limits: Limits
-) -> tuple[list[FlatPolygon], float] | None:
-    points = [map_points(m, np.asarray(p, dtype=np.float64).reshape(-1, 2)) for p in polygons]
-    mapped = [p.ravel().tolist() for p in points]
-    h, w = out_shape
-    if all(p.min() >= 0 and (p <= (w, h)).all() for p in points):
-        # Nothing to clip, and an invertible map keeps valid polygons valid: skip the shapely pass.
-        area = polygons_area(mapped)
-        return (mapped, area) if area >= limits.min_area else None
-    result = clean_polygons(mapped, w, h, min_area=limits.min_part_area)
-    cleaned = result.polygons
-    if not cleaned:
-        return None
-    area = polygons_area(cleaned)
-    full = polygons_area(mapped) if result.clipped else area
+def _transform_polygons(steps: Sequence[Step], polygons: list[FlatPolygon], limits: Limits) -> tuple[list[FlatPolygon], float] | None:
+    """Polygons through each step, clipped to each step's frame (shapely only where a vertex left it)."""
+    current = polygons
+    clipped = False
+    for m, (h, w) in steps:
+        points = [map_points(m, np.asarray(p, dtype=np.float64).reshape(-1, 2)) for p in current]
+        mapped = [p.ravel().tolist() for p in points]
+        if all(p.min() >= 0 and (p <= (w, h)).all() for p in points):
+            current = mapped  # nothing to clip, and an invertible map keeps valid polygons valid
+            continue
+        result = clean_polygons(mapped, w, h, min_area=limits.min_part_area)
+        current, clipped = result.polygons, clipped or result.clipped
+        if not current:
+            return None
+    area = polygons_area(current)
+    if clipped:  # the share left is measured against the whole object, transformed but not clipped
+        total = product(steps)
+        full = polygons_area([map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons])
+    else:
+        full = area
     if area < limits.min_area or area < limits.min_visible * full:
         return None
-    return cleaned, area
+    return current, area
 
 
-def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> dict | None:
-    """Warp a mask with the sample's matrix, nearest neighbour at pixel centres, only between the
-    object's source box and the window it maps to (a full-frame warp per instance would cost as
-    much as the image). Returns the warped mask as RLE."""
+def _warp_window(source: Window, m: Matrix, out_shape: Shape) -> Window | None:
+    """Warp a mask window with a matrix, nearest neighbour at pixel centres, only between the window
+    and the part of the output frame it maps to (a full-frame warp per instance would cost as much
+    as the image). None when nothing of it stays in the frame."""
     h, w = out_shape
-    source, sx0, sy0, _ = inst.mask_window
-    sx1, sy1 = sx0 + source.shape[1], sy0 + source.shape[0]
+    crop, sx0, sy0 = source
+    sx1, sy1 = sx0 + crop.shape[1], sy0 + crop.shape[0]
     corners = map_points(m, np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], dtype=np.float64))
     x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int) - 1, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1, [w, h])
@@ -334,10 +370,20 @@ def _warp_rle(inst: Instance, m: Matrix, out_shape: Shape) -> dict | None:
     to_index = _translate(-x0 - 0.5, -y0 - 0.5) @ m @ _translate(sx0 + 0.5, sy0 + 0.5)
     size = (int(x1 - x0), int(y1 - y0))
     if np.allclose(to_index[2], [0.0, 0.0, 1.0]):
-        window = cv2.warpAffine(source, to_index[:2], size, flags=cv2.INTER_NEAREST)
+        window = cv2.warpAffine(crop, to_index[:2], size, flags=cv2.INTER_NEAREST)
     else:
-        window = cv2.warpPerspective(source, to_index, size, flags=cv2.INTER_NEAREST)
-    return window_rle(window, int(x0), int(y0), h, w)
+        window = cv2.warpPerspective(crop, to_index, size, flags=cv2.INTER_NEAREST)
+    return (window, int(x0), int(y0)) if window.any() else None
+
+
+def warped_area(source: Window, m: Matrix) -> float:
+    """Area (px^2) a mask covers after the map ``m``, unclipped: each pixel counts with the map's local
+    area scale at its centre, ``|det M| / |w|^3`` (``w`` the homogeneous coordinate). For a
+    perspective map the scale varies across the image, so ``det`` of the 2x2 part is wrong there."""
+    crop, x0, y0 = source
+    rows, cols = np.nonzero(crop)
+    w = m[2, 0] * (cols + x0 + 0.5) + m[2, 1] * (rows + y0 + 0.5) + m[2, 2]
+    return float(np.sum(abs(np.linalg.det(m)) / np.abs(w) ** 3))
 
 
 def window_rle(window: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
@@ -367,11 +413,14 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
     return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
-def _transform_rle(inst: Instance, m: Matrix, out_shape: Shape, limits: Limits) -> tuple[dict, float, list[float]] | None:
-    rle = _warp_rle(inst, m, out_shape)
-    if rle is None:
-        return None
-    return _rle_result(rle, inst.mask_window[3] * abs(np.linalg.det(m[:2, :2])), limits)  # exact for affine maps
+def _transform_rle(inst: Instance, steps: Sequence[Step], limits: Limits) -> tuple[dict, float, list[float]] | None:
+    window: Window | None = inst.mask_window
+    for m, shape in steps:
+        window = _warp_window(window, m, shape)
+        if window is None:
+            return None
+    h, w = steps[-1][1]
+    return _rle_result(window_rle(*window, h, w), warped_area(inst.mask_window, product(steps)), limits)
 
 
 # ---- non-affine steps: through the instance mask --------------------------------------------------
@@ -400,9 +449,12 @@ def _remap_points(remap: Remap, xy: np.ndarray, iterations: int = 40) -> np.ndar
 
 
 def map_through(steps: Sequence[Step], xy: np.ndarray) -> np.ndarray:
-    """Points (continuous coordinates) through every step; NaN for points a remap pushed out."""
-    for step, _ in steps:
+    """Points (continuous coordinates) through every step; NaN for points that left a step's frame
+    (cut off there, they stay cut off even if a later step shows that area again)."""
+    for step, (h, w) in steps:
         xy = _remap_points(step, xy) if isinstance(step, Remap) else map_points(step, xy)
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        xy[~inside] = np.nan
     return xy
 
 
@@ -434,7 +486,7 @@ def _transform_by_mask(inst: Instance, steps: Sequence[Step], in_shape: Shape, l
         source = mask_utils.decode(inst.rle)
     else:
         source = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(inst.polygons, h, w)))
-    expected = float(source.sum()) * float(np.prod([abs(np.linalg.det(s[:2, :2])) for s, _ in steps if not isinstance(s, Remap)]))
+    expected = warped_area((source, 0, 0), product(steps))  # the remaps are mild: their area change is ignored
     mask = _mask_through(np.ascontiguousarray(source), steps)
     if inst.rle is not None:
         return _rle_result(mask_utils.encode(np.asfortranarray(mask)), expected, limits)
@@ -445,18 +497,16 @@ def _transform_by_mask(inst: Instance, steps: Sequence[Step], in_shape: Shape, l
     return polygons, area, polygons_bbox(polygons)
 
 
-def _transform_keypoints(
-    mapper: Callable[[np.ndarray], np.ndarray], kps: list[float], perm: Sequence[int], mirrored: bool, out_shape: Shape
-) -> list[float]:
+def _transform_keypoints(steps: Sequence[Step], kps: list[float], perm: Sequence[int], mirrored: bool) -> list[float]:
+    """Labeled keypoints through every step; one cut off at any step's frame becomes ``(0, 0, 0)``."""
     if not kps:
         return []
     arr = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
     labeled = arr[:, 2] > 0
     out = np.zeros_like(arr)
     if labeled.any():
-        xy = mapper(arr[labeled, :2])
-        h, w = out_shape
-        inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        xy = map_through(steps, arr[labeled, :2])
+        inside = np.isfinite(xy).all(axis=1)
         rows = np.flatnonzero(labeled)[inside]
         out[rows, :2] = xy[inside]
         out[rows, 2] = arr[rows, 2]
@@ -482,24 +532,22 @@ def augment_sample(
     out_image = result["image"]
     out_shape: Shape = out_image.shape[:2]
     steps = applied_steps(result["applied_transforms"], out_shape)
-    matrices = [step for step, _ in steps if not isinstance(step, Remap)]
-    mirrored = sum(is_mirroring(m) for m in matrices) % 2 == 1
-    m = matrices[0] if len(steps) == 1 else None  # None: a non-affine step was applied
+    remapped = any(isinstance(step, Remap) for step, _ in steps)
+    mirrored = sum(is_mirroring(step) for step, _ in steps if not isinstance(step, Remap)) % 2 == 1
 
     transformed: list[TransformedInstance | None] = []
     for inst in instances:
-        if m is None:
+        if remapped:
             got = _transform_by_mask(inst, steps, image.shape[:2], limits)
         elif inst.rle is not None:
-            got = _transform_rle(inst, m, out_shape, limits)
+            got = _transform_rle(inst, steps, limits)
         else:
-            poly = _transform_polygons(m, inst.polygons, out_shape, limits)
+            poly = _transform_polygons(steps, inst.polygons, limits)
             got = None if poly is None else (*poly, polygons_bbox(poly[0]))
         if got is None:
             transformed.append(None)
             continue
         segmentation, area, bbox = got
-        mapper = partial(map_through, steps) if m is None else partial(map_points, m)
-        kps = _transform_keypoints(mapper, inst.keypoints, inst.flip_perm, mirrored, out_shape)
+        kps = _transform_keypoints(steps, inst.keypoints, inst.flip_perm, mirrored)
         transformed.append(TransformedInstance(segmentation, bbox, area, kps, sum(1 for v in kps[2::3] if v > 0)))
-    return Sample(out_image, transformed, m, mirrored)
+    return Sample(out_image, transformed, None if remapped else product(steps), mirrored)

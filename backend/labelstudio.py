@@ -10,7 +10,6 @@ else is refused with a message saying what to do.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -20,9 +19,9 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from backend.settings import Settings
+from combined_coco.images import ImageReadError, ImageTooLarge, read_image
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +239,13 @@ def _resolved_segments(raw_path: str) -> list[str]:
 
 
 def decode_image(data: bytes, max_pixels: int, task_id: Any = None) -> np.ndarray:
+    """HxWx3 uint8 RGB through the project's one image reader (EXIF orientation applied, as Label
+    Studio shows the image and training reads it; pixel count checked before decoding)."""
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only, so the size check is cheap
-    except Exception as exc:
-        raise MediaError(f"task {task_id}: the file is not an image Pillow can read ({exc})") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise MediaError(f"task {task_id}: image is {width}x{height}, over MAX_IMAGE_PIXELS={max_pixels}")
-    try:
-        return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
-    except Exception as exc:
-        raise MediaError(f"task {task_id}: the image cannot be decoded ({exc})") from None
+        return read_image(data, max_pixels, name=f"task {task_id}")
+    except ImageTooLarge as exc:
+        size = f"{exc.size[0]}x{exc.size[1]}, " if exc.size else ""
+        raise MediaError(f"task {task_id}: image is {size}over MAX_IMAGE_PIXELS={max_pixels}") from None
+    except ImageReadError as exc:
+        raise MediaError(str(exc)) from None
+

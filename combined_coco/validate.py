@@ -69,7 +69,41 @@ def _check_images(images: list, problems: list[str]) -> dict[int, tuple[float, f
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             problems.append(f"image {iid}: missing file_name")
         sizes[iid] = (float(w), float(h))
+    problems += [text for _, text in shared_file_clashes([im for im in images if isinstance(im, dict) and im.get("id") in sizes])]
     return sizes
+
+
+def is_augmented_copy(image: dict) -> bool:
+    """An image entry written by augmentation with transformed pixels (``aug_copy`` 0 is the original)."""
+    return "source_image_id" in image and image.get("aug_copy") != 0
+
+
+def shared_file_clashes(images: list[dict]) -> list[tuple[int, str]]:
+    """Image entries that claim one file with different content: ``(first image id, problem)`` per file.
+
+    Several entries may share a photo (two tasks on one file, several Label Studio annotations of one
+    task), but then they must describe the same pixels: the same width/height, and none of them an
+    augmented copy (each copy has its own transform, so a shared file holds only the last one written
+    and the other entries' annotations describe pixels that are not there).
+    """
+    by_file: dict[str, list[dict]] = {}
+    for im in images:
+        if isinstance(im.get("file_name"), str):
+            by_file.setdefault(im["file_name"], []).append(im)
+    problems: list[tuple[int, str]] = []
+    for name, group in by_file.items():
+        if len(group) < 2:
+            continue
+        ids = ", ".join(str(im["id"]) for im in group)
+        if len({(im.get("width"), im.get("height")) for im in group}) > 1:
+            sizes = ", ".join(f"{im['id']}: {im.get('width')}x{im.get('height')}" for im in group)
+            problems.append((group[0]["id"], f"images {ids} share file_name {name!r} but give different sizes ({sizes}); one file has one size"))
+        elif any(is_augmented_copy(im) for im in group):
+            problems.append((group[0]["id"], (
+                f"images {ids} share file_name {name!r} and at least one is an augmented copy: each copy needs its own"
+                " file (re-run the augmentation, which names copies by image id)"
+            )))
+    return problems
 
 
 def _check_categories(categories: list, problems: list[str]) -> dict[int, int]:

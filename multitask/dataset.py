@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
 
 Target = dict[str, torch.Tensor]
@@ -68,14 +68,6 @@ def decode_segmentation(segmentation: list | dict, height: int, width: int) -> n
     return mask_utils.decode(rle).astype(np.uint8)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path}; check the image root and the file_name in the dataset")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def hflip(image: torch.Tensor, target: Target, flip_indices: Sequence[int]) -> tuple[torch.Tensor, Target]:
     """Mirror image and every target left-right in COCO continuous coordinates (x -> W - x).
 
@@ -119,6 +111,7 @@ class CombinedCocoDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         info = self.images[index]
         pixels = read_image(self.image_root / info["file_name"])
+        check_image_size(pixels, info)
         height, width = pixels.shape[:2]
         image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
         target = self.target(info["id"], height, width)

@@ -27,8 +27,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
-from multitask.dataset import KeypointLayout, read_combined_coco, read_image
+from multitask.dataset import KeypointLayout, read_combined_coco
 from multitask.inference import Predictor
 
 DEFAULT_OKS_SIGMA = 0.05
@@ -165,7 +166,9 @@ def evaluate_checkpoint(
     root = Path(image_root) if image_root else Path(dataset).parent
     detections: list[dict] = []
     for info in coco["images"]:
-        instances = predictor.predict([read_image(root / info["file_name"])])[0]
+        pixels = read_image(root / info["file_name"])
+        check_image_size(pixels, info)
+        instances = predictor.predict([pixels])[0]
         detections.extend(instances_to_detections(info["id"], instances))
     results = coco_evaluate(coco, detections, schema, sigmas)
     results["model_version"] = predictor.model_version

@@ -29,9 +29,9 @@ import torch
 from pycocotools import mask as mask_utils
 from shapely.geometry import Polygon
 
+from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask.checkpoint import load_checkpoint
-from multitask.dataset import read_image
 
 
 @dataclass

@@ -14,10 +14,13 @@ from pycocotools.coco import COCO
 
 from augmentation import AugmentationFailed, PipelineError, augment_dataset, load_pipeline
 from augmentation.cli import main as cli_main
+from augmentation.dataset_augment import sample_seed
+from augmentation.geometry_transform import augment_sample
 from augmentation.pipelines import preset_names
 from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Schema
+from combined_coco.validate import validate_coco
 
 from tests.augmentation.conftest import QUOKKA
 
@@ -45,7 +48,7 @@ def test_output_is_deterministic_valid_coco_with_stable_ids(synthetic: Path, tmp
     assert [im["id"] for im in out["images"]] == list(range(1, 3 * len(source["images"]) + 1))
     assert [a["id"] for a in out["annotations"]] == list(range(1, len(out["annotations"]) + 1))
     first_image = out["images"][:3]
-    assert [im["file_name"] for im in first_image] == ["synthetic_0001.png", "synthetic_0001__aug1.png", "synthetic_0001__aug2.png"]
+    assert [im["file_name"] for im in first_image] == ["synthetic_0001.png", "synthetic_0001__img1_aug1.png", "synthetic_0001__img1_aug2.png"]
     assert {im["source_image_id"] for im in first_image} == {1}
     coco = COCO(str(second))
     for ann in out["annotations"]:
@@ -63,7 +66,7 @@ def test_output_is_deterministic_valid_coco_with_stable_ids(synthetic: Path, tmp
 def test_without_originals_only_copies_are_written(synthetic: Path, tmp_path: Path) -> None:
     out = augment_dataset(synthetic, synthetic.parent / "images", tmp_path, copies=1, keep_originals=False)
     names = [im["file_name"] for im in json.loads(out.read_text())["images"]]
-    assert names == [f"synthetic_{i:04d}__aug1.png" for i in range(1, 5)]
+    assert names == [f"synthetic_{i:04d}__img{i}_aug1.png" for i in range(1, 5)]
 
 
 def test_quokka_horizontal_flip_swaps_named_keypoints(quokka: Path, tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_quokka_horizontal_flip_swaps_named_keypoints(quokka: Path, tmp_path: Pa
             assert flipped[i].tolist() == pytest.approx([960 - src[partner, 0], src[partner, 1], src[partner, 2]]), name
     assert flipped[names.index("eye_left"), 0] == pytest.approx(960 - 366.0)  # eye_right was at x=366
     assert out["annotations"][1]["area"] == pytest.approx(out["annotations"][0]["area"])
-    image = cv2.imread(str(tmp_path / "out" / "images" / "quokka__aug1.jpg"))
+    image = cv2.imread(str(tmp_path / "out" / "images" / "quokka__img1_aug1.jpg"))
     assert image.shape == (643, 960, 3)
 
 
@@ -163,3 +166,43 @@ def test_cli_help_has_examples_and_run_locally_works(synthetic: Path, tmp_path: 
     assert capsys.readouterr().out.strip() == str(tmp_path / "annotations.json")
     with pytest.raises(SystemExit, match="neither a preset"):
         cli_main(["run-locally", str(synthetic), str(synthetic.parent / "images"), str(tmp_path), "--pipeline", "nope"])
+
+
+def test_entries_sharing_a_photo_get_their_own_copies(synthetic: Path, tmp_path: Path) -> None:
+    """Two image entries on one file (e.g. two Label Studio annotations of one task) each get copy
+    files of their own, and each file holds the transform sampled for its entry."""
+    coco = json.loads(synthetic.read_text())
+    first = coco["images"][0]
+    twin = {**first, "id": 5, "ls_annotation_id": 2}
+    coco["images"].append(twin)
+    coco["annotations"].append({**next(a for a in coco["annotations"] if a["image_id"] == 1), "id": 1000, "image_id": 5})
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    pipeline = _pipeline_file(tmp_path, A.Affine(rotate=(-40, 40), translate_percent=(-0.2, 0.2), p=1))
+    out = json.loads(augment_dataset(path, synthetic.parent / "images", tmp_path / "out", pipeline=pipeline, copies=2).read_text())
+    assert validate_coco(out) == []
+    copies = [im for im in out["images"] if im["aug_copy"] > 0]
+    assert len({im["file_name"] for im in copies}) == len(copies) == 10
+    compose = load_pipeline(pipeline)
+    source = cv2.imread(str(synthetic.parent / "images" / first["file_name"]))[:, :, ::-1].copy()
+    for entry in (im for im in copies if im["source_image_id"] in (1, 5)):
+        seed = sample_seed(0, entry["source_image_id"], entry["aug_copy"])
+        expected = augment_sample(compose, source, [], seed).image
+        written = cv2.imread(str(tmp_path / "out" / "images" / entry["file_name"]))[:, :, ::-1]
+        assert np.array_equal(written, expected), entry["file_name"]
+
+
+def test_split_keeps_every_image_of_one_photo_together(synthetic: Path, tmp_path: Path) -> None:
+    """Entries sharing a photo (two Label Studio annotations of one task) and all their copies are
+    one group, with or without the originals in the output."""
+    coco = json.loads(synthetic.read_text())
+    coco["images"].append({**coco["images"][0], "id": 5, "ls_annotation_id": 2})
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    for keep in (True, False):
+        out = json.loads(augment_dataset(path, synthetic.parent / "images", tmp_path / f"o{keep}", copies=2,
+                                         keep_originals=keep).read_text())
+        for seed in range(6):
+            train, val = split_by_source(out, val_fraction=0.4, seed=seed)
+            photos = [{im["source_file_name"] for im in part["images"]} for part in (train, val)]
+            assert photos[0] and photos[1] and not photos[0] & photos[1], seed

@@ -65,3 +65,27 @@ def _leaves(t):
             yield from _leaves(c)
     else:
         yield t
+
+
+def label_image(segmentations: list[list | dict], height: int, width: int) -> np.ndarray:
+    """uint16 image with instance ``k`` painted as ``k + 1`` (0 = background); the instances must not overlap."""
+    labels = np.zeros((height, width), np.uint16)
+    for k, seg in enumerate(segmentations):
+        mask = rasterize(seg, height, width)
+        assert not labels[mask].any(), "label-image instances must not overlap"
+        labels[mask] = k + 1
+    return labels
+
+
+def warped_labels(pipeline: dict, seed: int, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The label image carried by Albumentations itself through the same sampled pipeline, as a mask
+    target with nearest-neighbour interpolation and zero fill: where each instance's pixels really are
+    after every step, cuts included, independently of the matrices of the code under test."""
+    compose = A.from_dict(pipeline)
+    for leaf in _leaves(compose):
+        if hasattr(leaf, "mask_interpolation"):
+            leaf.mask_interpolation = cv2.INTER_NEAREST
+        if hasattr(leaf, "fill_mask"):
+            leaf.fill_mask = 0
+    compose.set_random_seed(seed)
+    return np.asarray(compose(image=image, mask=labels)["mask"])

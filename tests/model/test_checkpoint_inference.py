@@ -11,8 +11,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from combined_coco.images import read_image
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from multitask.dataset import read_image
 from multitask.inference import Instance, Predictor, mask_to_polygons
 from multitask.model import ModelConfig
 from multitask.synthetic import SCHEMA

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from combined_coco.images import read_image
 from multitask.checkpoint import load_checkpoint
-from multitask.dataset import CombinedCocoDataset, read_image
+from multitask.dataset import CombinedCocoDataset
 from multitask.inference import Predictor
 from multitask.synthetic import write_synthetic_dataset
 from multitask.train import TrainConfig, train
