@@ -29,15 +29,15 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any, Iterator
 
 import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from jobqueue.connection import RedisUnavailable
+from jobqueue.liveness import job_state
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ TRAIN_QUEUE = "train"
 TRAIN_JOB = "backend.training.train_project_job"
 HEARTBEAT_SECONDS = 60  # a started run whose heartbeat is older than this is dead
 _PREFIX = "lsmt:backend"
-_WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 
 # The job's turn: stop if the slot is no longer its own (the run was settled as dead); else consume
 # a pending trigger, or (atomically, when there is none) mark the project idle.
@@ -105,13 +104,10 @@ class TriggerResult:
 class Runs:
     """Scheduling and status of training runs, shared by the web server and the jobs."""
 
-    def __init__(
-        self, conn: redis.Redis, job_timeout: int, heartbeat_seconds: int = HEARTBEAT_SECONDS, job_func: str = TRAIN_JOB
-    ) -> None:
+    def __init__(self, conn: redis.Redis, job_timeout: int, heartbeat_seconds: int = HEARTBEAT_SECONDS) -> None:
         self.conn = conn
         self.job_timeout = job_timeout
         self.heartbeat_seconds = heartbeat_seconds
-        self.job_func = job_func
 
     def request_training(self, project_id: int, reason: str) -> TriggerResult:
         """Ask for a run with the project's current annotations; never blocks on the run itself."""
@@ -147,7 +143,7 @@ class Runs:
                         status = {"state": "queued", "job_id": job_id, "reason": reason, "queued_at": time.time()}
                         self._write_status(pipe, project_id, status, replace=True)
                         job = queue.create_job(
-                            self.job_func,
+                            TRAIN_JOB,
                             args=(project_id,),
                             job_id=job_id,
                             timeout=self.job_timeout,
@@ -200,6 +196,10 @@ class Runs:
         finally:
             stop.set()
             thread.join()
+            try:
+                self.conn.delete(key)
+            except redis.RedisError:  # it expires on its own
+                pass
 
     def settle(self, project_id: int) -> str | None:
         """If the project's job is dead, report its run failed and free the slot; returns the reason."""
@@ -214,26 +214,25 @@ class Runs:
         return reason
 
     def _death(self, project_id: int, job_id: str) -> str | None:
-        """Why the job can no longer finish its run, or None while it is queued or alive."""
-        try:
-            job = Job.fetch(job_id, connection=self.conn)
-            status = job.get_status(refresh=False)
-        except NoSuchJobError:
+        """Why the job can no longer finish its run, or None while it waits in the queue or is alive."""
+        state = job_state(self.conn, job_id, (_key(project_id, "alive"), self.heartbeat_seconds))
+        if state in ("queued", "running"):
+            return None  # a queued job waits for a worker, however long that takes
+        if state == "missing":
             return f"the training job {job_id} is gone from Redis (Redis restarted without its data?); start training again"
-        if status in _WAITING:
-            return None  # waits for a worker, however long that takes
-        if status == JobStatus.STARTED:
-            if (self.conn.get(_key(project_id, "alive")) or b"").decode() == job_id:
-                return None
-            since = job.started_at or job.enqueued_at
-            if since is not None and time.time() - since.replace(tzinfo=timezone.utc).timestamp() < self.heartbeat_seconds:
-                return None  # started moments ago: its first heartbeat may not be written yet
+        if state == "abandoned":
             return (
                 f"the training worker stopped responding (no heartbeat for {self.heartbeat_seconds} s: the worker "
                 "was killed, ran out of memory, or lost Redis); start training again"
             )
-        latest = job.latest_result()
-        detail = latest.exc_string.strip().splitlines()[-1] if latest is not None and latest.exc_string else status.value
+        try:
+            latest = Job.fetch(job_id, connection=self.conn).latest_result()
+        except NoSuchJobError:
+            latest = None
+        if latest is not None and latest.exc_string:
+            detail = latest.exc_string.strip().splitlines()[-1].rstrip("; ")
+        else:
+            detail = state
         return f"the training worker died ({detail}; killed, or out of memory?); start training again"
 
     def count_annotation_event(self, project_id: int, retrain_every: int) -> bool:
