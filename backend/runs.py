@@ -178,7 +178,7 @@ class Runs:
         A thread, not the training loop, so that long steps (a slow export, evaluation) never look
         like death; the thread dies with the process, which is the point.
         """
-        key, stop = _key(project_id, "alive"), threading.Event()
+        key, stop = _key(project_id, f"alive:{job_id}"), threading.Event()
 
         def beat() -> None:
             while True:
@@ -215,7 +215,7 @@ class Runs:
 
     def _death(self, project_id: int, job_id: str) -> str | None:
         """Why the job can no longer finish its run, or None while it waits in the queue or is alive."""
-        state = job_state(self.conn, job_id, (_key(project_id, "alive"), self.heartbeat_seconds))
+        state = job_state(self.conn, job_id, (_key(project_id, f"alive:{job_id}"), self.heartbeat_seconds))
         if state in ("queued", "running"):
             return None  # a queued job waits for a worker, however long that takes
         if state == "missing":

@@ -4,7 +4,7 @@ Real Redis, real ``python -m jobqueue.worker`` processes, the real ``train_proje
 backend app. The run is kept busy without training anything: its Label Studio is a socket that
 accepts connections and never answers (``MEDIA_TIMEOUT`` 300 s), so the job sits in its first export
 request, heartbeat running, like a long training step. Then the work-horse is SIGKILLed (what the
-OOM killer does), or the whole worker, or Redis is killed and restarted with its data. The recovery
+OOM killer does), or the whole worker, or Redis is killed and restarted with or without its data. The recovery
 times are printed (``-s``): from the kill to "failed" on GET /runs, to a new job queued, to it running.
 """
 
@@ -184,4 +184,36 @@ def test_run_survives_a_redis_restart_and_a_later_death_is_still_reported(
     finally:
         worker.kill()
         worker.wait()
+        server.stop()
+
+
+def test_redis_restarted_without_its_data_leaves_nothing_running(
+    settings: Settings, schema: Schema, job_env: None, tmp_path: Path
+) -> None:
+    """A Redis that comes back empty (no persistence, e.g. an external one) forgets the run: the status
+    must not claim "running", and the next trigger queues a run that a free worker trains."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    backend = _backend(settings, schema, server.url)
+    worker = start_worker(server.url, "train", tmp_path / "worker.log")
+    spare = None
+    try:
+        job = _start_training(backend, 9104)["job"]
+        _wait_for(backend, 9104, _running(job), timeout=60)
+        server.proc.kill()
+        server.proc.wait()
+        for data in ("appendonly.aof", "redis.rdb"):
+            (tmp_path / "redis" / data).unlink(missing_ok=True)
+        server = EmbeddedRedis(tmp_path / "redis")
+        assert backend.client.get("/runs/9104").json()["training"]["state"] == "idle"
+        body = _start_training(backend, 9104)
+        assert body["status"] == "queued", body
+        spare = start_worker(server.url, "train", tmp_path / "spare.log")  # the first one still serves the old job
+        _wait_for(backend, 9104, _running(body["job"]), timeout=60)
+        time.sleep(HEARTBEAT_S / 2)  # the old job's reports must not overwrite the new run's status
+        assert _running(body["job"])(backend.client.get("/runs/9104").json()["training"])
+    finally:
+        for proc in (worker, spare):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
         server.stop()
