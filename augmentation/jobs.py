@@ -19,7 +19,6 @@ import json
 import shutil
 import time
 import uuid
-from datetime import timezone
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,7 @@ import cv2
 import redis
 from rq import Queue, get_current_job
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from augmentation.dataset_augment import (
     IMAGES_DIR,
@@ -41,6 +40,7 @@ from augmentation.dataset_augment import (
     write_json_atomic,
 )
 from augmentation.pipelines import build_pipeline, read_pipeline
+from jobqueue.liveness import job_state
 
 QUEUE = "augment"
 JOB_TIMEOUT = 3600  # seconds per shard; a shard of 50 large images with the heavy preset stays far below
@@ -200,24 +200,6 @@ def merge_run(run_id: str) -> str:
 
 
 # ---- watching ---------------------------------------------------------------------------------
-def _job_state(conn: redis.Redis, job_id: str, heartbeat: tuple[str, float] | None = None) -> str:
-    """queued | running | finished | failed | abandoned | missing | canceled | stopped.
-
-    ``heartbeat``: (key, seconds); a started job is abandoned when its key is gone and it started
-    longer ago than that (the key is first set once the job has imported its modules)."""
-    try:
-        job = Job.fetch(job_id, connection=conn)
-        status = job.get_status()
-    except NoSuchJobError:
-        return "missing"
-    if status == JobStatus.STARTED and heartbeat is not None and not conn.exists(heartbeat[0]):
-        started = job.started_at.replace(tzinfo=timezone.utc).timestamp() if job.started_at else time.time()
-        if time.time() - started > heartbeat[1]:
-            return "abandoned"
-    renamed = {JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued", JobStatus.STARTED: "running"}
-    return renamed.get(status, JobStatus(status).value)
-
-
 def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
     """``{"run_id", "state", "done", "total", "failures", "result", "shards"}``.
 
@@ -232,10 +214,10 @@ def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
     shard_rows = []
     for k, (start, end) in enumerate(shards):
         job_id = meta[f"job:{k}"]
-        state = _job_state(conn, job_id, (_key(run_id, f"alive:{k}"), heartbeat))
+        state = job_state(conn, job_id, (_key(run_id, f"alive:{k}"), heartbeat))
         shard_rows.append({"index": k, "images": [start, end], "job_id": job_id, "state": state,
                            "done": end - start if state == "finished" else done.get(k, 0)})
-    merge_state = _job_state(conn, meta["merge_job"])
+    merge_state = job_state(conn, meta["merge_job"])
     if meta.get("result"):
         state = "finished"
     elif merge_state in _FAILED_SHARD or any(s["state"] in _FAILED_SHARD for s in shard_rows):

@@ -77,7 +77,8 @@ class Services:
     def runs(self) -> Runs:
         with self._guard:
             if self._runs is None:
-                self._runs = Runs(self._redis_factory(), self.settings.train_job_timeout)
+                settings = self.settings
+                self._runs = Runs(self._redis_factory(), settings.train_job_timeout, settings.train_heartbeat_seconds)
             return self._runs
 
     def labelstudio(self) -> LabelStudioClient:

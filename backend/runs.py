@@ -3,42 +3,81 @@
 At most one training job per project is queued or running. Two Redis keys make that so:
 
 - ``pending``: "train again with the latest annotations" (set by every trigger),
-- ``active``: a job for the project exists (set with NX by the trigger that enqueues it).
+- ``active``: the id of the project's job (set, in one transaction with the enqueue, by the trigger
+  that finds no job).
 
-A trigger sets ``pending`` and enqueues only if it wins ``active``. The job loops: it consumes
+A trigger sets ``pending`` and enqueues only if ``active`` is empty. The job loops: it consumes
 ``pending`` and trains; when ``pending`` is empty it clears ``active`` in the same Lua script, so a
 trigger arriving while a run is in progress causes exactly one more run after it, however many
 arrive, and no trigger can fall between "nothing pending" and "no job active".
-``active`` expires after the job timeout, so a worker killed mid-run does not block the project forever.
+
+A job can die without running its own error handling: its work-horse SIGKILLed (the OOM killer; RQ
+then marks the job failed), its whole worker killed, or Redis restarted under it. So the slot is tied
+to the job's real state: while it runs, the job refreshes a short ``alive`` key from a background
+thread, and every trigger and every status read first *settles* a dead run (RQ says failed, stopped,
+canceled or gone, or started with no heartbeat for ``heartbeat_seconds``): the run is reported
+failed with the reason and the slot is freed. A job still waiting in the queue for a worker is not
+dead. ``active`` also expires after the job timeout, as a last resort.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from jobqueue.connection import RedisUnavailable
+from jobqueue.liveness import job_state
 
 log = logging.getLogger(__name__)
 
 TRAIN_QUEUE = "train"
+TRAIN_JOB = "backend.training.train_project_job"
+HEARTBEAT_SECONDS = 60  # a started run whose heartbeat is older than this is dead
 _PREFIX = "lsmt:backend"
 
-# Consume a pending trigger, or (atomically, when there is none) mark the project idle.
+# The job's turn: stop if the slot is no longer its own (the run was settled as dead); else consume
+# a pending trigger, or (atomically, when there is none) mark the project idle.
 _CONSUME = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return 0
+end
 if redis.call('DEL', KEYS[1]) == 1 then
   redis.call('EXPIRE', KEYS[2], ARGV[1])
   return 1
 end
 redis.call('DEL', KEYS[2])
 return 0
+"""
+
+# A run failed: free the slot and record why, but only if the slot still belongs to that job (a
+# late report of an old job must not free, or overwrite the status of, the next run).
+_FAIL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[3], 'state', ARGV[2], 'error', ARGV[3], 'finished_at', ARGV[4], 'rerun_pending', 'false')
+return 1
+"""
+
+# The job's status update, if the slot is still its own.
+_REPORT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+return 1
 """
 
 # Count annotation events; at the threshold reset the counter and report a trigger.
@@ -65,46 +104,136 @@ class TriggerResult:
 class Runs:
     """Scheduling and status of training runs, shared by the web server and the jobs."""
 
-    def __init__(self, conn: redis.Redis, job_timeout: int) -> None:
+    def __init__(self, conn: redis.Redis, job_timeout: int, heartbeat_seconds: int = HEARTBEAT_SECONDS) -> None:
         self.conn = conn
         self.job_timeout = job_timeout
+        self.heartbeat_seconds = heartbeat_seconds
 
     def request_training(self, project_id: int, reason: str) -> TriggerResult:
         """Ask for a run with the project's current annotations; never blocks on the run itself."""
         try:
-            pipe = self.conn.pipeline()
-            pipe.set(_key(project_id, "pending"), reason)
-            pipe.set(_key(project_id, "active"), "1", nx=True, ex=self.job_timeout + 300)
-            _, won = pipe.execute()
-            if not won:
-                self.update_status(project_id, rerun_pending=True)
-                log.info("project %s: training requested (%s) while a run is active; it will run once more", project_id, reason)
-                return TriggerResult(False, None)
+            self.settle(project_id)
             job_id = f"train-{int(project_id)}-{uuid.uuid4().hex[:8]}"
-            # status first: a fast worker may already report "running" before enqueue() returns
-            self.set_status(project_id, {"state": "queued", "job_id": job_id, "reason": reason, "queued_at": time.time()})
-            Queue(TRAIN_QUEUE, connection=self.conn).enqueue(
-                "backend.training.train_project_job",
-                project_id,
-                job_id=job_id,
-                job_timeout=self.job_timeout,
-                result_ttl=7 * 24 * 3600,
-                failure_ttl=7 * 24 * 3600,
-                description=f"train Label Studio project {project_id} ({reason})",
-            )
+            enqueued = self._claim_and_enqueue(project_id, job_id, reason)
         except redis.RedisError as exc:
             raise RedisUnavailable(f"Redis is not reachable, training was not started ({exc})") from None
+        if not enqueued:
+            log.info("project %s: training requested (%s) while a run is active; it will run once more", project_id, reason)
+            return TriggerResult(False, None)
         log.info("project %s: training job %s queued (%s)", project_id, job_id, reason)
         return TriggerResult(True, job_id)
 
-    def consume_pending(self, project_id: int) -> bool:
-        """For the job: True means train (again); False means the project is now idle."""
-        keys = [_key(project_id, "pending"), _key(project_id, "active")]
-        return bool(self.conn.eval(_CONSUME, 2, *keys, self.job_timeout + 300))
+    def _claim_and_enqueue(self, project_id: int, job_id: str, reason: str) -> bool:
+        """One transaction: the slot names the job exactly when the job exists in RQ (so a job that is
+        missing from Redis really is gone, never "about to be enqueued")."""
+        active, pending = _key(project_id, "active"), _key(project_id, "pending")
+        queue = Queue(TRAIN_QUEUE, connection=self.conn)
+        with self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(active)
+                    busy = pipe.exists(active)
+                    pipe.multi()
+                    pipe.set(pending, reason)
+                    if busy:
+                        self._write_status(pipe, project_id, {"rerun_pending": True}, replace=False)
+                    else:
+                        pipe.set(active, job_id, ex=self.job_timeout + 300)
+                        # status in the same transaction: a fast worker may report "running" at once
+                        status = {"state": "queued", "job_id": job_id, "reason": reason, "queued_at": time.time()}
+                        self._write_status(pipe, project_id, status, replace=True)
+                        job = queue.create_job(
+                            TRAIN_JOB,
+                            args=(project_id,),
+                            job_id=job_id,
+                            timeout=self.job_timeout,
+                            result_ttl=7 * 24 * 3600,
+                            failure_ttl=7 * 24 * 3600,
+                            description=f"train Label Studio project {project_id} ({reason})",
+                        )
+                        queue.enqueue_job(job, pipeline=pipe)
+                    pipe.execute()
+                    return not busy
+                except redis.WatchError:  # the job finished (or another trigger won) meanwhile: look again
+                    continue
 
-    def release(self, project_id: int) -> None:
-        """For a failed job: drop the flags so the next trigger starts a fresh run."""
-        self.conn.delete(_key(project_id, "pending"), _key(project_id, "active"))
+    def consume_pending(self, project_id: int, job_id: str) -> bool:
+        """For job ``job_id``: True means train (again); False means stop (project idle, or the slot
+        was taken from this job because it was presumed dead)."""
+        keys = [_key(project_id, "pending"), _key(project_id, "active")]
+        return bool(self.conn.eval(_CONSUME, 2, *keys, self.job_timeout + 300, job_id))
+
+    def fail(self, project_id: int, job_id: str, error: str) -> bool:
+        """The run of ``job_id`` failed: report ``error`` and free the slot so the next trigger starts
+        a fresh run. False (nothing written) if the slot is no longer this job's."""
+        keys = [_key(project_id, "active"), _key(project_id, "pending"), _key(project_id, "status")]
+        args = [job_id, json.dumps("failed"), json.dumps(error), json.dumps(time.time())]
+        return bool(self.conn.eval(_FAIL, 3, *keys, *args))
+
+    # ---- liveness ----------------------------------------------------------------------------
+    @contextmanager
+    def heartbeat(self, project_id: int, job_id: str) -> Iterator[None]:
+        """For the job: keep the ``alive`` key fresh from a thread while the body runs.
+
+        A thread, not the training loop, so that long steps (a slow export, evaluation) never look
+        like death; the thread dies with the process, which is the point.
+        """
+        key, stop = _key(project_id, f"alive:{job_id}"), threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.conn.set(key, job_id, ex=self.heartbeat_seconds)
+                except redis.RedisError as exc:  # Redis restarting: the next beat may reach it again
+                    log.warning("project %s: training heartbeat not written (%s)", project_id, exc)
+                if stop.wait(self.heartbeat_seconds / 4):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            try:
+                self.conn.delete(key)
+            except redis.RedisError:  # it expires on its own
+                pass
+
+    def settle(self, project_id: int) -> str | None:
+        """If the project's job is dead, report its run failed and free the slot; returns the reason."""
+        raw = self.conn.get(_key(project_id, "active"))
+        if raw is None:
+            return None
+        job_id = raw.decode()
+        reason = self._death(project_id, job_id)
+        if reason is None or not self.fail(project_id, job_id, reason):
+            return None
+        log.warning("project %s: training job %s is dead: %s", project_id, job_id, reason)
+        return reason
+
+    def _death(self, project_id: int, job_id: str) -> str | None:
+        """Why the job can no longer finish its run, or None while it waits in the queue or is alive."""
+        state = job_state(self.conn, job_id, (_key(project_id, f"alive:{job_id}"), self.heartbeat_seconds))
+        if state in ("queued", "running"):
+            return None  # a queued job waits for a worker, however long that takes
+        if state == "missing":
+            return f"the training job {job_id} is gone from Redis (Redis restarted without its data?); start training again"
+        if state == "abandoned":
+            return (
+                f"the training worker stopped responding (no heartbeat for {self.heartbeat_seconds} s: the worker "
+                "was killed, ran out of memory, or lost Redis); start training again"
+            )
+        try:
+            latest = Job.fetch(job_id, connection=self.conn).latest_result()
+        except NoSuchJobError:
+            latest = None
+        if latest is not None and latest.exc_string:
+            detail = latest.exc_string.strip().splitlines()[-1].rstrip("; ")
+        else:
+            detail = state
+        return f"the training worker died ({detail}; killed, or out of memory?); start training again"
 
     def count_annotation_event(self, project_id: int, retrain_every: int) -> bool:
         """Count one annotation change; True when this one reached ``retrain_every`` (0: never)."""
@@ -118,18 +247,28 @@ class Runs:
         return int(self.conn.get(_key(project_id, "new_annotations")) or 0)
 
     # ---- status ------------------------------------------------------------------------------
-    # A hash of JSON values: the server (rerun flag) and the job (progress) update fields without
-    # overwriting each other's.
+    # A hash of JSON values: the server (rerun flag, failure of a dead job) and the job (progress)
+    # update fields without overwriting each other's.
     def status(self, project_id: int) -> dict[str, Any]:
+        """The run status; reading it first settles a dead run, so nobody is shown "running" forever."""
+        self.settle(project_id)
         raw = self.conn.hgetall(_key(project_id, "status"))
         return {k.decode(): json.loads(v) for k, v in raw.items()} or {"state": "idle"}
 
-    def set_status(self, project_id: int, status: dict[str, Any]) -> None:
-        key = _key(project_id, "status")
-        pipe = self.conn.pipeline()
-        pipe.delete(key)
-        pipe.hset(key, mapping={k: json.dumps(v) for k, v in status.items()})
-        pipe.execute()
+    def report(self, project_id: int, job_id: str, **fields: Any) -> bool:
+        """For job ``job_id``: update its run's status, only while the slot is still its own (a job
+        presumed dead must not overwrite the next run's status). Best effort: a Redis restart is
+        logged, not raised, so a long training run carries on through it."""
+        args = [job_id] + [item for k, v in fields.items() for item in (k, json.dumps(v))]
+        try:
+            return bool(self.conn.eval(_REPORT, 2, _key(project_id, "active"), _key(project_id, "status"), *args))
+        except redis.RedisError as exc:
+            log.warning("project %s: run status not written (%s)", project_id, exc)
+            return False
 
-    def update_status(self, project_id: int, **fields: Any) -> None:
-        self.conn.hset(_key(project_id, "status"), mapping={k: json.dumps(v) for k, v in fields.items()})
+    @staticmethod
+    def _write_status(pipe: redis.client.Pipeline, project_id: int, fields: dict[str, Any], *, replace: bool) -> None:
+        key = _key(project_id, "status")
+        if replace:
+            pipe.delete(key)
+        pipe.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})

@@ -49,6 +49,7 @@ class Settings:
     train_device: str = "cpu"
     train_seed: int = 0
     train_job_timeout: int = 3 * 3600  # seconds an RQ training job may run
+    train_heartbeat_seconds: int = 60  # a running job silent this long is dead (worker killed, Redis lost)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -82,6 +83,7 @@ class Settings:
             train_device=env.get("TRAIN_DEVICE") or cls.train_device,
             train_seed=reader.int("TRAIN_SEED", 0),
             train_job_timeout=reader.int("TRAIN_JOB_TIMEOUT", cls.train_job_timeout),
+            train_heartbeat_seconds=reader.int("TRAIN_HEARTBEAT_SECONDS", cls.train_heartbeat_seconds),
         )
 
     def __post_init__(self) -> None:

@@ -8,12 +8,16 @@ written to the run status in Redis (``GET /runs/<project>`` on the server) and t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import redis
+from rq import get_current_job
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import ModelStore
@@ -32,26 +36,46 @@ class TrainingError(RuntimeError):
 
 
 def train_project_job(project_id: int) -> dict[str, Any]:
-    """RQ entry point. Trains while triggers are pending (coalesced), then marks the project idle."""
+    """RQ entry point. Trains while triggers are pending (coalesced), then marks the project idle.
+
+    The run's heartbeat (see :class:`backend.runs.Runs`) beats for as long as this process lives, so
+    a work-horse killed here is reported failed by the server within ``TRAIN_HEARTBEAT_SECONDS``.
+    """
     settings = Settings.from_env()
-    runs = Runs(connect(), settings.train_job_timeout)
+    runs = Runs(connect(), settings.train_job_timeout, settings.train_heartbeat_seconds)
+    job_id = get_current_job().id
     store = ModelStore(settings.model_dir)
     version = None
-    try:
-        while runs.consume_pending(project_id):
-            runs.update_status(project_id, state="running", started_at=time.time(), rerun_pending=False, error=None)
-            version, meta = train_once(project_id, settings, store, runs)
-            runs.update_status(project_id, state="succeeded", finished_at=time.time(), model_version=version, result=meta)
-    except Exception as exc:
-        runs.release(project_id)
-        runs.update_status(project_id, state="failed", finished_at=time.time(), error=str(exc))
-        log.exception("project %s: training failed", project_id)
-        raise
+    with runs.heartbeat(project_id, job_id):
+        try:
+            report = functools.partial(runs.report, project_id, job_id)
+            while runs.consume_pending(project_id, job_id):
+                report(state="running", started_at=time.time(), rerun_pending=False, error=None)
+                version, meta = train_once(project_id, settings, store, report)
+                report(state="succeeded", finished_at=time.time(), model_version=version, result=meta)
+        except redis.ConnectionError as exc:
+            _report_failure(runs, project_id, job_id, f"lost the connection to Redis during the run ({exc}); start training again")
+            raise
+        except Exception as exc:
+            _report_failure(runs, project_id, job_id, str(exc))
+            raise
     return {"project": project_id, "model_version": version}
 
 
-def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
-    """One complete run; returns the published version and its metadata."""
+def _report_failure(runs: Runs, project_id: int, job_id: str, error: str) -> None:
+    """Best effort: with Redis down the server reports the run failed once the heartbeat expires."""
+    log.error("project %s: training failed: %s", project_id, error)
+    try:
+        runs.fail(project_id, job_id, error)
+    except redis.RedisError as exc:
+        log.warning("project %s: the failure could not be recorded (%s)", project_id, exc)
+
+
+def train_once(
+    project_id: int, settings: Settings, store: ModelStore, report: Callable[..., bool]
+) -> tuple[str, dict[str, Any]]:
+    """One complete run; returns the published version and its metadata. ``report(**fields)``
+    updates the run status (:meth:`backend.runs.Runs.report`)."""
     ls = LabelStudioClient(settings)
     schema = Schema.from_label_config(ls.label_config(project_id))
     tasks = ls.export_tasks(project_id)
@@ -77,12 +101,12 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
 
-            runs.update_status(project_id, phase="augmenting")
+            report(phase="augmenting")
             dataset = augment_dataset(
                 dataset, image_root, work / "augmented", copies=settings.train_augment_copies, seed=settings.train_seed
             )
             image_root = dataset.parent / "images"
-        runs.update_status(project_id, phase="training", step=0, total=settings.train_steps)
+        report(phase="training", step=0, total=settings.train_steps)
         config = TrainConfig(
             dataset=str(dataset),
             image_root=str(image_root),
@@ -97,8 +121,8 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             device=settings.train_device,
             warmup_steps=min(100, max(1, settings.train_steps // 5)),  # short CI runs still reach the full lr
         )
-        checkpoint = train(config, on_progress=_ProgressReporter(project_id, runs))
-        runs.update_status(project_id, phase="evaluating")
+        checkpoint = train(config, on_progress=_ProgressReporter(project_id, report))
+        report(phase="evaluating")
         fit = _training_set_fit(checkpoint, work / "dataset.json", work / "images", settings)
         meta = {
             "project": project_id,
@@ -142,8 +166,8 @@ def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> Non
 class _ProgressReporter:
     """``on_progress`` hook: step and losses into the run status, at most every few seconds."""
 
-    def __init__(self, project_id: int, runs: Runs) -> None:
-        self.project_id, self.runs, self._last = project_id, runs, 0.0
+    def __init__(self, project_id: int, report: Callable[..., bool]) -> None:
+        self.project_id, self.report, self._last = project_id, report, 0.0
 
     def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
         now = time.monotonic()
@@ -151,5 +175,5 @@ class _ProgressReporter:
             return
         self._last = now
         rounded = {k: round(float(v), 4) for k, v in losses.items()}
-        self.runs.update_status(self.project_id, step=step, total=total, losses=rounded)
+        self.report(step=step, total=total, losses=rounded)
         log.info("project %s: step %d/%d %s", self.project_id, step, total, rounded)

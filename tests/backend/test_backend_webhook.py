@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
-from rq import Queue
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from backend.runs import TRAIN_QUEUE, Runs
 from backend.settings import Settings
@@ -45,12 +46,13 @@ def test_second_trigger_while_one_is_queued_is_coalesced(backend: Backend, backe
 
 def test_job_loop_reruns_once_for_triggers_during_a_run(backend_redis_url: str) -> None:
     runs = Runs(redis.Redis.from_url(backend_redis_url), job_timeout=60)
-    assert runs.request_training(8, "button").enqueued
-    assert runs.consume_pending(8)  # the job starts its first run
+    job = runs.request_training(8, "button")
+    assert job.enqueued
+    assert runs.consume_pending(8, job.job_id)  # the job starts its first run
     assert not runs.request_training(8, "button").enqueued  # two clicks during the run ...
     assert not runs.request_training(8, "button").enqueued
-    assert runs.consume_pending(8)  # ... give exactly one more run
-    assert not runs.consume_pending(8)  # then the project is idle
+    assert runs.consume_pending(8, job.job_id)  # ... give exactly one more run
+    assert not runs.consume_pending(8, job.job_id)  # then the project is idle
     assert runs.request_training(8, "button").enqueued  # and the next click queues a new job
 
 
@@ -83,10 +85,8 @@ def test_unknown_events_get_200(backend: Backend, backend_redis_url: str) -> Non
 def test_failed_run_is_reported_and_frees_the_project(
     backend_redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The job body itself (as the worker runs it) with Label Studio down: status says why, next click works."""
-    from backend.labelstudio import LabelStudioError
-    from backend.training import train_project_job
-
+    """The job body itself (run by an RQ worker in this process) with Label Studio down: status says why,
+    next click works."""
     for key, value in {
         "REDIS_URL": backend_redis_url,
         "LABEL_STUDIO_URL": "http://127.0.0.1:9",
@@ -94,10 +94,11 @@ def test_failed_run_is_reported_and_frees_the_project(
         "MODEL_DIR": str(tmp_path / "models"),
     }.items():
         monkeypatch.setenv(key, value)
-    runs = Runs(redis.Redis.from_url(backend_redis_url), job_timeout=60)
-    assert runs.request_training(11, "button").enqueued
-    with pytest.raises(LabelStudioError):
-        train_project_job(11)
+    conn = redis.Redis.from_url(backend_redis_url)
+    runs = Runs(conn, job_timeout=60)
+    job_id = runs.request_training(11, "button").job_id
+    SimpleWorker([Queue(TRAIN_QUEUE, connection=conn)], connection=conn).work(burst=True)  # in this process
+    assert Job.fetch(job_id, connection=conn).get_status() == "failed"
     status = runs.status(11)
     assert status["state"] == "failed" and "http://127.0.0.1:9 is not reachable" in status["error"]
     assert runs.request_training(11, "button").enqueued

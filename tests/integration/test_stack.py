@@ -1,4 +1,5 @@
-"""README command 1 minus the install: ``python -m stack up --demo`` starts, answers, and stops cleanly.
+"""README command 1 minus the install: ``python -m stack up --demo`` starts, answers, and stops cleanly;
+a child that dies is restarted while Label Studio stays up.
 
 A real run in a temporary data dir (its own Label Studio, so its own migrations): the worker self-check
 passes, the demo project exists with the quokka photo and offers the COCO combined export, the logs are
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -22,7 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from jobqueue.connection import connect
 from stack.demo import DEMO_IMAGE, DEMO_TITLE
+from stack.selfcheck import check_worker
 from stack.services import REPO
 from stack.testing import free_port
 
@@ -31,9 +35,11 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 BANNER_END = "Stop: Ctrl-C"
 
 
-def start_stack(data_dir: Path, port: int, out: Path) -> subprocess.Popen:
+def start_stack(
+    data_dir: Path, port: int, out: Path, options: tuple[str, ...] = ("--demo", "--no-backend")
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_") and k != "REDIS_URL"}
-    cmd = [sys.executable, "-m", "stack", "up", "--demo", "--no-backend", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "stack", "up", *options, "--port", str(port), "--data-dir", str(data_dir)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -93,3 +99,64 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
         assert [p["id"] for p in projects] == [demo["id"]], "a restart must reuse the demo project"
     finally:
         stop(proc, tmp_path / "second.out")
+
+
+def started_pids(text: str) -> dict[str, list[int]]:
+    """Every pid each child had, in start order, from the runner's "started NAME (pid N)" lines."""
+    pids: dict[str, list[int]] = {}
+    for name, pid in re.findall(r"\[stack\] started (\S+) \(pid (\d+)\)", text):
+        pids.setdefault(name, []).append(int(pid))
+    return pids
+
+
+def wait_for_restart(name: str, old_pid: int, out: Path, timeout: float = 60) -> int:
+    """The pid of ``name``'s replacement once the runner has started it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = started_pids(out.read_text(errors="replace"))[name]
+        if pids[-1] != old_pid:
+            return pids[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was not restarted within {timeout} s:\n{out.read_text(errors='replace')[-5000:]}")
+
+
+def wait_for_health(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_failed_children_are_restarted_and_label_studio_stays_up(tmp_path: Path):
+    """SIGKILL the worker, the ML backend and the embedded Redis in turn: each is restarted (its exit
+    logged with the signal), the worker runs jobs again, and Label Studio keeps its pid and answers."""
+    data_dir, port, backend_port, out = tmp_path / "data", free_port(), free_port(), tmp_path / "stack.out"
+    ls_health, backend_health = f"http://localhost:{port}/health", f"http://localhost:{backend_port}/health"
+    proc = start_stack(data_dir, port, out, ("--backend-port", str(backend_port)))
+    try:
+        wait_for_banner(proc, out)
+        [ls_pid] = started_pids(out.read_text())["label-studio"]
+        redis_url = (data_dir / "redis.url").read_text().strip()
+        recovery: dict[str, float] = {}
+        for name in ("worker", "ml-backend", "redis"):
+            victim = started_pids(out.read_text())[name][-1]
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            wait_for_restart(name, victim, out)
+            if name == "ml-backend":
+                wait_for_health(backend_health)
+            else:  # a job round trip through Redis and a (restarted or reconnected) worker
+                check_worker(connect(redis_url), timeout=120)
+            recovery[name] = time.monotonic() - killed_at
+            assert f"[stack] {name} (pid {victim}) was killed by SIGKILL" in out.read_text()
+            assert started_pids(out.read_text())["label-studio"] == [ls_pid], "Label Studio must not be restarted"
+            assert requests.get(ls_health, timeout=10).status_code == 200
+        print(f"recovery after SIGKILL (s): {recovery}")
+    finally:
+        text = stop(proc, out)
+    assert "[stack] stopped" in text
