@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import UNTRAINED, ModelStore
@@ -54,13 +54,7 @@ def train_project_job(project_id: int) -> dict[str, Any]:
 
 
 def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
-    """One complete run; returns the published version and its metadata.
-
-    A share of the tasks is held out of training once the project has ``holdout_min_tasks`` (see
-    :func:`holdout_split`); the run starts from the current version when it can (see
-    :func:`_start_point`). The version is published whether or not it beat the previous one; its
-    metadata says which.
-    """
+    """One complete run; returns the published version and its metadata."""
     _set_threads(settings.train_threads)
     ls = LabelStudioClient(settings)
     schema = Schema.from_label_config(ls.label_config(project_id))
@@ -68,18 +62,42 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     log.info("project %s: %d annotated task(s) exported", project_id, len(tasks))
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
-    from multitask.train import TrainConfig, train
+
     conversion = convert_tasks(tasks, schema)
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
-    coco = conversion.coco
-    if not coco["annotations"]:
+    if not conversion.coco["annotations"]:
         raise TrainingError(
             f"project {project_id} has no usable annotations ({len(tasks)} annotated task(s), "
             f"{len(conversion.issues)} issue(s)); draw at least one polygon and its keypoints, then start training again"
         )
+    counts = {"tasks": len(tasks), "issues": len(conversion.issues)}
+    return train_and_publish(project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, runs)
+
+
+ImageFetcher = Callable[[str, Any], bytes]  # (image URL, task id) -> bytes; LabelStudioClient.fetch_bytes
+
+
+def train_and_publish(
+    project_id: int,
+    coco: dict,
+    fetch: ImageFetcher,
+    counts: dict[str, int],
+    settings: Settings,
+    store: ModelStore,
+    runs: Runs,
+) -> tuple[str, dict[str, Any]]:
+    """Train on a project's combined COCO and publish the version; returns it and its metadata.
+
+    A share of the tasks is held out of training once ``counts["tasks"]`` (annotated tasks) reaches
+    ``holdout_min_tasks`` (see :func:`holdout_split`); the run starts from the current version when
+    it can (see :func:`_start_point`). The version is published whether or not it beat the previous
+    one; its metadata says which.
+    """
+    from multitask.train import TrainConfig, train
+
     heldout = None
-    if len(tasks) >= settings.holdout_min_tasks:
+    if counts["tasks"] >= settings.holdout_min_tasks:
         training, heldout = holdout_split(coco, settings.holdout_share)
         if not heldout["images"] or not training["annotations"]:  # every photo fell on one side
             heldout = None
@@ -94,11 +112,11 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     with tempfile.TemporaryDirectory(prefix=f"lsmt-train-{project_id}-") as tmp:
         work = Path(tmp)
         image_root = work / "images"
-        _download_images(ls, coco, image_root)
+        _download_images(fetch, coco, image_root)
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
         if heldout is not None:
-            _download_images(ls, heldout, image_root)
+            _download_images(fetch, heldout, image_root)
             (work / "heldout.json").write_text(json.dumps(heldout))
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
@@ -137,10 +155,10 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
         previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings) if heldout else None
         meta = {
             "project": project_id,
-            "tasks": len(tasks),
+            "tasks": counts["tasks"],
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
-            "issues": len(conversion.issues),
+            "issues": counts["issues"],
             "backbone": settings.train_backbone,
             "started_from": start.started_from,
             "transferred_from": start.transferred_from,
@@ -284,14 +302,14 @@ def _set_threads(threads: int) -> None:
     cv2.setNumThreads(1)
 
 
-def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> None:
+def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
     """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
     image_root.mkdir(parents=True, exist_ok=True)
     for image in coco["images"]:
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
             raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
-        target.write_bytes(ls.fetch_bytes(image["ls_image"], image.get("ls_task_id")))
+        target.write_bytes(fetch(image["ls_image"], image.get("ls_task_id")))
 
 
 class _ProgressReporter:

@@ -10,11 +10,13 @@ import redis
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 from backend.model_store import ModelStore
+from backend.runs import Runs
 from backend.settings import Settings, SettingsError
-from backend.training import _start_point, holdout_split
+from backend.training import _start_point, _task_hash, holdout_split, train_and_publish
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.model import ModelConfig, build_model
+from multitask.synthetic import write_synthetic_dataset
 
 
 def _coco(tasks: dict[int, str]) -> dict:
@@ -101,3 +103,38 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Setting
             ("started_from", "heldout", "beat_previous", "train_seconds")
         )
     assert json.loads((backend.store.project_dir(4) / second / "meta.json").read_text())["beat_previous"] is True
+
+
+def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(backend_redis_url: str, tmp_path: Path) -> None:
+    """The run after the Label Studio export, on 6 synthetic tasks: v1 from random weights, v2 continued from v1."""
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=6, size=64)
+    coco = json.loads(dataset.read_text())
+    for image in coco["images"]:
+        image["ls_task_id"], image["ls_image"] = 100 + image["id"], f"/data/upload/7/{image['file_name']}"
+    expected = {im["ls_task_id"] for im in coco["images"] if _task_hash(im["ls_task_id"]) < 0.25}
+    assert 0 < len(expected) < 6  # fixed by the hash: the test data holds some out and trains on the rest
+
+    def fetch(url: str, task_id: object) -> bytes:
+        return (dataset.parent / Path(url).name).read_bytes()
+
+    settings = Settings(
+        label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path / "models", train_init="none",
+        train_steps=2, retrain_steps=1, holdout_min_tasks=6, holdout_share=0.25, train_min_size=64, train_max_size=64,
+        train_threads=1,
+    )  # fmt: skip
+    store, runs = ModelStore(settings.model_dir), Runs(redis.Redis.from_url(backend_redis_url), 600)
+    counts = {"tasks": 6, "issues": 0}
+    first, meta1 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
+    second, meta2 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
+
+    assert (meta1["started_from"], meta1["steps"], meta1["beat_previous"]) == ("none", 2, None)
+    assert (meta2["started_from"], meta2["steps"]) == (f"version {first}", 1)
+    for meta in (meta1, meta2):
+        assert meta["heldout"]["tasks"] == len(expected) and meta["images"] == 6 - len(expected)
+        assert set(meta["heldout"]) == {"tasks", "images", "bbox_AP", "segm_AP", "keypoints_AP"}
+        assert set(meta["training_set_fit"]) == {"bbox_AP", "segm_AP", "keypoints_AP"}
+    # v1 scored again by the second run on the same held-out tasks: the same numbers as when it was published
+    assert meta2["previous_on_heldout"] == {"version": first, **{k: v for k, v in meta1["heldout"].items() if k.endswith("_AP")}}
+    kinds = ("bbox_AP", "segm_AP", "keypoints_AP")
+    assert meta2["beat_previous"] == (sum(meta2["heldout"][k] for k in kinds) > sum(meta1["heldout"][k] for k in kinds))
+    assert [v["version"] for v in store.version_summaries(7)] == [first, second]

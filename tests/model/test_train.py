@@ -125,3 +125,14 @@ def test_finetune_with_a_changed_schema_transfers_what_fits(first_run: tuple[Pat
     assert not report.not_in_file  # every class-independent tensor came from the previous run
     saved = load_checkpoint(train(config)).training
     assert saved["transfers"] == [report.summary()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; covers TRAIN_DEVICE=cuda with AMP")
+def test_trains_on_cuda_with_mixed_precision(tmp_path: Path) -> None:
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=2, size=96)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=3, batch_size=2, device="cuda", **TINY)
+    assert config.amp
+    checkpoint = load_checkpoint(train(config))
+    assert checkpoint.step == 3
+    assert checkpoint.training["scaler"]["scale"] > 0  # the gradient scaler ran: AMP was on
+    assert all(torch.isfinite(v).all() for v in checkpoint.state_dict.values() if v.is_floating_point())
