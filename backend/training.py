@@ -55,7 +55,6 @@ def train_project_job(project_id: int) -> dict[str, Any]:
 
 def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
     """One complete run; returns the published version and its metadata."""
-    _set_threads(settings.train_threads)
     ls = LabelStudioClient(settings)
     schema = Schema.from_label_config(ls.label_config(project_id))
     tasks = ls.export_tasks(project_id)
@@ -96,6 +95,7 @@ def train_and_publish(
     """
     from multitask.train import TrainConfig, train
 
+    _set_threads(settings.train_threads)
     heldout = None
     if counts["tasks"] >= settings.holdout_min_tasks:
         training, heldout = holdout_split(coco, settings.holdout_share)

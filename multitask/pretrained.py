@@ -118,11 +118,13 @@ def published_state_dict(weights: WeightsEnum, timeout: float = DOWNLOAD_TIMEOUT
         return weights.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(getattr(exc, "reason", None) or exc).split()) or type(exc).__name__
-        raise PretrainedWeightsUnavailable(
+        message = (
             f"pretrained weights {path.name} could not be loaded ({reason}): download {weights.url} into"
             f" {path.parent} (TORCH_HOME={path.parent.parent.parent}), or set TRAIN_INIT=none"
             " (training config: init: none) to train from random weights"
-        ) from None
+        )
+        log.error(message)  # one line in the worker log, above the traceback
+        raise PretrainedWeightsUnavailable(message) from None
     finally:
         socket.setdefaulttimeout(previous)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 from backend.model_store import ModelStore
@@ -105,8 +106,10 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Setting
     assert json.loads((backend.store.project_dir(4) / second / "meta.json").read_text())["beat_previous"] is True
 
 
-def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(backend_redis_url: str, tmp_path: Path) -> None:
-    """The run after the Label Studio export, on 6 synthetic tasks: v1 from random weights, v2 continued from v1."""
+def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
+    backend_redis_url: str, tmp_path: Path, coco_light_weights: Path
+) -> None:
+    """The run after the Label Studio export, on 6 synthetic tasks: v1 from (stand-in) COCO weights, v2 continued from v1."""
     dataset = write_synthetic_dataset(tmp_path / "data", num_images=6, size=64)
     coco = json.loads(dataset.read_text())
     for image in coco["images"]:
@@ -118,7 +121,7 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(backend_r
         return (dataset.parent / Path(url).name).read_bytes()
 
     settings = Settings(
-        label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path / "models", train_init="none",
+        label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path / "models",
         train_steps=2, retrain_steps=1, holdout_min_tasks=6, holdout_share=0.25, train_min_size=64, train_max_size=64,
         train_threads=1,
     )  # fmt: skip
@@ -127,8 +130,9 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(backend_r
     first, meta1 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
     second, meta2 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
 
-    assert (meta1["started_from"], meta1["steps"], meta1["beat_previous"]) == ("none", 2, None)
-    assert (meta2["started_from"], meta2["steps"]) == (f"version {first}", 1)
+    assert (meta1["started_from"], meta1["steps"], meta1["beat_previous"]) == ("coco", 2, None)
+    assert meta1["transfers"][0].startswith(f"coco: {coco_light_weights.name}: loaded 279 tensors")
+    assert (meta2["started_from"], meta2["steps"], meta2["transfers"]) == (f"version {first}", 1, [])
     for meta in (meta1, meta2):
         assert meta["heldout"]["tasks"] == len(expected) and meta["images"] == 6 - len(expected)
         assert set(meta["heldout"]) == {"tasks", "images", "bbox_AP", "segm_AP", "keypoints_AP"}
@@ -138,3 +142,4 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(backend_r
     kinds = ("bbox_AP", "segm_AP", "keypoints_AP")
     assert meta2["beat_previous"] == (sum(meta2["heldout"][k] for k in kinds) > sum(meta1["heldout"][k] for k in kinds))
     assert [v["version"] for v in store.version_summaries(7)] == [first, second]
+    assert torch.get_num_threads() == 1  # TRAIN_THREADS
