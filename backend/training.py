@@ -148,11 +148,12 @@ def train_and_publish(
         train_seconds = round(time.monotonic() - began, 1)
         runs.update_status(project_id, phase="evaluating")
         fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
-        scores = None
+        scores = previous_scores = None
         if heldout is not None:
             scores = {"tasks": _task_count(heldout), "images": len(heldout["images"])}
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
-        previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings) if heldout else None
+            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings)
+        model_version, transfers = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
             "tasks": counts["tasks"],
@@ -162,13 +163,13 @@ def train_and_publish(
             "backbone": settings.train_backbone,
             "started_from": start.started_from,
             "transferred_from": start.transferred_from,
-            "transfers": _checkpoint_transfers(checkpoint),
+            "transfers": transfers,
             "steps": start.steps,
             "augment_copies": settings.train_augment_copies,
             "train_seconds": train_seconds,
-            "checkpoint_model_version": fit.pop("model_version"),
+            "checkpoint_model_version": model_version,
             "training_set_fit": fit,
-            "heldout": scores and {k: v for k, v in scores.items() if k != "model_version"},
+            "heldout": scores,
             "previous_on_heldout": previous_scores,
             "beat_previous": _beats(scores, previous_scores),
         }
@@ -242,15 +243,16 @@ def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: S
     return _Start(str(path), settings.train_steps, settings.train_init, f"version {current}")
 
 
-def _checkpoint_transfers(checkpoint: Path) -> list[str]:
-    """What the run's weight transfers loaded (one summary line per source), as recorded in the checkpoint."""
+def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
+    """The checkpoint's model version and what its weight transfers loaded (one summary line per source)."""
     from multitask.checkpoint import load_checkpoint
 
-    return list(load_checkpoint(checkpoint).training.get("transfers", []))
+    state = load_checkpoint(checkpoint)
+    return state.model_version, list(state.training.get("transfers", []))
 
 
-def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, Any]:
-    """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``, plus the checkpoint's model version.
+def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, float | None]:
+    """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``.
 
     On the training images this is the training-set fit: not a measure of accuracy on new photos,
     but cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
@@ -258,8 +260,7 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
     from multitask.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(checkpoint, dataset, image_root, device=settings.train_device)
-    fit = {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
-    return {**fit, "model_version": results["model_version"]}
+    return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
 
 
 def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, settings: Settings) -> dict[str, Any] | None:
@@ -273,7 +274,6 @@ def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, setting
     except (OSError, ValueError, RuntimeError) as exc:
         log.info("project %s: version %s not scored on the held-out tasks (%s)", project_id, current, exc)
         return None
-    scores.pop("model_version")
     return {"version": current, **scores}
 
 
@@ -291,9 +291,10 @@ def _beats(new: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool 
 def _set_threads(threads: int) -> None:
     """Torch threads for this job process: ``TRAIN_THREADS``, or every core the worker may use.
 
-    Set deliberately because RQ runs each job in a forked work horse, and torch's default (physical
-    cores of the machine) oversubscribes a container limited to fewer CPUs. Images are decoded in the
-    training process between steps, so OpenCV gets one thread and does not compete with torch.
+    Set deliberately in the job (RQ runs each job in a forked work horse): torch's default counts the
+    machine's cores, this counts the CPUs the worker may run on (its affinity, e.g. a container's
+    cpuset); set ``TRAIN_THREADS`` under a CPU quota or when several workers share a machine. Images
+    are decoded in the training process between steps, so OpenCV gets one thread.
     """
     import cv2
     import torch
