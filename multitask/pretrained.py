@@ -168,13 +168,14 @@ def rename_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local weights file, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}``."""
+    """Tensors of a local weights file or multi-task checkpoint (unwraps ``{"model": ...}`` / ``{"state_dict": ...}``)."""
     try:
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} is not a plain weights file (a multi-task checkpoint? fine-tune from it with finetune_from)"
-        ) from None
+        # a checkpoint written by `train` also holds RNG state, which weights_only refuses
+        from multitask.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).state_dict
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
