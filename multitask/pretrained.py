@@ -1,7 +1,7 @@
 """Start the multi-task model from pretrained weights: torchvision's published COCO / ImageNet weights or a local file.
 
 ``init`` names the start: ``coco`` (default), ``imagenet``, ``none`` (random) or a path to a local
-torchvision-format weights file. Published weights come through torchvision's own weights API
+file (torchvision-format weights, or a multi-task checkpoint). Published weights come through torchvision's own weights API
 (``*_Weights`` enums, ``get_state_dict``): downloaded once into torch's cache
 (``$TORCH_HOME/hub/checkpoints``) and reused. A machine that cannot download gets a one-line
 :class:`PretrainedWeightsUnavailable` naming the file, its URL and the folder to put it in, within
