@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from combined_coco.association import Instance, assign_keypoints, group_instances
 from combined_coco.issues import ConversionError, Issue
-from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size
+from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size, size_fits
 from combined_coco.schema import KeypointLayout, Schema, SchemaError
+from combined_coco.validate import MAX_IMAGE_SIDE
 
 __all__ = [
     "ConversionError",
@@ -60,9 +61,10 @@ class ConversionResult:
 
 def latest_annotation(task: dict) -> dict | None:
     """The latest annotation that was neither cancelled nor skipped, or None."""
+    annotations = task.get("annotations")
     candidates = [
         (str(a.get("created_at") or ""), i, a)
-        for i, a in enumerate(task.get("annotations") or [])
+        for i, a in enumerate(annotations if isinstance(annotations, list) else [])
         if isinstance(a, dict) and not (a.get("was_cancelled") or a.get("skipped"))
     ]
     return max(candidates, key=lambda c: c[:2])[2] if candidates else None
@@ -75,19 +77,24 @@ def convert_tasks(
     layout: KeypointLayout = "global",
     progress: bool = False,
     nearest_tolerance: float = 0.02,
+    max_image_side: int = MAX_IMAGE_SIDE,
 ) -> ConversionResult:
     """Convert Label Studio tasks (full JSON export items, or JSON_MIN records) to combined COCO.
 
     ``nearest_tolerance`` is the keypoint-to-polygon distance accepted by the nearest rule, as a
-    fraction of the image diagonal.
+    fraction of the image diagonal. Tasks whose image is larger than ``max_image_side`` pixels a side
+    (as their regions say) are reported and skipped before anything of that size is allocated; above
+    the default, COCO tools (pycocotools) cannot make masks at all.
     """
+    if not 0 < max_image_side <= MAX_IMAGE_SIDE:
+        raise ValueError(f"max_image_side must be in 1..{MAX_IMAGE_SIDE}, got {max_image_side!r}")
     if layout not in ("global", "per_category"):
         raise ValueError(f"layout must be 'global' or 'per_category', got {layout!r}")
     issues: list[Issue] = []
     images: list[dict] = []
     annotations: list[dict] = []
     with _cyclic_gc_paused():
-        parsed, order = _read_tasks(tasks, schema, progress, issues)
+        parsed, order = _read_tasks(tasks, schema, progress, max_image_side, issues)
         clean_shapes([(task_id, regions) for task_id, _, regions in parsed], issues)
         for task_id, url, regions in parsed:
             image_id = len(images) + 1
@@ -117,7 +124,7 @@ def convert_tasks(
 
 
 def _read_tasks(
-    tasks: Iterable[dict], schema: Schema, progress: bool, issues: list[Issue]
+    tasks: Iterable[dict], schema: Schema, progress: bool, max_side: int, issues: list[Issue]
 ) -> tuple[list[tuple[int | None, str, TaskRegions]], dict]:
     """Each usable task's (id, image URL, regions), and task id -> position in the export."""
     parsed: list[tuple[int | None, str, TaskRegions]] = []
@@ -145,14 +152,14 @@ def _read_tasks(
             continue
         if task_id is not None:
             order[task_id] = position
-        read = _read_task(task, task_id, json_min, schema, issues)
+        read = _read_task(task, task_id, json_min, schema, max_side, issues)
         if read is not None:
             parsed.append(read)
     return parsed, order
 
 
 def _read_task(
-    task: dict, task_id, json_min: bool, schema: Schema, issues: list[Issue]
+    task: dict, task_id, json_min: bool, schema: Schema, max_side: int, issues: list[Issue]
 ) -> tuple[int | None, str, TaskRegions] | None:
     """The task's image URL and regions, or None (with an issue) when it cannot become an image."""
     image_key = schema.controls.image_value if schema.controls else "image"
@@ -171,7 +178,9 @@ def _read_task(
             issues.append(Issue(task_id, None, f"annotation {annotation.get('id')} has no result list; skipped",
                                 "error"))
             return None
-    regions = parse_results(task_id, results, schema, issues)
+    regions = parse_results(task_id, results, schema, issues, max_side)
+    if regions is None:
+        return None
     if regions.width is None:
         size = _any_size(task)
         if size is None:
@@ -180,6 +189,8 @@ def _read_task(
                                     "coordinates cannot be converted; re-export from Label Studio; skipped", "error"))
             else:
                 issues.append(Issue(task_id, None, "no labeled regions and no known image size; skipped"))
+            return None
+        if not size_fits(task_id, *size, max_side, issues):
             return None
         regions.width, regions.height = size
     return task_id, url, regions
@@ -238,8 +249,10 @@ def _json_min_results(record: dict, schema: Schema) -> list[dict]:
 def _any_size(task: dict) -> tuple[int, int] | None:
     """An image size from any annotation or prediction of the task, for images without regions."""
     for source in ("annotations", "predictions"):
-        for item in task.get(source) or []:
-            for r in (item.get("result") or []) if isinstance(item, dict) else []:
+        items = task.get(source)
+        for item in items if isinstance(items, list) else []:
+            results = item.get("result") if isinstance(item, dict) else None
+            for r in results if isinstance(results, list) else []:
                 w, h = result_size(r) if isinstance(r, dict) else (None, None)
                 if w is not None and h is not None:
                     return w, h
@@ -274,6 +287,7 @@ def convert_export_file(
     layout: KeypointLayout = "global",
     progress: bool = False,
     nearest_tolerance: float = 0.02,
+    max_image_side: int = MAX_IMAGE_SIDE,
 ) -> ConversionResult:
     """Read a Label Studio JSON (or JSON_MIN) export file and write combined COCO atomically.
 
@@ -286,7 +300,8 @@ def convert_export_file(
         raise ConversionError(f"labeling config: {exc}") from None
     with _cyclic_gc_paused():
         tasks = read_export(input_path)
-        result = convert_tasks(tasks, schema, layout=layout, progress=progress, nearest_tolerance=nearest_tolerance)
+        result = convert_tasks(tasks, schema, layout=layout, progress=progress, nearest_tolerance=nearest_tolerance,
+                               max_image_side=max_image_side)
         if tasks and not result.coco["images"] and result.errors:
             shown = "\n".join(str(i) for i in result.errors[:5])
             raise ConversionError(f"no task of {input_path} could be converted; first problems:\n{shown}")
@@ -321,6 +336,11 @@ def read_export(input_path: str | os.PathLike) -> list:
                               f"(character {exc.pos})") from None
     except UnicodeDecodeError as exc:
         raise ConversionError(f"{path} is not UTF-8 text (byte {exc.start}); export it again from Label Studio"
+                              ) from None
+    except RecursionError:
+        raise ConversionError(f"{path} nests lists or objects too deeply to be a Label Studio export") from None
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits (a denial-of-service guard)
+        raise ConversionError(f"{path} holds a number Python will not read: {exc}".split("; use sys.")[0]
                               ) from None
     if isinstance(tasks, dict):
         hint = ("it looks like a COCO file already" if "images" in tasks

@@ -6,8 +6,9 @@ the Label Studio UI (the region list shows region ids); a message without them c
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 
@@ -32,6 +33,16 @@ class Issue:
         if self.region_id is not None:
             where.append(f"region {self.region_id}")
         return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+_SHORT = reprlib.Repr()  # Python 3.11 takes no keyword arguments
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+
+
+def shown(value: Any) -> str:
+    """A value from the user's file, quoted in a message: short however large or deep the value is."""
+    return _SHORT.repr(value)
 
 
 class ConversionError(ValueError):

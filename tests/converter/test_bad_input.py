@@ -222,3 +222,89 @@ def test_issues_travel_inside_the_exported_file(generic) -> None:
     listed = res.coco["info"]["conversion_issues"]
     assert listed == [f"{i.severity}: {i}" for i in res.issues]
     assert any("task 7" in line and "kp1" in line for line in listed)
+
+
+# ---- hostile values (issue 8): each is an issue naming task and region, in bounded time and memory ----
+
+def test_labels_that_are_not_names(convert_one) -> None:
+    nested = polygon_result("p", "animal", SQUARE, W, H)
+    nested["value"]["polygonlabels"] = [["animal"]]
+    assert "label ['animal'] is not a label name" in only_issue(convert_one([nested]), "p").message
+    as_dict = keypoint_result("k", "nose", 5, 5, W, H)
+    as_dict["value"]["keypointlabels"] = [{"a": 1}]
+    assert "is not a label name" in only_issue(convert_one([as_dict]), "k").message
+
+
+def test_annotations_and_choices_that_are_not_lists(generic) -> None:
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"][0]["result"].append({"id": "c", "type": "choices", "value": [1]})
+    t["annotations"][0]["result"].append({"id": "d", "type": "choices", "value": {"choices": 5}})
+    assert len(convert_tasks([t], generic).coco["annotations"]) == 1
+    t["annotations"] = 5
+    assert "no known image size" in only_issue(convert_tasks([t], generic)).message
+
+
+@pytest.mark.parametrize("size", [float("inf"), float("nan"), True, 10**400, 1e9, 40_001])
+def test_unusable_or_huge_image_sizes(generic, size) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    result["original_width"] = size
+    issue = only_issue(convert_tasks([task(7, "a.jpg", [result])], generic))
+    assert issue.severity == "error"
+    assert ("exceeds the limit of 40000 px a side" if size in (10**400, 1e9, 40_001)
+            else "have no original_width") in issue.message
+    assert len(str(issue)) < 200
+
+
+def test_size_limit_is_a_setting(generic) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    res = convert_tasks([task(7, "a.jpg", [result])], generic, max_image_side=900)
+    assert "960x643 (original_width x original_height of its regions) exceeds the limit of 900" in only_issue(res).message
+    with pytest.raises(ValueError, match="max_image_side"):
+        convert_tasks([], generic, max_image_side=10**6)
+
+
+@pytest.mark.parametrize("value", [10**400, float("inf"), 1e300])
+def test_huge_coordinates(convert_one, value) -> None:
+    polygon = polygon_result("p", "animal", SQUARE, W, H)
+    polygon["value"]["points"][1][0] = value
+    issue = only_issue(convert_one([polygon]), "p")
+    assert issue.severity == "error" and len(str(issue)) < 200
+    point = keypoint_result("k", "nose", 5, 5, W, H)
+    point["value"]["x"] = value
+    res = convert_one([point])
+    assert all(i.region_id == "k" for i in res.issues) and res.issues
+
+
+def test_tangled_polygon_is_refused_quickly(convert_one) -> None:
+    """3,000 random vertices cross ~40,000 times; repairing them took 50 s. A bowtie is still repaired."""
+    import random
+    import time
+
+    rng = random.Random(0)
+    scribble = [(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(3000)]
+    started = time.perf_counter()
+    res = convert_one([polygon_result("p", "animal", scribble, W, H)])
+    assert time.perf_counter() - started < 5
+    assert "crosses itself more than 100 times, too tangled to repair" in only_issue(res, "p").message
+
+
+def test_brush_declaring_another_size_is_not_decoded(convert_one) -> None:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[1:5, 1:5] = 255
+    brush = brush_result("b", mask)
+    rle = list(brush["value"]["rle"])
+    rle[:4] = [255, 255, 255, 255]  # claims 4 billion values: the decoder would allocate 4 GB first
+    brush["value"]["rle"] = rle
+    assert "declares 4294967295 values" in only_issue(convert_one([brush]), "b").message
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "nests lists or objects too deeply"),
+    ('[{"id": ' + "9" * 5000 + "}]", "holds a number Python will not read: Exceeds the limit (4300 digits)"),
+])
+def test_unreadable_numbers_and_nesting_are_conversion_errors(tmp_path, config: str, content: str,
+                                                              message: str) -> None:
+    src = tmp_path / "export.json"
+    src.write_text(content)
+    with pytest.raises(ConversionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        convert_export_file(src, tmp_path / "out.json", config)
