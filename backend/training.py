@@ -59,7 +59,8 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
     from multitask.train import TrainConfig, train
-    conversion = convert_tasks(tasks, schema)
+    # Where reviewers marked a ground-truth annotation, train on it alone; elsewhere on every annotation.
+    conversion = convert_tasks(tasks, schema, annotations="ground_truth_first")
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
     coco = conversion.coco
@@ -130,13 +131,23 @@ def _training_set_fit(checkpoint: Path, dataset: Path, image_root: Path, setting
 
 
 def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> None:
-    """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
+    """Each COCO image file from the task's URL, through Label Studio (same SSRF and size rules as /predict).
+
+    Once per file: the image entries of several annotations of one task share it.
+    """
     image_root.mkdir(parents=True, exist_ok=True)
+    fetched: dict[str, str] = {}  # file name -> URL
     for image in coco["images"]:
+        if image["file_name"] in fetched:
+            if fetched[image["file_name"]] != image["ls_image"]:
+                raise TrainingError(f"task {image.get('ls_task_id')}: two different images are named "
+                                    f"{image['file_name']!r}; rename one of them in the storage")
+            continue
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
             raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
         target.write_bytes(ls.fetch_bytes(image["ls_image"], image.get("ls_task_id")))
+        fetched[image["file_name"]] = image["ls_image"]
 
 
 class _ProgressReporter:

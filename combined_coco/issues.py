@@ -25,11 +25,16 @@ class Issue:
     region_id: str | None
     message: str
     severity: Severity = "warning"
+    # Set when the task has several exported annotations: region ids alone may then be ambiguous
+    # (Label Studio copies them when an annotation starts from another one or from a prediction).
+    annotation_id: int | str | None = None
 
     def __str__(self) -> str:
         where = []
         if self.task_id is not None:
             where.append(f"task {self.task_id}")
+        if self.annotation_id is not None:
+            where.append(f"annotation {self.annotation_id}")
         if self.region_id is not None:
             where.append(f"region {self.region_id}")
         return f"{', '.join(where)}: {self.message}" if where else self.message

@@ -91,6 +91,8 @@ class TaskRegions:
     # Polygon/rectangle shapes whose points :func:`clean_shapes` has yet to convert and check:
     # (shape, [[x, y], ...], x scale, y scale); percent for polygons, pixels (scale 1) for rectangles.
     pending: list[tuple[ShapeRegion, list, float, float]] = field(default_factory=list)
+    # The Label Studio annotation these regions come from, when its task has several (named in issues).
+    annotation_id: int | str | None = None
 
 
 def parse_results(
@@ -313,29 +315,29 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
         w, h = regions.width, regions.height
         if finite[k] and not valid[k] and self_crossings(flat, MAX_REPAIR_CROSSINGS) > MAX_REPAIR_CROSSINGS:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} crosses itself more than "
-                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error"))
+                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error", regions.annotation_id))
             dropped.add(id(shape))
             continue
         cleaned = clean_polygons([flat], w, h) if finite[k] else None
         if cleaned is not None and any(outline_px(p) > MAX_OUTLINE_PX for p in cleaned.polygons):
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} has an outline longer than "
-                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error"))
+                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error", regions.annotation_id))
             dropped.add(id(shape))
             continue
         if cleaned is None or not cleaned.polygons:
             why = ("has no area inside the {w}x{h} image" if finite[k]
                    else "has non-finite coordinates or lies far outside the image")
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} {why.format(w=w, h=h)}; skipped",
-                                "error"))
+                                "error", regions.annotation_id))
             dropped.add(id(shape))
             continue
         shape.polygons = cleaned.polygons
         if cleaned.repaired:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} intersects itself; repaired into "
-                                f"{len(cleaned.polygons)} valid polygon(s)"))
+                                f"{len(cleaned.polygons)} valid polygon(s)", annotation_id=regions.annotation_id))
         if cleaned.clipped:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} extends outside the {w}x{h} "
-                                "image; clipped to it"))
+                                "image; clipped to it", annotation_id=regions.annotation_id))
     if dropped:
         for _, regions in parsed:
             regions.shapes = [s for s in regions.shapes if id(s) not in dropped]
@@ -357,6 +359,6 @@ def _readable(entries: list[tuple], issues: list[Issue]) -> list[tuple]:
             good.append(e)
         except (ValueError, TypeError, OverflowError):
             issues.append(Issue(e[0], e[2].id, "unreadable polygonlabels value (points must be [x, y] number "
-                                "pairs); skipped", "error"))
+                                "pairs); skipped", "error", e[1].annotation_id))
             e[1].shapes = [s for s in e[1].shapes if s is not e[2]]
     return good

@@ -97,14 +97,48 @@ def test_duplicate_task_ids(generic) -> None:
     assert len(res.coco["images"]) == 1
 
 
-def test_latest_non_cancelled_annotation(generic) -> None:
-    t = task(7, "a.jpg", [polygon_result("old", "animal", SQUARE, W, H)])
+def two_annotations(*, ground_truth: bool = False) -> dict:
+    """Task 7 annotated twice (ids 7 and 8, same region id in both, as when one starts from the other),
+    plus a cancelled annotation 9."""
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
     t["annotations"].append({"id": 8, "created_at": "2026-02-01T00:00:00Z", "was_cancelled": False,
-                             "result": [polygon_result("new", "tool", SQUARE, W, H)]})
+                             "ground_truth": ground_truth,
+                             "result": [polygon_result("p", "tool", [(0, 0), (1, 0), (0, 1)], W, H)]})
     t["annotations"].append({"id": 9, "created_at": "2026-03-01T00:00:00Z", "was_cancelled": True,
                              "result": [polygon_result("cancelled", "tool", SQUARE, W, H)]})
-    (ann,) = convert_tasks([t], generic).coco["annotations"]
-    assert ann["ls_region_ids"] == ["new"]
+    return t
+
+
+def test_every_non_cancelled_annotation_is_an_image_entry(generic) -> None:
+    """Issue 12: keeping only the newest annotation lost the real one."""
+    res = convert_tasks([two_annotations()], generic)
+    images, objects = res.coco["images"], res.coco["annotations"]
+    assert [(im["id"], im["ls_task_id"], im["ls_annotation_id"], im["file_name"]) for im in images] == [
+        (1, 7, 7, "a.jpg"), (2, 7, 8, "a.jpg")]
+    assert [(a["image_id"], a["category_id"]) for a in objects] == [(1, 1)]  # 8 draws only a sliver
+    skipped, tiny = res.issues
+    assert str(skipped) == "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported"
+    assert str(tiny).startswith("task 7, annotation 8, region p: polygon 'tool' has no area")
+    assert not validate_coco(res.coco)
+
+
+def test_ground_truth_first_keeps_the_ground_truth_annotation(generic) -> None:
+    res = convert_tasks([two_annotations(ground_truth=True)], generic, annotations="ground_truth_first")
+    (image,) = res.coco["images"]
+    assert image["ls_annotation_id"] == 8
+    assert [str(i) for i in res.issues[:2]] == [
+        "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported",
+        "task 7: annotation 7 is not marked ground truth and another annotation of this task is; not used"]
+    # Without a ground-truth annotation in the task, every annotation is used.
+    assert len(convert_tasks([two_annotations()], generic, annotations="ground_truth_first").coco["images"]) == 2
+
+
+def test_json_min_rows_of_one_task_are_entries(generic) -> None:
+    value = dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W, original_height=H)
+    rows = [{"id": 3, "image": "q.jpg", "annotation_id": a, "polygon": [value]} for a in (9, 10, 10)]
+    res = convert_tasks(rows, generic)
+    assert [im["ls_annotation_id"] for im in res.coco["images"]] == [9, 10]
+    assert "task 3: duplicate annotation row; skipped" in [str(i) for i in res.issues]
 
 
 def test_unreadable_values(convert_one) -> None:
@@ -241,7 +275,8 @@ def test_annotations_and_choices_that_are_not_lists(generic) -> None:
     t["annotations"][0]["result"].append({"id": "d", "type": "choices", "value": {"choices": 5}})
     assert len(convert_tasks([t], generic).coco["annotations"]) == 1
     t["annotations"] = 5
-    assert "no known image size" in only_issue(convert_tasks([t], generic)).message
+    first, _ = convert_tasks([t], generic).issues
+    assert str(first) == "task 7: 'annotations' is 5, not a list; skipped"
 
 
 @pytest.mark.parametrize("size", [float("inf"), float("nan"), True, 10**400, 1e9, 40_001])
