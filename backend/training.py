@@ -19,6 +19,7 @@ from backend.labelstudio import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.runs import Runs
 from backend.settings import Settings
+from combined_coco.data_url import is_data_url
 from combined_coco.schema import Schema
 from jobqueue.connection import connect
 
@@ -72,6 +73,7 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     with tempfile.TemporaryDirectory(prefix=f"lsmt-train-{project_id}-") as tmp:
         work = Path(tmp)
         image_root = work / "images"
+        conversion.write_embedded_images(image_root)  # tasks holding their image as a data: URL
         _download_images(ls, coco, image_root)
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
@@ -138,6 +140,8 @@ def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> Non
     image_root.mkdir(parents=True, exist_ok=True)
     fetched: dict[str, str] = {}  # file name -> URL
     for image in coco["images"]:
+        if is_data_url(image["ls_image"]):  # written by the conversion; the COCO file holds no URL for it
+            continue
         if image["file_name"] in fetched:
             if fetched[image["file_name"]] != image["ls_image"]:
                 raise TrainingError(f"task {image.get('ls_task_id')}: two different images are named "

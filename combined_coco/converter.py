@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from combined_coco.association import Instance, assign_keypoints, group_instances
+from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
 from combined_coco.issues import ConversionError, Issue, shown
 from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size, size_fits
 from combined_coco.schema import KeypointLayout, Schema, SchemaError
@@ -60,14 +61,21 @@ class _Entry:
     annotation_id: int | str | None
     url: str
     regions: TaskRegions
+    embedded: EmbeddedImage | None  # the image itself, when the task holds it as a data: URL
 
 
 @dataclass
 class ConversionResult:
-    """The combined COCO dict and every issue found, grouped by task in export order."""
+    """The combined COCO dict and every issue found, grouped by task in export order; images that
+    tasks embed as data: URLs (their bytes are not in the COCO file: :meth:`write_embedded_images`)."""
 
     coco: dict
     issues: list[Issue]
+    embedded_images: list[EmbeddedImage] = field(default_factory=list)
+
+    def write_embedded_images(self, folder: str | os.PathLike) -> list[Path]:
+        """Write the data:-URL images under their COCO ``file_name`` into ``folder``."""
+        return [image.write(Path(folder)) for image in self.embedded_images]
 
     @property
     def errors(self) -> list[Issue]:
@@ -138,8 +146,12 @@ def convert_tasks(
         clean_shapes([(e.task_id, e.regions) for e in entries], issues)
         for e in entries:
             image_id = len(images) + 1
-            image = {"id": image_id, "file_name": _basename(e.url), "width": e.regions.width,
-                     "height": e.regions.height, "ls_task_id": e.task_id, "ls_image": e.url}
+            if e.embedded is None:
+                name, source = _basename(e.url), e.url
+            else:
+                name, source = e.embedded.file_name, e.embedded.description
+            image = {"id": image_id, "file_name": name, "width": e.regions.width,
+                     "height": e.regions.height, "ls_task_id": e.task_id, "ls_image": source}
             if e.annotation_id is not None:
                 image["ls_annotation_id"] = e.annotation_id
             images.append(image)
@@ -165,7 +177,8 @@ def convert_tasks(
         "categories": schema.to_coco_categories(layout),
         "annotations": objects,
     }
-    return ConversionResult(coco, issues)
+    embedded = {id(e.embedded): e.embedded for e in entries if e.embedded is not None}  # once per task
+    return ConversionResult(coco, issues, list(embedded.values()))
 
 
 def _name_annotation(issues: list[Issue], annotation_id: int | str | None) -> None:
@@ -222,6 +235,13 @@ def _read_task(
         issues.append(Issue(task_id, None, f"task data has no {image_key!r} image (the labeling config reads "
                             f"${image_key}); skipped", "error"))
         return []
+    embedded = None
+    if is_data_url(url):
+        try:
+            embedded = embedded_image(url, task_id)
+        except DataUrlError as exc:
+            issues.append(Issue(task_id, None, f"{exc}; skipped", "error"))
+            return []
     if json_min:
         sources = [(task.get("annotation_id"), _json_min_results(task, schema))]
     else:
@@ -240,7 +260,7 @@ def _read_task(
             _name_annotation(issues[first:], annotation_id)
         if regions is not None:
             regions.annotation_id = annotation_id if several else None
-            entries.append(_Entry(task_id, annotation_id, url, regions))
+            entries.append(_Entry(task_id, annotation_id, url, regions, embedded))
     return entries
 
 
@@ -359,8 +379,11 @@ def convert_export_file(
     nearest_tolerance: float = 0.02,
     max_image_side: int = MAX_IMAGE_SIDE,
     annotations: AnnotationChoice = "all",
+    images_dir: str | os.PathLike | None = None,
 ) -> ConversionResult:
     """Read a Label Studio JSON (or JSON_MIN) export file and write combined COCO atomically.
+
+    ``images_dir``: where to write the images that tasks embed as data: URLs (else they are only named).
 
     Raises :class:`ConversionError` when the input cannot be used at all; per-task problems are in
     the returned issues and the output is still written.
@@ -377,6 +400,8 @@ def convert_export_file(
             shown = "\n".join(str(i) for i in result.errors[:5])
             raise ConversionError(f"no task of {input_path} could be converted; first problems:\n{shown}")
         write_json_atomic(result.coco, output_path)
+        if images_dir is not None:
+            result.write_embedded_images(images_dir)
     return result
 
 

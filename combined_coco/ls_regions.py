@@ -148,8 +148,8 @@ def parse_results(
         seen[rid] = rtype.removesuffix("labels")
         if r.get("image_rotation") and not rotation_reported:
             rotation_reported = True
-            issues.append(Issue(task_id, rid, f"image_rotation={shown(r['image_rotation'])} is ignored; coordinates are "
-                                "taken as drawn on the unrotated image"))
+            issues.append(Issue(task_id, rid, f"image_rotation={shown(r['image_rotation'])} is ignored; coordinates "
+                                "are taken as drawn on the unrotated image"))
         value = r.get("value")
         if not isinstance(value, dict):
             issues.append(Issue(task_id, rid, "region has no value; skipped", "error"))
@@ -315,13 +315,15 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
         w, h = regions.width, regions.height
         if finite[k] and not valid[k] and self_crossings(flat, MAX_REPAIR_CROSSINGS) > MAX_REPAIR_CROSSINGS:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} crosses itself more than "
-                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error", regions.annotation_id))
+                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error",
+                                regions.annotation_id))
             dropped.add(id(shape))
             continue
         cleaned = clean_polygons([flat], w, h) if finite[k] else None
         if cleaned is not None and any(outline_px(p) > MAX_OUTLINE_PX for p in cleaned.polygons):
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} has an outline longer than "
-                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error", regions.annotation_id))
+                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error",
+                                regions.annotation_id))
             dropped.add(id(shape))
             continue
         if cleaned is None or not cleaned.polygons:

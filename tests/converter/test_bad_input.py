@@ -293,7 +293,8 @@ def test_unusable_or_huge_image_sizes(generic, size) -> None:
 def test_size_limit_is_a_setting(generic) -> None:
     result = polygon_result("p", "animal", SQUARE, W, H)
     res = convert_tasks([task(7, "a.jpg", [result])], generic, max_image_side=900)
-    assert "960x643 (original_width x original_height of its regions) exceeds the limit of 900" in only_issue(res).message
+    assert "960x643 (original_width x original_height of its regions) exceeds the limit of 900" \
+        in only_issue(res).message
     with pytest.raises(ValueError, match="max_image_side"):
         convert_tasks([], generic, max_image_side=10**6)
 
@@ -343,3 +344,53 @@ def test_unreadable_numbers_and_nesting_are_conversion_errors(tmp_path, config: 
     src.write_text(content)
     with pytest.raises(ConversionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         convert_export_file(src, tmp_path / "out.json", config)
+
+
+# ---- images embedded as data: URLs (issue 12) ------------------------------------------------------
+
+def png_data_url(payload: bytes = b"\x89PNG\r\n\x1a\nfake") -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(payload).decode()
+
+
+def test_data_url_image_gets_a_name_and_stays_out_of_the_file(generic, tmp_path) -> None:
+    t = task(7, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"].append(dict(t["annotations"][0], id=8))  # two entries, one file written once
+    res = convert_tasks([t], generic)
+    assert [(im["file_name"], im["ls_image"]) for im in res.coco["images"]] == [
+        ("task_7.png", "data:image/png;base64,(12 bytes)")] * 2
+    assert "base64," + png_data_url()[22:] not in json.dumps(res.coco)
+    (written,) = res.write_embedded_images(tmp_path / "images")
+    assert written == tmp_path / "images" / "task_7.png"
+    assert written.read_bytes() == b"\x89PNG\r\n\x1a\nfake"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("data:text/plain;base64,aGVsbG8=", "holds 'text/plain', not a known image type"),
+    ("data:image/png,%89PNG", "is not base64-encoded (data:image/<type>;base64,...)"),
+    ("data:image/png;base64,@@@@", "is not valid base64"),
+])
+def test_unusable_data_urls(generic, url: str, message: str) -> None:
+    res = convert_tasks([task(7, url, [polygon_result("p", "animal", SQUARE, W, H)])], generic)
+    assert str(only_issue(res)) == f"task 7: its data: URL {message}; skipped"
+
+
+def test_data_url_size_is_bounded_before_decoding(generic, monkeypatch) -> None:
+    from combined_coco import data_url
+
+    monkeypatch.setattr(data_url, "MAX_EMBEDDED_BYTES", 11)
+    res = convert_tasks([task(7, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])], generic)
+    assert "holds 12 bytes, more than the limit of 11" in only_issue(res).message
+
+
+def test_cli_writes_data_url_images(tmp_path, config: str) -> None:
+    from combined_coco.cli import main
+
+    (tmp_path / "cfg.xml").write_text(config)
+    export = [task(5, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])]
+    (tmp_path / "e.json").write_text(json.dumps(export))
+    assert main(["convert", str(tmp_path / "e.json"), "--config", str(tmp_path / "cfg.xml"), "-o",
+                 str(tmp_path / "coco.json"), "--images-dir", str(tmp_path / "imgs")]) == 0
+    assert json.loads((tmp_path / "coco.json").read_text())["images"][0]["file_name"] == "task_5.png"
+    assert (tmp_path / "imgs" / "task_5.png").read_bytes().startswith(b"\x89PNG")

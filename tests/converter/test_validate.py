@@ -76,7 +76,8 @@ _ZIGZAG = [c for i in range(40_002) for c in ((0.0, 80 * i / 40_002) if i % 2 el
         # Runs longer than the image: pycocotools' decoder would write past its buffer.
         ("annotations.0.segmentation", {"size": [80, 100], "counts": _rle_of_shape(200, 200)},
          "RLE runs sum to 40000, not 80 x 100"),
-        ("annotations.0.segmentation", {"size": [80, 100], "counts": [8000, 10**6]}, "runs must be ints between 0 and height x width"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": [8000, 10**6]},
+         "runs must be ints between 0 and height x width"),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": [4000, 4000, 1]}, "RLE runs sum to 8001"),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": "0" * 3 + "o"}, "ends in the middle"),
         # Rasterizing walks 5 points per pixel of outline: 4 M px would be hundreds of MB in pycocotools.
