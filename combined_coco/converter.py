@@ -181,6 +181,11 @@ def convert_tasks(
     return ConversionResult(coco, issues, list(embedded.values()))
 
 
+def _id_or_none(value: object) -> int | str | None:
+    """A Label Studio id as given, or None when it is not one (the COCO file records only real ids)."""
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+
+
 def _name_annotation(issues: list[Issue], annotation_id: int | str | None) -> None:
     for issue in issues:
         issue.annotation_id = annotation_id
@@ -211,10 +216,10 @@ def _read_tasks(
                                 "it, so keypoints without parentID are placed by position only; export as JSON to "
                                 "keep them"))
         # A JSON_MIN export lists one row per annotation, so only the annotation id must be new there.
-        key = (task_id, task.get("annotation_id")) if json_min else task_id
+        key = (task_id, _id_or_none(task.get("annotation_id"))) if json_min else task_id
         if task_id is not None and key in seen:
             issues.append(Issue(task_id, None, "duplicate annotation row; skipped" if json_min
-                                else "duplicate task id; skipped", "error"))
+                                else "duplicate task id; skipped", "warning" if json_min else "error"))
             continue
         if task_id is not None:
             seen.add(key)
@@ -243,10 +248,11 @@ def _read_task(
             issues.append(Issue(task_id, None, f"{exc}; skipped", "error"))
             return []
     if json_min:
-        sources = [(task.get("annotation_id"), _json_min_results(task, schema))]
+        sources = [(_id_or_none(task.get("annotation_id")), _json_min_results(task, schema))]
     else:
         # A task without annotations is still an image (without objects) when its size is known.
-        sources = [(a.get("id"), a.get("result")) for a in exported_annotations(task, choice, issues)] or [(None, [])]
+        sources = [(_id_or_none(a.get("id")), a.get("result"))
+                   for a in exported_annotations(task, choice, issues)] or [(None, [])]
     several = len(sources) > 1
     entries = []
     for annotation_id, results in sources:

@@ -394,3 +394,12 @@ def test_cli_writes_data_url_images(tmp_path, config: str) -> None:
                  str(tmp_path / "coco.json"), "--images-dir", str(tmp_path / "imgs")]) == 0
     assert json.loads((tmp_path / "coco.json").read_text())["images"][0]["file_name"] == "task_5.png"
     assert (tmp_path / "imgs" / "task_5.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_annotation_ids_that_are_not_ids(generic) -> None:
+    value = dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W, original_height=H)
+    res = convert_tasks([{"id": 3, "image": "q.jpg", "annotation_id": [1], "polygon": [value]}], generic)
+    assert "ls_annotation_id" not in res.coco["images"][0]
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"][0]["id"] = {"x": 1}
+    assert "ls_annotation_id" not in convert_tasks([t], generic).coco["images"][0]

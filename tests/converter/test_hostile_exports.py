@@ -43,13 +43,15 @@ for _ in range(500):
 HOSTILE: list[Any] = [
     [["a"]], {"a": [1]}, [], {}, None, True, "x", -1, 0, 1e9, 1e308, 10**400, -(10**400), float("inf"),
     float("-inf"), float("nan"), 40_000, 40_001, _nested, "@@deep@@", "@@digits@@", [[1, 2]] * 3, [1, 2, 3],
+    "data:", "data:image/png;base64,iVBORw0KGgo=", "data:image/png;base64,@@", "../../etc/passwd",
 ]
 
 
 # Half of the mutations land on a value the converter reads (others may be ignored by design).
 _AIMED = {"annotations", "result", "value", "original_width", "original_height", "points", "x", "y", "width",
           "height", "rotation", "polygonlabels", "keypointlabels", "rectanglelabels", "brushlabels", "rle",
-          "choices", "parentID", "id", "from_id", "to_id", "data", "image", 0, 1}
+          "choices", "parentID", "id", "annotation_id", "from_id", "to_id", "data", "image", "polygon", "keypoint",
+          0, 1}
 
 
 def _tangle(seed: int, n: int = 3000) -> list[list[float]]:
@@ -76,7 +78,19 @@ def base_export(draw, schema) -> list[dict]:
         if kps:
             results.append(occluded_result(draw(st.sampled_from(kps))))
         tasks.append(task(t, f"/data/upload/1/1a2b3c4d-img{t}.jpg", results))
-    return tasks
+    return [_json_min_row(t) for t in tasks] if draw(st.booleans()) and draw(st.booleans()) else tasks
+
+
+def _json_min_row(full: dict) -> dict:
+    """The JSON_MIN form of a one-annotation task: {control name: [value with size, id, parentID]}."""
+    annotation = full["annotations"][0]
+    row = {"id": full["id"], "image": full["data"]["image"], "annotation_id": annotation["id"]}
+    for r in annotation["result"]:
+        if str(r.get("type", "")).endswith("labels"):
+            row.setdefault(r["from_name"], []).append(dict(
+                r["value"], id=r["id"], parentID=r.get("parentID"), original_width=r["original_width"],
+                original_height=r["original_height"]))
+    return row
 
 
 def _containers(node: Any, path: tuple = ()) -> list[tuple]:
