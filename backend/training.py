@@ -26,6 +26,7 @@ from backend.labelstudio import LabelStudioClient
 from backend.model_store import UNTRAINED, ModelStore
 from backend.runs import Runs
 from backend.settings import Settings
+from combined_coco.data_url import is_data_url
 from combined_coco.schema import Schema
 from jobqueue.connection import connect
 
@@ -86,7 +87,8 @@ def train_once(
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
 
-    conversion = convert_tasks(tasks, schema)
+    # Where reviewers marked a ground-truth annotation, train on it alone; elsewhere on every annotation.
+    conversion = convert_tasks(tasks, schema, annotations="ground_truth_first")
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
     if not conversion.coco["annotations"]:
@@ -95,7 +97,9 @@ def train_once(
             f"{len(conversion.issues)} issue(s)); draw at least one polygon and its keypoints, then start training again"
         )
     counts = {"tasks": len(tasks), "issues": len(conversion.issues)}
-    return train_and_publish(project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, report)
+    return train_and_publish(
+        project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, report, conversion.write_embedded_images
+    )
 
 
 ImageFetcher = Callable[[str, Any], bytes]  # (image URL, task id) -> bytes; LabelStudioClient.fetch_bytes
@@ -109,8 +113,12 @@ def train_and_publish(
     settings: Settings,
     store: ModelStore,
     report: Callable[..., bool],
+    write_embedded: Callable[[Path], object] = lambda folder: None,
 ) -> tuple[str, dict[str, Any]]:
     """Train on a project's combined COCO and publish the version; returns it and its metadata.
+
+    ``fetch`` downloads an image entry's file; ``write_embedded`` writes the images that tasks held as
+    ``data:`` URLs (:meth:`ConversionResult.write_embedded_images`), which have no URL to fetch.
 
     A share of the tasks is held out of training once ``counts["tasks"]`` (annotated tasks) reaches
     ``holdout_min_tasks`` (see :func:`holdout_split`); the run starts from the current version when
@@ -136,6 +144,7 @@ def train_and_publish(
     with tempfile.TemporaryDirectory(prefix=f"lsmt-train-{project_id}-") as tmp:
         work = Path(tmp)
         image_root = work / "images"
+        write_embedded(image_root)  # tasks holding their image as a data: URL
         _download_images(fetch, coco, image_root)
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
@@ -330,13 +339,25 @@ def _set_threads(threads: int) -> None:
 
 
 def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
-    """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
+    """Each COCO image file from the task's URL, through Label Studio (same SSRF and size rules as /predict).
+
+    Once per file: the image entries of several annotations of one task share it.
+    """
     image_root.mkdir(parents=True, exist_ok=True)
+    fetched: dict[str, str] = {}  # file name -> URL
     for image in coco["images"]:
+        if is_data_url(image["ls_image"]):  # written by the conversion; the COCO file holds no URL for it
+            continue
+        if image["file_name"] in fetched:
+            if fetched[image["file_name"]] != image["ls_image"]:
+                raise TrainingError(f"task {image.get('ls_task_id')}: two different images are named "
+                                    f"{image['file_name']!r}; rename one of them in the storage")
+            continue
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
             raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
         target.write_bytes(fetch(image["ls_image"], image.get("ls_task_id")))
+        fetched[image["file_name"]] = image["ls_image"]
 
 
 class _ProgressReporter:

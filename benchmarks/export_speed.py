@@ -3,6 +3,12 @@
     python benchmarks/export_speed.py                    # 5,000 tasks x 5 objects (the target case)
     python benchmarks/export_speed.py --tasks 500 --repeat 1
     python benchmarks/export_speed.py --labelstudio      # end to end through a real Label Studio (minutes)
+    python benchmarks/export_speed.py --dense            # one task with 1k / 5k / 20k objects
+
+Dense mode (``--dense``): one task holding N objects, each a 12-vertex polygon with one keypoint that is
+not nested (placed by position), for N in --dense-sizes; prints the conversion time per N, so growth
+with the number of objects is visible (it should be about linear: keypoints are matched to objects
+through an R-tree, not against every object).
 
 In-process mode (default), same process, same export file:
 
@@ -55,8 +61,11 @@ CONFIG = REPO / "labeling_configs" / "generic.xml"
 W, H = 1280, 960
 
 
-def make_export(n_tasks: int, n_objects: int, schema: Schema, seed: int = 0) -> list[dict]:
-    """Objects sit in distinct cells of a grid so keypoints placed by position are unambiguous."""
+def make_export(n_tasks: int, n_objects: int, schema: Schema, seed: int = 0, *, dense: bool = False) -> list[dict]:
+    """Objects sit in distinct cells of a grid so keypoints placed by position are unambiguous.
+
+    ``dense``: each object gets one keypoint, never nested (the worst case for placing by position).
+    """
     rng = random.Random(seed)
     cols = math.ceil(math.sqrt(n_objects))
     cw, ch = W / cols, H / math.ceil(n_objects / cols)
@@ -71,8 +80,8 @@ def make_export(n_tasks: int, n_objects: int, schema: Schema, seed: int = 0) -> 
                         cy + r * rng.uniform(0.7, 1.0) * math.sin(a * math.pi / 6)) for a in range(12)]
             pid = f"t{t}o{n}"
             results.append(polygon_result(pid, category.name, outline, W, H))
-            nested = n % 2 == 0
-            for k, name in enumerate(category.keypoints):
+            nested = n % 2 == 0 and not dense
+            for k, name in enumerate(category.keypoints[:1] if dense else category.keypoints):
                 angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.6 * r)
                 results.append(keypoint_result(f"{pid}k{k}", name, cx + dist * math.cos(angle),
                                                cy + dist * math.sin(angle), W, H, parent_id=pid if nested else None))
@@ -106,13 +115,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--objects", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dense", action="store_true", help="one task with many objects: time per object count")
+    parser.add_argument("--dense-sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--labelstudio", action="store_true",
                         help="end to end: time the Export request of a real Label Studio (JSON vs COCO_COMBINED)")
     parser.add_argument("--import-batch", type=int, default=1000, help="tasks per import request (--labelstudio)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="a new dir for Label Studio's data + log, kept (--labelstudio); default: a temporary dir")
     args = parser.parse_args()
-    if args.labelstudio:
+    if args.dense:
+        dense(args)
+    elif args.labelstudio:
         end_to_end(args)
     else:
         in_process(args)
@@ -160,6 +173,27 @@ def in_process(args: argparse.Namespace) -> None:
         if name[:3] != "(b)":
             print(f"(b)/{name[:3]}: {t_ours[0] / wall:6.2f}x wall, {t_ours[1] / max(cpu, 1e-9):6.2f}x cpu"
                   + ("   (target <= 1.5x)" if name[:3] == "(a)" else ""))
+
+
+def dense(args: argparse.Namespace) -> None:
+    config = CONFIG.read_text()
+    schema = Schema.from_label_config(config)
+    print(f"{'objects':>8s} {'free keypoints':>15s} {'wall s':>8s} {'cpu s':>8s} {'us/object':>10s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.dense_sizes:
+            export = Path(tmp) / f"dense{n}.json"
+            export.write_text(json.dumps(make_export(1, n, schema, dense=True)))
+            result = None
+
+            def run() -> None:
+                nonlocal result
+                result = convert_export_file(export, Path(tmp) / "coco.json", config)
+
+            wall, cpu = best_of(args.repeat, run)
+            placed = sum(a["num_keypoints"] for a in result.coco["annotations"])  # type: ignore[union-attr]
+            if placed != n:
+                raise SystemExit(f"{n} objects: {placed} keypoints placed, expected {n}")
+            print(f"{n:8d} {n:15d} {wall:8.2f} {cpu:8.2f} {wall / n * 1e6:10.1f}", flush=True)
 
 
 def _server_cpu_seconds() -> float:

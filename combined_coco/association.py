@@ -10,13 +10,19 @@ The rules are the contract in docs/FORMAT.md ("Keypoint-to-instance rules"):
   else it is reported. It is never dropped silently nor copied onto several objects.
 
 Point tests are plain Python (ray casting, segment distance): they run once per unnested keypoint
-against a handful of polygons, where building shapely objects would cost more than the test.
+against a handful of polygons, where building shapely objects would cost more than the test. In a task
+with many objects an R-tree of their boxes (shapely's STRtree) first narrows each keypoint's candidates
+to the objects whose box lies within the tolerance, so placing n keypoints among m objects costs about
+(n + m) log m instead of n x m; the rules, and so the results, are the same.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
 
 from combined_coco.brush_rle import coco_rle_area_bbox, merge_coco_rles
 from combined_coco.geometry import FlatPolygon, polygons_area, polygons_bbox
@@ -25,6 +31,8 @@ from combined_coco.ls_regions import KeypointRegion, ShapeRegion, TaskRegions
 from combined_coco.schema import Schema
 
 RECTANGLE_MATCH_IOU = 0.85
+# Below this many objects in a task, testing every object is cheaper than building an index.
+_INDEX_FROM = 16
 
 
 @dataclass
@@ -171,8 +179,9 @@ def assign_keypoints(
         else:
             placed.append((kp, target))
     # Explicit links first, so a stray unnested point cannot take the slot of a nested one.
-    for kp in by_position:
-        target = _by_position(kp, [i for i in instances if kp.label in applies[i.label]], max_distance)
+    nearby = _nearby(by_position, instances, max_distance)
+    for kp, around in zip(by_position, nearby):
+        target = _by_position(kp, [i for i in around if kp.label in applies[i.label]], max_distance)
         if target is None:
             issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
                                 "or near an object it applies to; nest it under its polygon in Label Studio; "
@@ -186,6 +195,24 @@ def assign_keypoints(
                                 f"(region {first.id}); this second one is skipped", "error"))
         else:
             target.keypoints[kp.label] = kp
+
+
+def _nearby(keypoints: list[KeypointRegion], instances: list[Instance], max_distance: float) -> list[list[Instance]]:
+    """Per keypoint, in drawing order, the instances whose box lies within ``max_distance`` of it (per
+    axis): every instance that can contain the point or be near enough for the nearest rule."""
+    if len(instances) < _INDEX_FROM or not keypoints:
+        return [instances] * len(keypoints)
+    boxes = np.array([inst.bbox for inst in instances], dtype=float)
+    tree = shapely.STRtree(shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]))
+    xy = np.array([(kp.x, kp.y) for kp in keypoints], dtype=float)
+    reach = shapely.box(xy[:, 0] - max_distance, xy[:, 1] - max_distance, xy[:, 0] + max_distance,
+                        xy[:, 1] + max_distance)
+    which, found = tree.query(reach)  # pairs whose envelopes intersect
+    pairs = np.lexsort((found, which))  # by keypoint, then drawing order (ties resolve as without the index)
+    out: list[list[Instance]] = [[] for _ in keypoints]
+    for k, i in zip(which[pairs].tolist(), found[pairs].tolist()):
+        out[k].append(instances[i])
+    return out
 
 
 def _by_position(kp: KeypointRegion, candidates: list[Instance], max_distance: float) -> Instance | None:

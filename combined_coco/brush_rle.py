@@ -22,6 +22,13 @@ def ls_brush_to_coco_rle(rle: list[int] | None, width: int, height: int) -> dict
 
     if not rle or not isinstance(rle, list):
         raise BrushDecodeError("no 'rle' list in the brush value")
+    if not all(type(b) is int and 0 <= b < 256 for b in rle):
+        raise BrushDecodeError("brush RLE must be a list of bytes (ints 0..255)")
+    # The first 32 bits say how many values follow; the decoder allocates that many before reading them.
+    declared = int.from_bytes(bytes(rle[:4]), "big")
+    if declared != width * height * 4:
+        raise BrushDecodeError(f"brush RLE declares {declared} values, expected {width}x{height}x4 = "
+                               f"{width * height * 4}")
     try:
         flat = decode_rle(rle)
     except Exception as exc:  # the decoder raises bare IndexError/ValueError on truncated data

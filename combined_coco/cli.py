@@ -15,7 +15,7 @@ from pathlib import Path
 from combined_coco.config_from_schema import config_from_description, load_description
 from combined_coco.converter import ConversionError, convert_export_file
 from combined_coco.schema import SchemaError
-from combined_coco.validate import validate_coco
+from combined_coco.validate import MAX_IMAGE_SIDE, validate_coco
 
 _PROGRESS_BYTES = 5_000_000  # exports above this take seconds; show a progress bar
 
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="keypoint layout (docs/FORMAT.md); default: global")
     conv.add_argument("--tolerance", type=float, default=0.02,
                       help="nearest-polygon tolerance for unnested keypoints, fraction of the image diagonal")
+    conv.add_argument("--images-dir", type=Path,
+                      help="write the images that tasks embed as data: URLs into this folder (the COCO file names "
+                           "them task_<id>.<ext> either way)")
+    conv.add_argument("--max-image-side", type=int, default=MAX_IMAGE_SIDE,
+                      help=f"skip tasks whose image is larger than this many pixels a side (at most and by "
+                           f"default {MAX_IMAGE_SIDE}: COCO tools cannot make larger masks)")
     conv.add_argument("-q", "--quiet", action="store_true", help="print errors only, no warnings or progress")
 
     val = sub.add_parser(
@@ -75,9 +81,12 @@ def _convert(args: argparse.Namespace) -> int:
     big = args.export.exists() and args.export.stat().st_size > _PROGRESS_BYTES
     try:
         result = convert_export_file(args.export, args.output, config, layout=args.layout,
-                                     progress=big and not args.quiet, nearest_tolerance=args.tolerance)
-    except ConversionError as exc:
+                                     progress=big and not args.quiet, nearest_tolerance=args.tolerance,
+                                     max_image_side=args.max_image_side, images_dir=args.images_dir)
+    except (ConversionError, ValueError) as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename or args.output}: {exc.strerror or exc}")
     for issue in result.issues:
         if issue.severity == "error" or not args.quiet:
             print(f"{issue.severity}: {issue}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
@@ -72,6 +73,28 @@ def clean_polygons(
             if part.area >= min_area:
                 out.append(to_flat(pts) if part is poly else _exterior_flat(part))
     return CleanedPolygons(out, repaired, clipped)
+
+
+def self_crossings(flat: FlatPolygon, limit: int) -> int:
+    """How many pairs of non-adjacent edges of the closed polygon touch, counted up to about ``limit``.
+
+    What repair costs grows with this count, not with the vertex count; an R-tree of the edges finds
+    the touching pairs without comparing every edge with every other, a few edges at a time so a
+    scribble with millions of crossings stops early.
+    """
+    xy = np.asarray(flat, dtype=float).reshape(-1, 2)
+    n = len(xy)
+    edges = shapely.linestrings(np.stack([xy, np.roll(xy, -1, axis=0)], axis=1))
+    tree = shapely.STRtree(edges)
+    found = 0
+    for start in range(0, n, 64):
+        mine = np.arange(start, min(n, start + 64))
+        which, other = tree.query(edges[mine], predicate="intersects")
+        gap = (other - mine[which]) % n
+        found += int(((other > mine[which]) & (gap != 1) & (gap != n - 1)).sum())
+        if found > limit:
+            break
+    return found
 
 
 def polygons_bbox(polygons: Sequence[FlatPolygon]) -> list[float]:

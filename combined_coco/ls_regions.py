@@ -21,9 +21,10 @@ import numpy as np
 import shapely
 
 from combined_coco.brush_rle import BrushDecodeError, ls_brush_to_coco_rle
-from combined_coco.geometry import FlatPolygon, clean_polygons
-from combined_coco.issues import Issue
+from combined_coco.geometry import FlatPolygon, clean_polygons, self_crossings
+from combined_coco.issues import Issue, shown
 from combined_coco.schema import Schema
+from combined_coco.validate import MAX_IMAGE_SIDE, MAX_OUTLINE_PX, outline_px
 
 ShapeKind = Literal["polygon", "rectangle", "brush"]
 
@@ -39,6 +40,15 @@ _OCCLUDED = "occluded"
 # Pixel coordinates are rounded to 1/1000 px: percent -> pixel leaves float noise (9.999999999999998)
 # that only bloats the file; a thousandth of a pixel is far below labeling precision.
 _DECIMALS = 3
+# Bounds on what one region may cost, so a hostile export cannot stall or exhaust the process (this
+# code runs inside Label Studio). Far above anything drawn by hand or by a smart tool:
+MAX_VERTICES = 100_000  # per polygon
+# Repairing a self-intersecting polygon costs about the square of its crossings (GEOS make_valid):
+# 100 crossings take ~50 ms; a scribble of 3,000 random vertices (~40,000 crossings) takes minutes.
+MAX_REPAIR_CROSSINGS = 100
+MAX_BRUSH_PIXELS = 100_000_000  # a brush decodes to 4 bytes per pixel (Label Studio's RGBA canvas)
+# Coordinates beyond this many image sizes from the image are not a slip of the hand (percent units).
+_FAR_PERCENT = 1e6
 
 
 @dataclass
@@ -81,13 +91,18 @@ class TaskRegions:
     # Polygon/rectangle shapes whose points :func:`clean_shapes` has yet to convert and check:
     # (shape, [[x, y], ...], x scale, y scale); percent for polygons, pixels (scale 1) for rectangles.
     pending: list[tuple[ShapeRegion, list, float, float]] = field(default_factory=list)
+    # The Label Studio annotation these regions come from, when its task has several (named in issues).
+    annotation_id: int | str | None = None
 
 
-def parse_results(task_id: int | None, results: list[dict], schema: Schema, issues: list[Issue]) -> TaskRegions:
+def parse_results(
+    task_id: int | None, results: list, schema: Schema, issues: list[Issue], max_side: int = MAX_IMAGE_SIDE
+) -> TaskRegions | None:
     """Read one annotation's ``result`` list; problems are appended to ``issues``.
 
     Polygons and rectangles are left in ``pending``: :func:`clean_shapes` converts and checks the
     shapes of many tasks in one vectorized pass, which is most of the export's speed.
+    None (reported) when the image size is beyond ``max_side``: nothing of that size is allocated.
     """
     out = TaskRegions()
     geometry: list[tuple[int, dict, str]] = []
@@ -102,9 +117,10 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
             if r.get("from_id") is not None and r.get("to_id") is not None:
                 out.relations.append((str(r["from_id"]), str(r["to_id"])))
         elif rtype == "choices":
-            chosen = (r.get("value") or {}).get("choices") or []
+            value = r.get("value")
+            chosen = value.get("choices") if isinstance(value, dict) else None
             if r.get("id") is not None and (visibility is None or r.get("from_name") == visibility):
-                if any(str(c).lower() == _OCCLUDED for c in chosen):
+                if isinstance(chosen, list) and any(isinstance(c, str) and c.lower() == _OCCLUDED for c in chosen):
                     occluded.add(str(r["id"]))
         elif rtype in _SHAPE_TYPES or rtype == _KEYPOINT_TYPE:
             geometry.append((index, r, rtype))
@@ -117,6 +133,8 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
             )
     if not geometry or out.width is None:
         return out
+    if not size_fits(task_id, out.width, out.height, max_side, issues):
+        return None
 
     seen: dict[str, str] = {}
     rotation_reported = False
@@ -130,14 +148,14 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
         seen[rid] = rtype.removesuffix("labels")
         if r.get("image_rotation") and not rotation_reported:
             rotation_reported = True
-            issues.append(Issue(task_id, rid, f"image_rotation={r['image_rotation']} is ignored; coordinates are "
-                                "taken as drawn on the unrotated image"))
+            issues.append(Issue(task_id, rid, f"image_rotation={shown(r['image_rotation'])} is ignored; coordinates "
+                                "are taken as drawn on the unrotated image"))
         value = r.get("value")
         if not isinstance(value, dict):
             issues.append(Issue(task_id, rid, "region has no value; skipped", "error"))
             continue
         labels = value.get(rtype)
-        if type(labels) is list and len(labels) == 1 and labels[0] in known[rtype]:
+        if type(labels) is list and len(labels) == 1 and type(labels[0]) is str and labels[0] in known[rtype]:
             label = labels[0]  # the common case, without building messages
         else:
             label = _label(task_id, rid, rtype, labels, known[rtype], issues)
@@ -149,6 +167,8 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
             if rtype == _KEYPOINT_TYPE:
                 out.keypoints.append(_keypoint(task_id, rid, label, value, parent_id, out.width, out.height, issues))
             elif rtype == "brushlabels":
+                if out.width * out.height > MAX_BRUSH_PIXELS:
+                    raise ValueError(f"a brush mask of {out.width}x{out.height} exceeds {MAX_BRUSH_PIXELS} pixels")
                 rle = ls_brush_to_coco_rle(value.get("rle") or r.get("rle"), out.width, out.height)
                 out.shapes.append(ShapeRegion(rid, "brush", label, parent_id, rle=rle))
             elif rtype == "polygonlabels":
@@ -158,6 +178,8 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
                 if len(points) < 3:
                     issues.append(Issue(task_id, rid, f"polygon has {len(points)} points (needs 3); skipped", "error"))
                     continue
+                if len(points) > MAX_VERTICES:
+                    raise ValueError(f"{len(points)} points, more than the limit of {MAX_VERTICES}")
                 shape = ShapeRegion(rid, "polygon", label, parent_id)
                 out.pending.append((shape, points, out.width / 100.0, out.height / 100.0))  # type: ignore[operator]
                 out.shapes.append(shape)
@@ -165,7 +187,7 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
                 shape = ShapeRegion(rid, "rectangle", label, parent_id)
                 out.pending.append((shape, _rectangle(value, out.width, out.height), 1.0, 1.0))
                 out.shapes.append(shape)
-        except (BrushDecodeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        except (BrushDecodeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
             issues.append(Issue(task_id, rid, f"unreadable {rtype} value ({_reason(exc)}); skipped", "error"))
     for kp in out.keypoints:
         if kp.id in occluded:
@@ -174,11 +196,22 @@ def parse_results(task_id: int | None, results: list[dict], schema: Schema, issu
 
 
 def result_size(r: dict) -> tuple[int, int] | tuple[None, None]:
-    """The image size a result was drawn on, or (None, None)."""
+    """The image size a result was drawn on, or (None, None). Not bounded: see :func:`size_fits`."""
     w, h = r.get("original_width"), r.get("original_height")
-    if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
+    if all(type(v) is int and v > 0 or type(v) is float and 0 < v < math.inf for v in (w, h)):
         return int(round(w)), int(round(h))
     return None, None
+
+
+def size_fits(task_id: int | None, width: int, height: int, max_side: int, issues: list[Issue]) -> bool:
+    """Whether an image of this size may be converted; a larger one is reported before anything of its
+    size is allocated (masks are width x height bytes)."""
+    if width <= max_side and height <= max_side:
+        return True
+    issues.append(Issue(task_id, None, f"image size {shown(width)}x{shown(height)} (original_width x "
+                        f"original_height of its regions) exceeds the limit of {max_side} px a side; skipped",
+                        "error"))
+    return False
 
 
 def _rid(r: dict, index: int) -> str:
@@ -186,20 +219,26 @@ def _rid(r: dict, index: int) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, (ValueError, BrushDecodeError)) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (ValueError, BrushDecodeError)):
+        return str(exc)
+    if isinstance(exc, OverflowError):
+        return "a number too large for a coordinate"
+    return f"{type(exc).__name__}: {shown(exc.args[0]) if exc.args else ''}"
 
 
 def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[str], issues: list[Issue]) -> str | None:
     if not isinstance(labels, list) or not labels:
         issues.append(Issue(task_id, rid, f"{rtype.removesuffix('labels')} region has no label; skipped", "error"))
         return None
-    label = str(labels[0])
+    if not isinstance(labels[0], str):
+        issues.append(Issue(task_id, rid, f"label {shown(labels[0])} is not a label name; skipped", "error"))
+        return None
+    label = labels[0]
     if len(labels) > 1:
-        issues.append(Issue(task_id, rid, f"region has several labels {labels}; using {label!r}"))
+        issues.append(Issue(task_id, rid, f"region has several labels {shown(labels)}; using {shown(label)}"))
     if label not in known:
-        issues.append(
-            Issue(task_id, rid, f"label {label!r} is not in the labeling config (known: {sorted(known)}); skipped")
-        )
+        issues.append(Issue(task_id, rid, f"label {shown(label)} is not in the labeling config (known: "
+                            f"{sorted(known)}); skipped"))
         return None
     return label
 
@@ -240,7 +279,7 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
         return
     try:
         coords = _pairs([p for e in entries for p in e[3]])
-    except (ValueError, TypeError):  # some region has malformed points: find and drop it
+    except (ValueError, TypeError, OverflowError):  # some region has malformed points: find and drop it
         entries = _readable(entries, issues)
         if not entries:
             return
@@ -248,15 +287,23 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
     counts = np.array([len(e[3]) for e in entries])
     index = np.repeat(np.arange(len(entries)), counts)
     scale = np.repeat(np.array([(e[4], e[5]) for e in entries], dtype=float), counts, axis=0)
+    far = ~(np.abs(coords) <= _FAR_PERCENT * np.maximum(scale, 1.0)).all(axis=1)  # also catches NaN
+    coords[far] = 0.0
     px = np.round(coords * scale, _DECIMALS)
-    bad_rows = ~np.isfinite(px).all(axis=1)
+    bad_rows = far | ~np.isfinite(px).all(axis=1)
     finite = np.bincount(index, weights=bad_rows, minlength=len(entries)) == 0
     px[bad_rows] = 0.0
     polygons = shapely.polygons(shapely.linearrings(px, indices=index))
     valid, areas, bounds = shapely.is_valid(polygons), shapely.area(polygons), shapely.bounds(polygons)
+    # Rasterizing walks the outline pixel by pixel (see validate.MAX_OUTLINE_PX): bound it per polygon.
+    last = np.cumsum(counts) - 1
+    following = np.arange(1, len(px) + 1)
+    following[last] = last - counts + 1  # each polygon's last vertex connects back to its first
+    step = np.abs(px[following] - px).max(axis=1)
+    outline = np.bincount(index, weights=step, minlength=len(entries))
     sizes = np.array([(e[1].width, e[1].height) for e in entries], dtype=float)
     inside = (bounds[:, 0] >= 0) & (bounds[:, 1] >= 0) & (bounds[:, 2] <= sizes[:, 0]) & (bounds[:, 3] <= sizes[:, 1])
-    keep = finite & valid & inside & (areas >= 1.0)
+    keep = finite & valid & inside & (areas >= 1.0) & (outline <= MAX_OUTLINE_PX)
     flat_all = px.ravel().tolist()
     ends = np.cumsum(counts) * 2
     dropped: set[int] = set()
@@ -266,20 +313,33 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
             shape.polygons, shape.area = [flat], float(areas[k])
             continue
         w, h = regions.width, regions.height
+        if finite[k] and not valid[k] and self_crossings(flat, MAX_REPAIR_CROSSINGS) > MAX_REPAIR_CROSSINGS:
+            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} crosses itself more than "
+                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error",
+                                regions.annotation_id))
+            dropped.add(id(shape))
+            continue
         cleaned = clean_polygons([flat], w, h) if finite[k] else None
+        if cleaned is not None and any(outline_px(p) > MAX_OUTLINE_PX for p in cleaned.polygons):
+            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} has an outline longer than "
+                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error",
+                                regions.annotation_id))
+            dropped.add(id(shape))
+            continue
         if cleaned is None or not cleaned.polygons:
-            why = "has no area inside the {w}x{h} image" if finite[k] else "has non-finite coordinates"
+            why = ("has no area inside the {w}x{h} image" if finite[k]
+                   else "has non-finite coordinates or lies far outside the image")
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} {why.format(w=w, h=h)}; skipped",
-                                "error"))
+                                "error", regions.annotation_id))
             dropped.add(id(shape))
             continue
         shape.polygons = cleaned.polygons
         if cleaned.repaired:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} intersects itself; repaired into "
-                                f"{len(cleaned.polygons)} valid polygon(s)"))
+                                f"{len(cleaned.polygons)} valid polygon(s)", annotation_id=regions.annotation_id))
         if cleaned.clipped:
             issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} extends outside the {w}x{h} "
-                                "image; clipped to it"))
+                                "image; clipped to it", annotation_id=regions.annotation_id))
     if dropped:
         for _, regions in parsed:
             regions.shapes = [s for s in regions.shapes if id(s) not in dropped]
@@ -299,8 +359,8 @@ def _readable(entries: list[tuple], issues: list[Issue]) -> list[tuple]:
         try:
             _pairs(e[3])
             good.append(e)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             issues.append(Issue(e[0], e[2].id, "unreadable polygonlabels value (points must be [x, y] number "
-                                "pairs); skipped", "error"))
+                                "pairs); skipped", "error", e[1].annotation_id))
             e[1].shapes = [s for s in e[1].shapes if s is not e[2]]
     return good

@@ -14,6 +14,14 @@ from typing import Iterator
 
 _BBOX_SLACK = 1e-3  # pixels; float rounding of clipped coordinates
 
+# What pycocotools' C code can take without overflowing or exhausting memory (it checks neither):
+# masks are h*w bytes and pixel indices are C ints, so sides are bounded (40,000 px is far above any
+# photo: 1.6 gigapixels); rasterizing a polygon allocates 5 ints per pixel of its outline
+# (sum over edges of max(|dx|, |dy|)) four times over, so outlines are bounded too (4M px: 25 times
+# around the largest image, ~350 MB in pycocotools).
+MAX_IMAGE_SIDE = 40_000
+MAX_OUTLINE_PX = 4_000_000
+
 
 def validate_coco(coco: dict) -> list[str]:
     """Problems found, each naming the image/annotation/category id; an empty list means valid.
@@ -64,7 +72,10 @@ def _check_images(images: list, problems: list[str]) -> dict[int, tuple[float, f
     for iid, im in _with_unique_ids(images, "image", problems):
         w, h = im.get("width"), im.get("height")
         if not (_is_num(w) and _is_num(h) and w > 0 and h > 0):
-            problems.append(f"image {iid}: width/height must be positive numbers, got {w!r}x{h!r}")
+            problems.append(f"image {iid}: width/height must be positive numbers, got {w!r:.40}x{h!r:.40}")
+            continue
+        if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+            problems.append(f"image {iid}: {w:g}x{h:g} exceeds {MAX_IMAGE_SIDE} px a side")
             continue
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             problems.append(f"image {iid}: missing file_name")
@@ -158,8 +169,18 @@ def _check_segmentation(seg, size: tuple[float, float], where: str, problems: li
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_num(v) for v in poly):
             problems.append(f"{where}: polygon {k} must be a flat list of >= 3 x,y number pairs")
             continue
+        if outline_px(poly) > MAX_OUTLINE_PX:
+            problems.append(f"{where}: polygon {k} has an outline of {outline_px(poly):.0f} px (limit "
+                            f"{MAX_OUTLINE_PX}); pycocotools cannot rasterize it")
+            continue
         flat += poly
     return flat
+
+
+def outline_px(flat: list[float]) -> float:
+    """Sum over the polygon's edges of max(|dx|, |dy|): the pixels pycocotools walks to rasterize it."""
+    xs, ys = flat[0::2], flat[1::2]
+    return sum(max(abs(xs[i] - xs[i - 1]), abs(ys[i] - ys[i - 1])) for i in range(len(xs)))
 
 
 def _check_box(ann: dict, points: list[float], size: tuple[float, float], where: str, problems: list[str]) -> None:
@@ -226,16 +247,48 @@ def _pycocotools_problems(coco: dict) -> list[str]:
 
 
 def _check_rle(segmentation: dict, rle: dict) -> None:
-    """pycocotools decodes a corrupt RLE into garbage without complaint: uncompressed runs must cover
-    the image exactly, and a valid compressed RLE re-encodes to itself."""
+    """pycocotools decodes an RLE without bounds checks (runs longer than the image overwrite memory)
+    and turns a corrupt one into garbage without complaint: the runs must cover the image exactly,
+    and a valid compressed RLE re-encodes to itself."""
     from pycocotools import mask as mask_utils
 
     h, w = segmentation["size"]
+    runs = segmentation["counts"]
+    if isinstance(runs, str):
+        runs = compressed_rle_runs(runs)
+    elif not all(isinstance(c, int) and 0 <= c <= h * w for c in runs):
+        raise ValueError("uncompressed RLE runs must be ints between 0 and height x width")
+    if sum(runs) != h * w:
+        raise ValueError(f"RLE runs sum to {sum(runs)}, not {h} x {w}")
     if isinstance(segmentation["counts"], list):
-        if sum(segmentation["counts"]) != h * w:
-            raise ValueError(f"uncompressed RLE runs sum to {sum(segmentation['counts'])}, not {h} x {w}")
         return
     counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
     again = mask_utils.encode(mask_utils.decode({"size": [h, w], "counts": counts}))
     if again["counts"] != counts:
         raise ValueError("counts is not a valid compressed COCO RLE of this size")
+
+
+def compressed_rle_runs(counts: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string, decoded as pycocotools' ``rleFrString`` does
+    (6-bit groups from '0', delta-coded from the run two back), with the checks it lacks."""
+    runs: list[int] = []
+    value, shift = 0, 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            raise ValueError(f"counts is not a valid compressed COCO RLE: it contains {ch!r}")
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            if shift >= 35:  # 7 characters hold any 32-bit run; C would shift past its 64-bit long
+                raise ValueError("counts is not a valid compressed COCO RLE: a number longer than 7 characters")
+            continue
+        if c & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value & 0xFFFFFFFF)  # pycocotools stores runs as uint32
+        value, shift = 0, 0
+    if shift:
+        raise ValueError("counts is not a valid compressed COCO RLE: it ends in the middle of a number")
+    return runs

@@ -97,14 +97,48 @@ def test_duplicate_task_ids(generic) -> None:
     assert len(res.coco["images"]) == 1
 
 
-def test_latest_non_cancelled_annotation(generic) -> None:
-    t = task(7, "a.jpg", [polygon_result("old", "animal", SQUARE, W, H)])
+def two_annotations(*, ground_truth: bool = False) -> dict:
+    """Task 7 annotated twice (ids 7 and 8, same region id in both, as when one starts from the other),
+    plus a cancelled annotation 9."""
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
     t["annotations"].append({"id": 8, "created_at": "2026-02-01T00:00:00Z", "was_cancelled": False,
-                             "result": [polygon_result("new", "tool", SQUARE, W, H)]})
+                             "ground_truth": ground_truth,
+                             "result": [polygon_result("p", "tool", [(0, 0), (1, 0), (0, 1)], W, H)]})
     t["annotations"].append({"id": 9, "created_at": "2026-03-01T00:00:00Z", "was_cancelled": True,
                              "result": [polygon_result("cancelled", "tool", SQUARE, W, H)]})
-    (ann,) = convert_tasks([t], generic).coco["annotations"]
-    assert ann["ls_region_ids"] == ["new"]
+    return t
+
+
+def test_every_non_cancelled_annotation_is_an_image_entry(generic) -> None:
+    """Issue 12: keeping only the newest annotation lost the real one."""
+    res = convert_tasks([two_annotations()], generic)
+    images, objects = res.coco["images"], res.coco["annotations"]
+    assert [(im["id"], im["ls_task_id"], im["ls_annotation_id"], im["file_name"]) for im in images] == [
+        (1, 7, 7, "a.jpg"), (2, 7, 8, "a.jpg")]
+    assert [(a["image_id"], a["category_id"]) for a in objects] == [(1, 1)]  # 8 draws only a sliver
+    skipped, tiny = res.issues
+    assert str(skipped) == "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported"
+    assert str(tiny).startswith("task 7, annotation 8, region p: polygon 'tool' has no area")
+    assert not validate_coco(res.coco)
+
+
+def test_ground_truth_first_keeps_the_ground_truth_annotation(generic) -> None:
+    res = convert_tasks([two_annotations(ground_truth=True)], generic, annotations="ground_truth_first")
+    (image,) = res.coco["images"]
+    assert image["ls_annotation_id"] == 8
+    assert [str(i) for i in res.issues[:2]] == [
+        "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported",
+        "task 7: annotation 7 is not marked ground truth and another annotation of this task is; not used"]
+    # Without a ground-truth annotation in the task, every annotation is used.
+    assert len(convert_tasks([two_annotations()], generic, annotations="ground_truth_first").coco["images"]) == 2
+
+
+def test_json_min_rows_of_one_task_are_entries(generic) -> None:
+    value = dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W, original_height=H)
+    rows = [{"id": 3, "image": "q.jpg", "annotation_id": a, "polygon": [value]} for a in (9, 10, 10)]
+    res = convert_tasks(rows, generic)
+    assert [im["ls_annotation_id"] for im in res.coco["images"]] == [9, 10]
+    assert "task 3: duplicate annotation row; skipped" in [str(i) for i in res.issues]
 
 
 def test_unreadable_values(convert_one) -> None:
@@ -222,3 +256,150 @@ def test_issues_travel_inside_the_exported_file(generic) -> None:
     listed = res.coco["info"]["conversion_issues"]
     assert listed == [f"{i.severity}: {i}" for i in res.issues]
     assert any("task 7" in line and "kp1" in line for line in listed)
+
+
+# ---- hostile values (issue 8): each is an issue naming task and region, in bounded time and memory ----
+
+def test_labels_that_are_not_names(convert_one) -> None:
+    nested = polygon_result("p", "animal", SQUARE, W, H)
+    nested["value"]["polygonlabels"] = [["animal"]]
+    assert "label ['animal'] is not a label name" in only_issue(convert_one([nested]), "p").message
+    as_dict = keypoint_result("k", "nose", 5, 5, W, H)
+    as_dict["value"]["keypointlabels"] = [{"a": 1}]
+    assert "is not a label name" in only_issue(convert_one([as_dict]), "k").message
+
+
+def test_annotations_and_choices_that_are_not_lists(generic) -> None:
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"][0]["result"].append({"id": "c", "type": "choices", "value": [1]})
+    t["annotations"][0]["result"].append({"id": "d", "type": "choices", "value": {"choices": 5}})
+    assert len(convert_tasks([t], generic).coco["annotations"]) == 1
+    t["annotations"] = 5
+    first, _ = convert_tasks([t], generic).issues
+    assert str(first) == "task 7: 'annotations' is 5, not a list; skipped"
+
+
+@pytest.mark.parametrize("size", [float("inf"), float("nan"), True, 10**400, 1e9, 40_001])
+def test_unusable_or_huge_image_sizes(generic, size) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    result["original_width"] = size
+    issue = only_issue(convert_tasks([task(7, "a.jpg", [result])], generic))
+    assert issue.severity == "error"
+    assert ("exceeds the limit of 40000 px a side" if size in (10**400, 1e9, 40_001)
+            else "have no original_width") in issue.message
+    assert len(str(issue)) < 200
+
+
+def test_size_limit_is_a_setting(generic) -> None:
+    result = polygon_result("p", "animal", SQUARE, W, H)
+    res = convert_tasks([task(7, "a.jpg", [result])], generic, max_image_side=900)
+    assert "960x643 (original_width x original_height of its regions) exceeds the limit of 900" \
+        in only_issue(res).message
+    with pytest.raises(ValueError, match="max_image_side"):
+        convert_tasks([], generic, max_image_side=10**6)
+
+
+@pytest.mark.parametrize("value", [10**400, float("inf"), 1e300])
+def test_huge_coordinates(convert_one, value) -> None:
+    polygon = polygon_result("p", "animal", SQUARE, W, H)
+    polygon["value"]["points"][1][0] = value
+    issue = only_issue(convert_one([polygon]), "p")
+    assert issue.severity == "error" and len(str(issue)) < 200
+    point = keypoint_result("k", "nose", 5, 5, W, H)
+    point["value"]["x"] = value
+    res = convert_one([point])
+    assert all(i.region_id == "k" for i in res.issues) and res.issues
+
+
+def test_tangled_polygon_is_refused_quickly(convert_one) -> None:
+    """3,000 random vertices cross ~40,000 times; repairing them took 50 s. A bowtie is still repaired."""
+    import random
+    import time
+
+    rng = random.Random(0)
+    scribble = [(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(3000)]
+    started = time.perf_counter()
+    res = convert_one([polygon_result("p", "animal", scribble, W, H)])
+    assert time.perf_counter() - started < 5
+    assert "crosses itself more than 100 times, too tangled to repair" in only_issue(res, "p").message
+
+
+def test_brush_declaring_another_size_is_not_decoded(convert_one) -> None:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[1:5, 1:5] = 255
+    brush = brush_result("b", mask)
+    rle = list(brush["value"]["rle"])
+    rle[:4] = [255, 255, 255, 255]  # claims 4 billion values: the decoder would allocate 4 GB first
+    brush["value"]["rle"] = rle
+    assert "declares 4294967295 values" in only_issue(convert_one([brush]), "b").message
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "nests lists or objects too deeply"),
+    ('[{"id": ' + "9" * 5000 + "}]", "holds a number Python will not read: Exceeds the limit (4300 digits)"),
+])
+def test_unreadable_numbers_and_nesting_are_conversion_errors(tmp_path, config: str, content: str,
+                                                              message: str) -> None:
+    src = tmp_path / "export.json"
+    src.write_text(content)
+    with pytest.raises(ConversionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        convert_export_file(src, tmp_path / "out.json", config)
+
+
+# ---- images embedded as data: URLs (issue 12) ------------------------------------------------------
+
+def png_data_url(payload: bytes = b"\x89PNG\r\n\x1a\nfake") -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(payload).decode()
+
+
+def test_data_url_image_gets_a_name_and_stays_out_of_the_file(generic, tmp_path) -> None:
+    t = task(7, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"].append(dict(t["annotations"][0], id=8))  # two entries, one file written once
+    res = convert_tasks([t], generic)
+    assert [(im["file_name"], im["ls_image"]) for im in res.coco["images"]] == [
+        ("task_7.png", "data:image/png;base64,(12 bytes)")] * 2
+    assert "base64," + png_data_url()[22:] not in json.dumps(res.coco)
+    (written,) = res.write_embedded_images(tmp_path / "images")
+    assert written == tmp_path / "images" / "task_7.png"
+    assert written.read_bytes() == b"\x89PNG\r\n\x1a\nfake"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("data:text/plain;base64,aGVsbG8=", "holds 'text/plain', not a known image type"),
+    ("data:image/png,%89PNG", "is not base64-encoded (data:image/<type>;base64,...)"),
+    ("data:image/png;base64,@@@@", "is not valid base64"),
+])
+def test_unusable_data_urls(generic, url: str, message: str) -> None:
+    res = convert_tasks([task(7, url, [polygon_result("p", "animal", SQUARE, W, H)])], generic)
+    assert str(only_issue(res)) == f"task 7: its data: URL {message}; skipped"
+
+
+def test_data_url_size_is_bounded_before_decoding(generic, monkeypatch) -> None:
+    from combined_coco import data_url
+
+    monkeypatch.setattr(data_url, "MAX_EMBEDDED_BYTES", 11)
+    res = convert_tasks([task(7, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])], generic)
+    assert "holds 12 bytes, more than the limit of 11" in only_issue(res).message
+
+
+def test_cli_writes_data_url_images(tmp_path, config: str) -> None:
+    from combined_coco.cli import main
+
+    (tmp_path / "cfg.xml").write_text(config)
+    export = [task(5, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])]
+    (tmp_path / "e.json").write_text(json.dumps(export))
+    assert main(["convert", str(tmp_path / "e.json"), "--config", str(tmp_path / "cfg.xml"), "-o",
+                 str(tmp_path / "coco.json"), "--images-dir", str(tmp_path / "imgs")]) == 0
+    assert json.loads((tmp_path / "coco.json").read_text())["images"][0]["file_name"] == "task_5.png"
+    assert (tmp_path / "imgs" / "task_5.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_annotation_ids_that_are_not_ids(generic) -> None:
+    value = dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W, original_height=H)
+    res = convert_tasks([{"id": 3, "image": "q.jpg", "annotation_id": [1], "polygon": [value]}], generic)
+    assert "ls_annotation_id" not in res.coco["images"][0]
+    t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
+    t["annotations"][0]["id"] = {"x": 1}
+    assert "ls_annotation_id" not in convert_tasks([t], generic).coco["images"][0]

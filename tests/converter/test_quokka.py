@@ -48,7 +48,7 @@ def test_quokka_converts_to_one_instance(sample: dict, generic, nested: bool) ->
     assert not res.issues
     coco = res.coco
     assert coco["images"] == [{"id": 1, "file_name": "quokka.jpg", "width": W, "height": H, "ls_task_id": 17,
-                               "ls_image": "/data/upload/1/1a2b3c4d-quokka.jpg"}]
+                               "ls_annotation_id": 17, "ls_image": "/data/upload/1/1a2b3c4d-quokka.jpg"}]
     (ann,) = coco["annotations"]  # the drawn box matches the outline: same object
     assert ann["category_id"] == generic.category("animal").id
     kps = ann["keypoints"]

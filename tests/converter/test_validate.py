@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 from combined_coco.validate import validate_coco
@@ -53,6 +54,37 @@ def test_good_file_is_valid() -> None:
     ],
 )
 def test_problems_name_the_culprit(path: str, value, message: str) -> None:
+    problems = validate_coco(broken(path, value))
+    assert any(message in p for p in problems), problems
+
+
+def _rle_of_shape(h: int, w: int) -> str:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(np.ones((h, w), dtype=np.uint8)))["counts"].decode()
+
+
+_ZIGZAG = [c for i in range(40_002) for c in ((0.0, 80 * i / 40_002) if i % 2 else (100.0, 80 * i / 40_002))]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("images.0.width", 1e9, "image 1: 1e+09x80 exceeds 40000 px a side"),
+        ("images.0.height", 40_001, "image 1: 100x40001 exceeds 40000 px a side"),
+        ("images.0.width", float("inf"), "width/height must be positive numbers, got inf"),
+        # Runs longer than the image: pycocotools' decoder would write past its buffer.
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": _rle_of_shape(200, 200)},
+         "RLE runs sum to 40000, not 80 x 100"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": [8000, 10**6]},
+         "runs must be ints between 0 and height x width"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": [4000, 4000, 1]}, "RLE runs sum to 8001"),
+        ("annotations.0.segmentation", {"size": [80, 100], "counts": "0" * 3 + "o"}, "ends in the middle"),
+        # Rasterizing walks 5 points per pixel of outline: 4 M px would be hundreds of MB in pycocotools.
+        ("annotations.0.segmentation", [_ZIGZAG], "has an outline of 4000200 px (limit 4000000)"),
+    ],
+)
+def test_refuses_what_pycocotools_cannot_take(path: str, value, message: str) -> None:
     problems = validate_coco(broken(path, value))
     assert any(message in p for p in problems), problems
 

@@ -218,3 +218,27 @@ def test_unassignable_keypoint_is_reported_not_copied(label_studio: LabelStudioS
     assert ann["num_keypoints"] == 0
     assert any(f"task {task_id}, region kpStray" in line for line in coco["info"]["conversion_issues"])
     assert f"COCO combined export: task {task_id}, region kpStray:" in label_studio.log_tail(20_000)
+
+
+def test_every_annotation_of_a_task_is_exported(label_studio: LabelStudioServer):
+    """Two annotators on one task: both annotations are image entries of the same file; a cancelled
+    (skipped) one is left out and named (issue 12: the newest annotation alone was kept)."""
+    pid = create_project(label_studio, "two annotators", GENERIC_CONFIG)
+    size = (200, 100)
+    task_id = label_studio.import_images(pid, {"twice.png": png_bytes(size)})["twice.png"]
+    square = [(20, 20), (60, 20), (60, 60), (20, 60)]
+    first = label_studio.annotate(task_id, [polygon_result("p1", "animal", square, *size)])
+    second = label_studio.annotate(task_id, [polygon_result("p2", "tool", square, *size)])
+    resp = requests.post(f"{label_studio.url}/api/tasks/{task_id}/annotations", headers=label_studio.headers,
+                         json={"result": [], "was_cancelled": True}, timeout=60)
+    resp.raise_for_status()
+    cancelled = resp.json()["id"]
+    coco = sync_export(label_studio, pid).json()
+    images = sorted(coco["images"], key=lambda im: im["ls_annotation_id"])
+    assert [(im["ls_task_id"], im["ls_annotation_id"]) for im in images] == [(task_id, first), (task_id, second)]
+    assert len({im["id"] for im in images}) == 2 and len({im["file_name"] for im in images}) == 1
+    labels = {im["ls_annotation_id"]: [a["category_id"] for a in coco["annotations"] if a["image_id"] == im["id"]]
+              for im in images}
+    assert labels == {first: [1], second: [2]}
+    assert f"warning: task {task_id}: annotation {cancelled} was cancelled (skipped) by its annotator; not exported" \
+        in coco["info"]["conversion_issues"]
