@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import logging
 import secrets
 import threading
@@ -34,8 +33,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, PredictorLoader, load_multitask_predictor
-from backend.predictions import PredictionService, project_id_of, project_target
+from backend.model_store import ModelCache, ModelStore, PredictorLoader
+from backend.predictions import PredictionService, predictor_loader, project_id_of, project_target
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.schema import SchemaError
@@ -57,7 +56,7 @@ class Services:
     ) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
-        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio, settings.max_objects)
+        self.predictions = PredictionService(ModelCache(self.store, loader), self.labelstudio, settings)
         self._redis_factory = redis_factory
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
@@ -84,15 +83,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code."""
     settings = settings or Settings.from_env()
-    if loader is None:
-        loader = functools.partial(
-            load_multitask_predictor,
-            score_threshold=settings.score_threshold,
-            mask_threshold=settings.mask_threshold,
-            keypoint_threshold=settings.keypoint_threshold,
-            max_objects=settings.max_objects,
-        )
-    services = Services(settings, loader, redis_factory)
+    services = Services(settings, loader or predictor_loader(settings), redis_factory)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")
     app.state.services = services
     _install_error_handlers(app)

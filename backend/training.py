@@ -17,6 +17,7 @@ from typing import Any
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import ModelStore
+from backend.preannotation import preannotate_after_publish
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.schema import Schema
@@ -41,7 +42,9 @@ def train_project_job(project_id: int) -> dict[str, Any]:
         while runs.consume_pending(project_id):
             runs.update_status(project_id, state="running", started_at=time.time(), rerun_pending=False, error=None)
             version, meta = train_once(project_id, settings, store, runs)
-            runs.update_status(project_id, state="succeeded", finished_at=time.time(), model_version=version, result=meta)
+            preannotation = preannotate_after_publish(project_id, version, settings, store, runs)
+            runs.update_status(project_id, state="succeeded", phase="finished", finished_at=time.time(),
+                               model_version=version, result=meta, preannotation=preannotation)  # fmt: skip
     except Exception as exc:
         runs.release(project_id)
         runs.update_status(project_id, state="failed", finished_at=time.time(), error=str(exc))
