@@ -1,0 +1,35 @@
+"""Pre-annotation is a courtesy of a training run: its failures are reported, never raised."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import redis
+
+from backend.model_store import ModelStore
+from backend.preannotation import preannotate_after_publish
+from backend.runs import Runs
+from backend.settings import Settings
+from stack.testing import free_port
+
+
+def test_label_studio_down_is_reported_in_the_status_not_raised(
+    tmp_path: Path, backend_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Settings(label_studio_url=f"http://127.0.0.1:{free_port()}", label_studio_api_key="t", model_dir=tmp_path)
+    runs = Runs(redis.Redis.from_url(backend_redis_url), 60)
+    with caplog.at_level(logging.ERROR):
+        summary = preannotate_after_publish(3, "v0001-x", dead, ModelStore(tmp_path), runs)
+    assert summary["state"] == "failed"
+    assert "is not reachable" in summary["error"] and "the version is published" in summary["error"]
+    assert runs.status(3)["phase"] == "preannotating"  # the job then writes state/phase of the finished run
+    assert "pre-annotating tasks with v0001-x failed" in caplog.text
+
+
+def test_switched_off(tmp_path: Path, backend_redis_url: str) -> None:
+    off = Settings(label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path, preannotate_after_training=False)
+    runs = Runs(redis.Redis.from_url(backend_redis_url), 60)
+    assert preannotate_after_publish(3, "v0001-x", off, ModelStore(tmp_path), runs) == {"state": "off"}
+    assert runs.status(3) == {"state": "idle"}
