@@ -12,6 +12,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     LSMT_DATA_DIR=/data \
+    TORCH_HOME=/data/torch \
     DJANGO_SETTINGS_MODULE=export_plugin.settings
 
 # curl: healthchecks; libgl1/libglib2.0-0: OpenCV (augmentation)
@@ -33,7 +34,7 @@ RUN pip install --extra-index-url "$TORCH_INDEX" '.[labelstudio,augment,model,ba
 
 # The volume mount points exist (owned by the app user) so named volumes inherit the ownership.
 RUN useradd --create-home --uid 1000 lsmt \
- && mkdir -p /data/label-studio /data/models \
+ && mkdir -p /data/label-studio /data/models /data/torch \
  && chown -R lsmt /data
 USER lsmt
 VOLUME /data

@@ -145,7 +145,7 @@ def create_app(
         return {
             "project": project_id,
             "model_version": services.store.current_version(project_id),
-            "versions": services.store.versions(project_id),
+            "versions": services.store.version_summaries(project_id),
             "new_annotations": services.runs().new_annotations(project_id),
             "training": services.runs().status(project_id),
         }

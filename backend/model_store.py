@@ -36,6 +36,8 @@ UNTRAINED = "untrained"
 CHECKPOINT_NAME = "model.pt"
 POINTER_NAME = "current"
 _VERSION_RE = re.compile(r"^v(\d+)-")
+# Fields every version summary has (null when a version predates them or did not measure them).
+SUMMARY_KEYS = ("started_from", "steps", "training_set_fit", "heldout", "beat_previous", "train_seconds")
 
 
 class Predictor(Protocol):
@@ -95,6 +97,24 @@ class ModelStore:
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+
+    def version_summaries(self, project_id: int) -> list[dict]:
+        """Every version's ``meta.json``, oldest first, each with ``version`` and the :data:`SUMMARY_KEYS`.
+
+        A version whose metadata cannot be read is still listed (with null scores): it exists and
+        can be made current, and one bad file must not hide the others.
+        """
+        summaries = []
+        for version in self.versions(project_id):
+            try:
+                meta = json.loads((self.project_dir(project_id) / version / "meta.json").read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("project %s: metadata of %s unreadable (%s)", project_id, version, exc)
+                meta = {}
+            if not isinstance(meta, dict):
+                meta = {}
+            summaries.append({**dict.fromkeys(SUMMARY_KEYS), **meta, "version": version})
+        return summaries
 
     def publish(self, project_id: int, checkpoint: Path, meta: dict) -> str:
         """Copy ``checkpoint`` into a new version folder, then point ``current`` at it; returns the version."""

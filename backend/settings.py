@@ -38,7 +38,12 @@ class Settings:
     polygon_tolerance_px: float = 1.5  # Douglas-Peucker tolerance: about the vertices a person would click
     preannotate_after_training: bool = True  # write the new version's predictions to unannotated tasks
     train_backbone: str = "mobilenet_v3_large_fpn"
-    train_steps: int = 300
+    train_init: str = "coco"  # coco | imagenet | none | path to a weights file (multitask.pretrained)
+    train_steps: int = 300  # a project's first run (or one whose classes/keypoints changed)
+    retrain_steps: int = 100  # a run that continues from the current version (same classes and keypoints)
+    holdout_min_tasks: int = 10  # annotated tasks needed before a share of them is held out for scoring
+    holdout_share: float = 0.2  # share of tasks held out (by a hash of the task id)
+    train_threads: int = 0  # torch threads in a training job; 0: every core the worker may use
     train_batch_size: int = 2
     train_lr: float = 0.01
     train_min_size: int = 320
@@ -71,7 +76,12 @@ class Settings:
             polygon_tolerance_px=reader.float("POLYGON_TOLERANCE_PX", cls.polygon_tolerance_px),
             preannotate_after_training=reader.bool("PREANNOTATE_AFTER_TRAINING", cls.preannotate_after_training),
             train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,
+            train_init=env.get("TRAIN_INIT") or cls.train_init,
             train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
+            retrain_steps=reader.int("RETRAIN_STEPS", cls.retrain_steps),
+            holdout_min_tasks=reader.int("HOLDOUT_MIN_TASKS", cls.holdout_min_tasks),
+            holdout_share=reader.share("HOLDOUT_SHARE", cls.holdout_share),
+            train_threads=reader.int("TRAIN_THREADS", cls.train_threads),
             train_batch_size=reader.int("TRAIN_BATCH_SIZE", cls.train_batch_size),
             train_lr=reader.float("TRAIN_LR", cls.train_lr),
             train_min_size=reader.int("TRAIN_MIN_SIZE", cls.train_min_size),
@@ -118,6 +128,12 @@ class _Reader:
     def float(self, key: str, default: float) -> float:
         value = self.optional_float(key)
         return default if value is None else value
+
+    def share(self, key: str, default: float) -> float:
+        value = self.float(key, default)
+        if not 0.0 <= value < 1.0:
+            raise SettingsError(f"{key}={value!r} must be at least 0 and below 1")
+        return value
 
     def optional_float(self, key: str) -> float | None:
         raw = self._env.get(key)

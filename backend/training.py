@@ -8,15 +8,18 @@ written to the run status in Redis (``GET /runs/<project>`` on the server) and t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from backend.labelstudio import LabelStudioClient
-from backend.model_store import ModelStore
+from backend.model_store import UNTRAINED, ModelStore
 from backend.preannotation import preannotate_after_publish
 from backend.runs import Runs
 from backend.settings import Settings
@@ -61,22 +64,63 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     log.info("project %s: %d annotated task(s) exported", project_id, len(tasks))
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
-    from multitask.train import TrainConfig, train
+
     conversion = convert_tasks(tasks, schema)
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
-    coco = conversion.coco
-    if not coco["annotations"]:
+    if not conversion.coco["annotations"]:
         raise TrainingError(
             f"project {project_id} has no usable annotations ({len(tasks)} annotated task(s), "
             f"{len(conversion.issues)} issue(s)); draw at least one polygon and its keypoints, then start training again"
         )
+    counts = {"tasks": len(tasks), "issues": len(conversion.issues)}
+    return train_and_publish(project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, runs)
+
+
+ImageFetcher = Callable[[str, Any], bytes]  # (image URL, task id) -> bytes; LabelStudioClient.fetch_bytes
+
+
+def train_and_publish(
+    project_id: int,
+    coco: dict,
+    fetch: ImageFetcher,
+    counts: dict[str, int],
+    settings: Settings,
+    store: ModelStore,
+    runs: Runs,
+) -> tuple[str, dict[str, Any]]:
+    """Train on a project's combined COCO and publish the version; returns it and its metadata.
+
+    A share of the tasks is held out of training once ``counts["tasks"]`` (annotated tasks) reaches
+    ``holdout_min_tasks`` (see :func:`holdout_split`); the run starts from the current version when
+    it can (see :func:`_start_point`). The version is published whether or not it beat the previous
+    one; its metadata says which.
+    """
+    from multitask.train import TrainConfig, train
+
+    _set_threads(settings.train_threads)
+    heldout = None
+    if counts["tasks"] >= settings.holdout_min_tasks:
+        training, heldout = holdout_split(coco, settings.holdout_share)
+        if not heldout["images"] or not training["annotations"]:  # every photo fell on one side
+            heldout = None
+        else:
+            coco = training
+    if heldout is not None:
+        log.info(
+            "project %s: %d image(s) of %d task(s) held out for scoring, %d image(s) train",
+            project_id, len(heldout["images"]), _task_count(heldout), len(coco["images"]),
+        )  # fmt: skip
+    start = _start_point(project_id, store, Schema.from_coco_categories(coco["categories"]), settings)
     with tempfile.TemporaryDirectory(prefix=f"lsmt-train-{project_id}-") as tmp:
         work = Path(tmp)
         image_root = work / "images"
-        _download_images(ls, coco, image_root)
+        _download_images(fetch, coco, image_root)
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
+        if heldout is not None:
+            _download_images(fetch, heldout, image_root)
+            (work / "heldout.json").write_text(json.dumps(heldout))
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
 
@@ -85,61 +129,191 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
                 dataset, image_root, work / "augmented", copies=settings.train_augment_copies, seed=settings.train_seed
             )
             image_root = dataset.parent / "images"
-        runs.update_status(project_id, phase="training", step=0, total=settings.train_steps)
+        runs.update_status(project_id, phase="training", step=0, total=start.steps)
         config = TrainConfig(
             dataset=str(dataset),
             image_root=str(image_root),
             output_dir=str(work / "model"),
             backbone=settings.train_backbone,
-            steps=settings.train_steps,
+            init=settings.train_init,
+            finetune_from=start.finetune_from,
+            steps=start.steps,
             batch_size=settings.train_batch_size,
             lr=settings.train_lr,
             min_size=settings.train_min_size,
             max_size=settings.train_max_size,
             seed=settings.train_seed,
             device=settings.train_device,
-            warmup_steps=min(100, max(1, settings.train_steps // 5)),  # short CI runs still reach the full lr
+            warmup_steps=min(100, max(1, start.steps // 5)),  # short CI runs still reach the full lr
         )
+        began = time.monotonic()
         checkpoint = train(config, on_progress=_ProgressReporter(project_id, runs))
+        train_seconds = round(time.monotonic() - began, 1)
         runs.update_status(project_id, phase="evaluating")
-        fit = _training_set_fit(checkpoint, work / "dataset.json", work / "images", settings)
+        fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
+        scores = previous_scores = None
+        if heldout is not None:
+            scores = {"tasks": _task_count(heldout), "images": len(heldout["images"])}
+            scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
+            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings)
+        model_version, transfers = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
-            "tasks": len(tasks),
+            "tasks": counts["tasks"],
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
-            "issues": len(conversion.issues),
+            "issues": counts["issues"],
             "backbone": settings.train_backbone,
-            "steps": settings.train_steps,
+            "started_from": start.started_from,
+            "transferred_from": start.transferred_from,
+            "transfers": transfers,
+            "steps": start.steps,
             "augment_copies": settings.train_augment_copies,
-            "checkpoint_model_version": fit.pop("model_version"),
+            "train_seconds": train_seconds,
+            "checkpoint_model_version": model_version,
             "training_set_fit": fit,
+            "heldout": scores,
+            "previous_on_heldout": previous_scores,
+            "beat_previous": _beats(scores, previous_scores),
         }
         version = store.publish(project_id, checkpoint, meta)
     return version, meta
 
 
-def _training_set_fit(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, Any]:
-    """AP of the new model on the annotated images themselves.
+def holdout_split(coco: dict, share: float) -> tuple[dict, dict]:
+    """``(train, heldout)``: about ``share`` of the tasks held out, the same ones in every run.
 
-    Not a measure of accuracy on new images (there is no held-out split of a handful of labels), but
-    cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
+    A task is held out when a hash of its id falls below ``share``, so adding tasks never moves an
+    existing one to the other side, and scores of versions are measured on growing, never shrinking,
+    held-out sets. Tasks showing the same photo (same image URL) are one group, decided by its
+    lowest task id, so a photo is never on both sides.
+    """
+    first_task: dict[str, int] = {}
+    for image in coco["images"]:
+        url, task = image.get("ls_image", image["file_name"]), int(image.get("ls_task_id", image["id"]))
+        first_task[url] = min(task, first_task.get(url, task))
+    held = {url for url, task in first_task.items() if _task_hash(task) < share}
+    return _images_subset(coco, held, False), _images_subset(coco, held, True)
+
+
+def _task_hash(task_id: int) -> float:
+    """A task id's fixed place in [0, 1) (not Python's ``hash``, which changes between processes)."""
+    return int.from_bytes(hashlib.sha256(f"task {task_id}".encode()).digest()[:8], "big") / 2**64
+
+
+def _images_subset(coco: dict, urls: set[str], inside: bool) -> dict:
+    images = [im for im in coco["images"] if (im.get("ls_image", im["file_name"]) in urls) == inside]
+    ids = {im["id"] for im in images}
+    return {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+
+
+def _task_count(coco: dict) -> int:
+    return len({im.get("ls_task_id", im["id"]) for im in coco["images"]})
+
+
+@dataclass(frozen=True)
+class _Start:
+    finetune_from: str | None  # the current version's checkpoint, when there is one
+    steps: int
+    started_from: str  # "version v0003-...", or the init setting (coco, imagenet, none, a path)
+    transferred_from: str | None  # version whose fitting tensors were transferred (classes/keypoints changed)
+
+
+def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: Settings) -> _Start:
+    """Continue from the current version (``RETRAIN_STEPS``) when its classes, keypoints and backbone
+    are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``) with the version's tensors
+    that still fit on top."""
+    from multitask.checkpoint import load_checkpoint
+    from multitask.train import continues
+
+    current = store.current_version(project_id)
+    if current == UNTRAINED:
+        return _Start(None, settings.train_steps, settings.train_init, None)
+    path = store.checkpoint(project_id, current)
+    try:
+        previous = load_checkpoint(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
+        return _Start(None, settings.train_steps, settings.train_init, None)
+    if continues(previous, schema, settings.train_backbone):
+        log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
+        return _Start(str(path), settings.retrain_steps, f"version {current}", None)
+    log.info(
+        "project %s: classes, keypoints or backbone changed since version %s; starting from %s and transferring"
+        " the tensors of %s that still fit (class-dependent layers start fresh)",
+        project_id, current, settings.train_init, current,
+    )  # fmt: skip
+    return _Start(str(path), settings.train_steps, settings.train_init, f"version {current}")
+
+
+def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
+    """The checkpoint's model version and what its weight transfers loaded (one summary line per source)."""
+    from multitask.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    return state.model_version, list(state.training.get("transfers", []))
+
+
+def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, float | None]:
+    """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``.
+
+    On the training images this is the training-set fit: not a measure of accuracy on new photos,
+    but cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
     """
     from multitask.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(checkpoint, dataset, image_root, device=settings.train_device)
-    fit = {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
-    return {**fit, "model_version": results["model_version"]}
+    return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
 
 
-def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> None:
+def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, settings: Settings) -> dict[str, Any] | None:
+    """The previous version's scores on *this* run's held-out tasks (None: no previous version, or its
+    classes/keypoints differ), so that both versions are compared on the same photos."""
+    current = store.current_version(project_id)
+    if current == UNTRAINED:
+        return None
+    try:
+        scores = _scores(store.checkpoint(project_id, current), heldout, heldout.parent / "images", settings)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.info("project %s: version %s not scored on the held-out tasks (%s)", project_id, current, exc)
+        return None
+    return {"version": current, **scores}
+
+
+def _beats(new: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool | None:
+    """True when the mean held-out AP (bbox, segm, keypoints) is higher than the previous version's
+    on the same tasks; None when either side has no held-out score."""
+    if not new or not previous:
+        return None
+    kinds = [k for k in ("bbox_AP", "segm_AP", "keypoints_AP") if new.get(k) is not None and previous.get(k) is not None]
+    if not kinds:
+        return None
+    return sum(new[k] for k in kinds) > sum(previous[k] for k in kinds)
+
+
+def _set_threads(threads: int) -> None:
+    """Torch threads for this job process: ``TRAIN_THREADS``, or every core the worker may use.
+
+    Set deliberately in the job (RQ runs each job in a forked work horse): torch's default counts the
+    machine's cores, this counts the CPUs the worker may run on (its affinity, e.g. a container's
+    cpuset); set ``TRAIN_THREADS`` under a CPU quota or when several workers share a machine. Images
+    are decoded in the training process between steps, so OpenCV gets one thread.
+    """
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    cv2.setNumThreads(1)
+
+
+def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
     """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
     image_root.mkdir(parents=True, exist_ok=True)
     for image in coco["images"]:
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
             raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
-        target.write_bytes(ls.fetch_bytes(image["ls_image"], image.get("ls_task_id")))
+        target.write_bytes(fetch(image["ls_image"], image.get("ls_task_id")))
 
 
 class _ProgressReporter:

@@ -71,7 +71,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not a multitask checkpoint (train one with `python -m multitask train`); for"
-            " pretrained COCO/ImageNet weights set init_weights / backbone_weights in the training config"
+            " pretrained COCO/ImageNet weights set init (coco, imagenet or a weights file) in the training config"
         )
     return Checkpoint(
         model_version=data["model_version"],

@@ -1,4 +1,22 @@
-"""Start the multi-task model from local weight files: a COCO detection checkpoint or an ImageNet backbone.
+"""Start the multi-task model from pretrained weights: torchvision's published COCO / ImageNet weights or a local file.
+
+``init`` names the start: ``coco`` (default), ``imagenet``, ``none`` (random) or a path to a local
+torchvision-format weights file. Published weights come through torchvision's own weights API
+(``*_Weights`` enums, ``get_state_dict``): downloaded once into torch's cache
+(``$TORCH_HOME/hub/checkpoints``) and reused. A machine that cannot download gets a one-line
+:class:`PretrainedWeightsUnavailable` naming the file, its URL and the folder to put it in, within
+:data:`DOWNLOAD_TIMEOUT_S` (a socket timeout: urllib would otherwise wait forever on a silent host).
+
+What each ``init`` loads (see :func:`published_sources`):
+
+- ``coco`` + ``resnet50_fpn``: Mask R-CNN R50-FPN COCO for backbone, FPN, RPN, box head and mask head,
+  plus the 8x512 keypoint head convolutions of Keypoint R-CNN R50-FPN COCO.
+- ``coco`` + ``mobilenet_v3_large_fpn``: Faster R-CNN MobileNetV3-Large-FPN COCO for backbone, FPN,
+  RPN and box head. Our FPN takes the stride-16 stage instead of torchvision's second stride-32 one,
+  so its first lateral 1x1 conv has another input width and stays fresh; torchvision publishes no
+  mask or keypoint head for this backbone, so those stay fresh too.
+- ``imagenet``: the ImageNet classification weights torchvision's detectors start from, for the
+  backbone body only.
 
 A COCO Mask R-CNN / Keypoint R-CNN checkpoint is transferred tensor by tensor where name and shape
 match; the class-dependent layers (box classifier/regressor, mask logits, keypoint predictor) are
@@ -14,13 +32,23 @@ random without any error. :func:`rename_legacy_keys` applies the same renaming u
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
+from torchvision.models._api import WeightsEnum
+from torchvision.models.detection import (
+    FasterRCNN_MobileNet_V3_Large_FPN_Weights,
+    KeypointRCNN_ResNet50_FPN_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +64,69 @@ CLASS_DEPENDENT_PREFIXES: tuple[str, ...] = (
     "roi_heads.mask_predictor.mask_fcn_logits.",
     "roi_heads.keypoint_predictor.",
 )
+
+PUBLISHED_INITS: tuple[str, ...] = ("coco", "imagenet")
+RANDOM_INIT = "none"
+# Seconds a download may wait for a connection or for the next bytes: an unreachable or silent host
+# fails the run with a message instead of hanging it until the job timeout.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Published weights are neither in torch's cache nor downloadable; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PublishedSource:
+    """One published weights file and which of its tensors the multi-task model takes."""
+
+    weights: WeightsEnum
+    classification: bool = False  # ImageNet classifier names, mapped onto ``backbone.body.``
+    only: tuple[str, ...] = ()  # take only tensors with these prefixes (empty: every one that fits)
+
+
+def published_sources(init: str, backbone: str) -> list[PublishedSource]:
+    """The torchvision weights that ``init`` (``coco`` / ``imagenet``) means for ``backbone``."""
+    light = backbone == "mobilenet_v3_large_fpn"
+    if init == "coco" and light:
+        return [PublishedSource(FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1)]
+    if init == "coco":
+        return [
+            PublishedSource(MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
+            # person keypoints: the predictor is class-dependent, the 8x512 convolutions are not
+            PublishedSource(KeypointRCNN_ResNet50_FPN_Weights.COCO_V1, only=("roi_heads.keypoint_head.",)),
+        ]
+    if init == "imagenet":
+        weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if light else ResNet50_Weights.IMAGENET1K_V1
+        return [PublishedSource(weights, classification=True)]
+    raise ValueError(f"init {init!r} is not published weights; choose one of {list(PUBLISHED_INITS)}")
+
+
+def weights_file(weights: WeightsEnum) -> Path:
+    """Where torch's cache keeps (or will keep) ``weights``: ``$TORCH_HOME/hub/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def published_state_dict(weights: WeightsEnum, timeout: float = DOWNLOAD_TIMEOUT_S) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights`` from torch's cache, downloaded once (hash-checked) when missing."""
+    path = weights_file(weights)
+    if not path.exists():
+        log.info("downloading %s from %s into %s (once; later runs reuse it)", path.name, weights.url, path.parent)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = " ".join(str(getattr(exc, "reason", None) or exc).split()) or type(exc).__name__
+        message = (
+            f"pretrained weights {path.name} could not be loaded ({reason}): download {weights.url} into"
+            f" {path.parent} (TORCH_HOME={path.parent.parent.parent}), or set TRAIN_INIT=none"
+            " (training config: init: none) to train from random weights"
+        )
+        log.error(message)  # one line in the worker log, above the traceback
+        raise PretrainedWeightsUnavailable(message) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 @dataclass
@@ -78,7 +169,12 @@ def rename_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a local weights file, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}``."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} is not a plain weights file (a multi-task checkpoint? fine-tune from it with finetune_from)"
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -108,19 +204,38 @@ def transfer_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     return report
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> TransferReport:
-    """An ImageNet classification checkpoint (torchvision ``resnet50`` / ``mobilenet_v3_large``).
+def backbone_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An ImageNet classifier's tensors (torchvision ``resnet50`` / ``mobilenet_v3_large``) under detector names.
 
     ResNet names (``layer1.0.conv1.weight``) live under ``backbone.body.``; MobileNet's
     ``features.N.…`` become ``backbone.body.N.…`` because the FPN extractor wraps ``features`` itself.
-    The classifier is reported as unused.
+    The classifier ends up reported as unused.
     """
-    renamed = {
-        "backbone.body." + key.removeprefix("features."): value for key, value in read_state_dict(path).items()
-    }
-    return transfer_weights(model, renamed, str(path))
+    return {"backbone.body." + key.removeprefix("features."): value for key, value in state_dict.items()}
 
 
-def load_detection_weights(model: nn.Module, path: str | Path) -> TransferReport:
-    """A COCO Mask R-CNN / Keypoint R-CNN checkpoint, legacy names included."""
-    return transfer_weights(model, read_state_dict(path), str(path))
+def is_classifier(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for an ImageNet classification file, False for a detector's (whose names start ``backbone.``)."""
+    return not any(key.startswith(("backbone.", "module.backbone.")) for key in state_dict)
+
+
+def initialize(model: nn.Module, init: str, backbone: str) -> list[TransferReport]:
+    """Load ``init`` into a freshly built model: ``none``, ``coco``, ``imagenet`` or a local weights file."""
+    if init == RANDOM_INIT:
+        return []
+    if init in PUBLISHED_INITS:
+        reports = []
+        for source in published_sources(init, backbone):
+            tensors = published_state_dict(source.weights)
+            if source.classification:
+                tensors = backbone_names(tensors)
+            if source.only:
+                tensors = {k: v for k, v in tensors.items() if k.startswith(source.only)}
+            reports.append(transfer_weights(model, tensors, f"{init}: {weights_file(source.weights).name}"))
+        return reports
+    if not Path(init).is_file():
+        raise FileNotFoundError(
+            f"init {init!r} is neither {RANDOM_INIT!r}, {' nor '.join(map(repr, PUBLISHED_INITS))} nor an existing weights file"
+        )
+    tensors = read_state_dict(init)
+    return [transfer_weights(model, backbone_names(tensors) if is_classifier(tensors) else tensors, init)]

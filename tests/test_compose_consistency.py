@@ -6,6 +6,7 @@ runner and the Label Studio test fixture use) instead of being started.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -84,3 +85,12 @@ def test_backend_and_workers_share_the_models_volume():
 def test_rq_worker_is_scalable():
     worker = SERVICES["rq-worker"]
     assert "container_name" not in worker and "ports" not in worker
+
+
+def test_workers_share_torchs_cache_on_a_volume():
+    """Training workers download pretrained weights once into TORCH_HOME; it must outlive containers."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    torch_home = re.search(r"^\s*TORCH_HOME=(\S+)", dockerfile, re.M).group(1)
+    assert re.search(rf"mkdir -p [^\n]*{re.escape(torch_home)}\b", dockerfile), "the mount point must exist, owned by the app user"
+    volume = next(v.split(":")[0] for v in SERVICES["rq-worker"]["volumes"] if v.split(":")[1] == torch_home)
+    assert volume in COMPOSE["volumes"]

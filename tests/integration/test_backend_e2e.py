@@ -36,9 +36,13 @@ def trained(
 def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_factory: pytest.TempPathFactory) -> None:
     assert trained.untrained_predictions == 0  # before training: no (empty) predictions were stored
     assert trained.model_version.startswith("v0001-")
-    assert trained.run_status["versions"] == [trained.model_version]
+    (version,) = trained.run_status["versions"]
+    assert version["version"] == trained.model_version
     run = trained.run_status["training"]
     assert run["state"] == "succeeded" and run["step"] == run["total"]
+    assert version["started_from"] == "none" and version["transfers"] == [] and version["steps"] == run["total"]
+    assert version["heldout"] is None and version["beat_previous"] is None  # 4 tasks: too few to hold any out
+    assert version["train_seconds"] > 0
     assert run["result"]["annotations"] == len(trained.labeled_task_ids)  # the new image is not trained on
     assert run["result"]["augment_copies"] == 1
     assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}

@@ -1,7 +1,8 @@
-"""Training: a tiny overfit run that must really learn, and resume == uninterrupted run."""
+"""Training: a tiny overfit run that must really learn, resume == uninterrupted run, fine-tuning from a checkpoint."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,11 @@ import torch
 from multitask.checkpoint import load_checkpoint
 from multitask.dataset import CombinedCocoDataset, read_image
 from multitask.inference import Predictor
+from multitask.pretrained import CLASS_DEPENDENT_PREFIXES
 from multitask.synthetic import write_synthetic_dataset
-from multitask.train import TrainConfig, train
+from multitask.train import TrainConfig, start_model, train
 
-TINY = {"min_size": 128, "max_size": 128, "hflip_prob": 0.0, "checkpoint_every": 10**6}
+TINY = {"min_size": 128, "max_size": 128, "hflip_prob": 0.0, "checkpoint_every": 10**6, "init": "none"}
 
 
 @pytest.mark.slow
@@ -74,3 +76,63 @@ def test_config_yaml_round_trip(tmp_path: Path) -> None:
     path.write_text("dataset: d.json\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig.from_yaml(path)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A dataset and a 2-step checkpoint trained on it from random weights."""
+    root = tmp_path_factory.mktemp("finetune")
+    dataset = write_synthetic_dataset(root / "data", num_images=2, size=96)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(root / "run"), steps=2, batch_size=2, warmup_steps=1, **TINY)
+    return dataset, train(config)
+
+
+def test_finetune_with_the_same_schema_starts_from_every_tensor(first_run: tuple[Path, Path], tmp_path: Path) -> None:
+    dataset, checkpoint = first_run
+    previous = load_checkpoint(checkpoint)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path), finetune_from=str(checkpoint), **TINY)
+    model_config, model, started_from, reports = start_model(config, previous.schema)
+    assert started_from == f"checkpoint {checkpoint}" and reports == [] and model_config == previous.model_config
+    for key, value in previous.state_dict.items():  # class-dependent layers included: same labels
+        assert torch.equal(model.state_dict()[key], value), key
+
+    # and the run records where it started
+    config.steps = 1
+    assert load_checkpoint(train(config)).training["started_from"] == f"checkpoint {checkpoint}"
+
+
+def test_finetune_with_a_changed_schema_transfers_what_fits(first_run: tuple[Path, Path], tmp_path: Path) -> None:
+    dataset, checkpoint = first_run
+    coco = json.loads(dataset.read_text())
+    coco["categories"][1]["name"] = "lid"  # a relabelled class: same shapes, other meaning
+    renamed = tmp_path / "annotations.json"
+    renamed.write_text(json.dumps(coco))
+    previous = load_checkpoint(checkpoint)
+    config = TrainConfig(
+        dataset=str(renamed), image_root=str(dataset.parent), output_dir=str(tmp_path / "run"), steps=1,
+        finetune_from=str(checkpoint), **TINY,
+    )  # fmt: skip
+    _, model, started_from, reports = start_model(config, CombinedCocoDataset(renamed).schema)
+    assert started_from == f"none + fitting tensors of checkpoint {checkpoint}"
+    (report,) = reports
+    after = model.state_dict()
+    assert report.class_dependent and all(k.startswith(CLASS_DEPENDENT_PREFIXES) for k in report.class_dependent)
+    for key in report.loaded:
+        assert torch.equal(after[key], previous.state_dict[key]), key
+    for key in report.class_dependent:
+        if key.endswith("weight"):
+            assert not torch.equal(after[key], previous.state_dict[key]), key
+    assert not report.not_in_file  # every class-independent tensor came from the previous run
+    saved = load_checkpoint(train(config)).training
+    assert saved["transfers"] == [report.summary()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; covers TRAIN_DEVICE=cuda with AMP")
+def test_trains_on_cuda_with_mixed_precision(tmp_path: Path) -> None:
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=2, size=96)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=3, batch_size=2, device="cuda", **TINY)
+    assert config.amp
+    checkpoint = load_checkpoint(train(config))
+    assert checkpoint.step == 3
+    assert checkpoint.training["scaler"]["scale"] > 0  # the gradient scaler ran: AMP was on
+    assert all(torch.isfinite(v).all() for v in checkpoint.state_dict.values() if v.is_floating_point())

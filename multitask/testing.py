@@ -1,0 +1,63 @@
+"""Stand-ins for torchvision's published weight files, for tests that must run offline.
+
+A stand-in has the published file's name, location (``$TORCH_HOME/hub/checkpoints/<name>``), tensor
+names (the legacy FPN/RPN/mask-head names of the real COCO files) and shapes, but the values of a
+randomly initialized torchvision model. torchvision's own loading path (``Weights.get_state_dict``)
+then finds it in the cache and never downloads, so tests exercise the real loader, and a test can
+tell loaded tensors from fresh ones by comparing them with the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mobilenet_v3_large, resnet50
+from torchvision.models._api import WeightsEnum
+from torchvision.models.detection import (
+    FasterRCNN_MobileNet_V3_Large_FPN_Weights,
+    KeypointRCNN_ResNet50_FPN_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+    fasterrcnn_mobilenet_v3_large_fpn,
+    keypointrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn,
+)
+
+from multitask.pretrained import weights_file
+
+_DETECTOR: dict[WeightsEnum, Callable[[], nn.Module]] = {
+    MaskRCNN_ResNet50_FPN_Weights.COCO_V1: lambda: maskrcnn_resnet50_fpn(weights=None, weights_backbone=None),
+    KeypointRCNN_ResNet50_FPN_Weights.COCO_V1: lambda: keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None),
+    FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1: lambda: fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None
+    ),
+    MobileNet_V3_Large_Weights.IMAGENET1K_V1: lambda: mobilenet_v3_large(weights=None),
+    ResNet50_Weights.IMAGENET1K_V1: lambda: resnet50(weights=None),
+}
+
+
+def legacy_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The names torchvision's published COCO checkpoints use for FPN, RPN conv and mask head."""
+    out = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", key)
+        key = re.sub(r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv.", key)
+        key = re.sub(r"^roi_heads\.mask_head\.(\d+)\.0\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.", key)
+        out[key] = value
+    return out
+
+
+def write_stand_in(weights: WeightsEnum, seed: int = 0) -> Path:
+    """Write a random-valued stand-in for ``weights`` where torch's cache (current ``TORCH_HOME``) looks.
+
+    Batch-norm counters are left out, as in the published files (their models use frozen batch norm).
+    """
+    torch.manual_seed(seed)
+    state = {k: v for k, v in _DETECTOR[weights]().state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = weights_file(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(legacy_names(state), path)
+    return path
