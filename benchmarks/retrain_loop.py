@@ -80,13 +80,15 @@ class Profile:
             "TRAIN_BATCH_SIZE": "2",
             "TRAIN_LR": "0.01",
             "SCORE_THRESHOLD": "0.3",
+            "MASK_THRESHOLD": "0.5",
+            "MAX_OBJECTS_PER_IMAGE": "50",  # backend_env's test values cap it at 3
             "OMP_NUM_THREADS": "2",
             **self.env,
         }
 
 
 FULL = Profile(size=256, train_steps=300, retrain_steps=100, test_images=20)
-QUICK = Profile(size=160, train_steps=12, retrain_steps=6, test_images=6)
+QUICK = Profile(size=160, train_steps=10, retrain_steps=5, test_images=6)
 
 
 @dataclass
@@ -245,7 +247,7 @@ def run_init(loop: Loop, init: str, config: str, coco: dict, pixels: list, test_
 
 
 def fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def report(results: list[RunResult], load: str) -> None:
