@@ -20,7 +20,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -133,7 +133,7 @@ class Predictor:
         for category in schema.categories:
             self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
 
-    def _counting_postprocess(self, heads: torch.nn.Module):  # noqa: ANN202 (RoIHeads' own signature)
+    def _counting_postprocess(self, heads: torch.nn.Module) -> Callable[..., tuple[list[torch.Tensor], ...]]:
         """RoIHeads' box post-processing, run down to the candidate floor so that the number of candidates
         under the threshold is known; only boxes at or above ``heads.score_thresh`` go on to the mask and
         keypoint heads. NMS is greedy by score, so boxes under the threshold never suppress one above it:
