@@ -139,7 +139,7 @@ def train_and_publish(
             finetune_from=start.finetune_from,
             steps=start.steps,
             batch_size=settings.train_batch_size,
-            lr=settings.train_lr,
+            lr=start.lr,
             min_size=settings.train_min_size,
             max_size=settings.train_max_size,
             seed=settings.train_seed,
@@ -168,6 +168,7 @@ def train_and_publish(
             "transferred_from": start.transferred_from,
             "transfers": transfers,
             "steps": start.steps,
+            "lr": start.lr,
             "augment_copies": settings.train_augment_copies,
             "train_seconds": train_seconds,
             "checkpoint_model_version": model_version,
@@ -215,35 +216,36 @@ def _task_count(coco: dict) -> int:
 class _Start:
     finetune_from: str | None  # the current version's checkpoint, when there is one
     steps: int
+    lr: float
     started_from: str  # "version v0003-...", or the init setting (coco, imagenet, none, a path)
     transferred_from: str | None  # version whose fitting tensors were transferred (classes/keypoints changed)
 
 
 def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: Settings) -> _Start:
-    """Continue from the current version (``RETRAIN_STEPS``) when its classes, keypoints and backbone
-    are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``) with the version's tensors
-    that still fit on top."""
+    """Continue from the current version (``RETRAIN_STEPS``, ``RETRAIN_LR``) when its classes, keypoints
+    and backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``, ``TRAIN_LR``) with
+    the version's tensors that still fit on top."""
     from multitask.checkpoint import load_checkpoint
     from multitask.train import continues
 
     current = store.current_version(project_id)
     if current == UNTRAINED:
-        return _Start(None, settings.train_steps, settings.train_init, None)
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     path = store.checkpoint(project_id, current)
     try:
         previous = load_checkpoint(path)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
-        return _Start(None, settings.train_steps, settings.train_init, None)
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     if continues(previous, schema, settings.train_backbone):
         log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
-        return _Start(str(path), settings.retrain_steps, f"version {current}", None)
+        return _Start(str(path), settings.retrain_steps, settings.retrain_learning_rate, f"version {current}", None)
     log.info(
         "project %s: classes, keypoints or backbone changed since version %s; starting from %s and transferring"
         " the tensors of %s that still fit (class-dependent layers start fresh)",
         project_id, current, settings.train_init, current,
     )  # fmt: skip
-    return _Start(str(path), settings.train_steps, settings.train_init, f"version {current}")
+    return _Start(str(path), settings.train_steps, settings.train_lr, settings.train_init, f"version {current}")
 
 
 def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:

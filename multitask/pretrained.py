@@ -1,7 +1,7 @@
 """Start the multi-task model from pretrained weights: torchvision's published COCO / ImageNet weights or a local file.
 
 ``init`` names the start: ``coco`` (default), ``imagenet``, ``none`` (random) or a path to a local
-torchvision-format weights file. Published weights come through torchvision's own weights API
+file (torchvision-format weights, or a multi-task checkpoint). Published weights come through torchvision's own weights API
 (``*_Weights`` enums, ``get_state_dict``): downloaded once into torch's cache
 (``$TORCH_HOME/hub/checkpoints``) and reused. A machine that cannot download gets a one-line
 :class:`PretrainedWeightsUnavailable` naming the file, its URL and the folder to put it in, within
@@ -168,13 +168,14 @@ def rename_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local weights file, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}``."""
+    """Tensors of a local weights file or multi-task checkpoint (unwraps ``{"model": ...}`` / ``{"state_dict": ...}``)."""
     try:
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} is not a plain weights file (a multi-task checkpoint? fine-tune from it with finetune_from)"
-        ) from None
+        # a checkpoint written by `train` also holds RNG state, which weights_only refuses
+        from multitask.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).state_dict
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

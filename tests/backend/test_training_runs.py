@@ -54,7 +54,8 @@ def test_holdout_is_stable_about_the_share_and_keeps_a_photo_on_one_side() -> No
 
 def test_new_settings_are_read_and_checked() -> None:
     env = {"TRAIN_INIT": "none", "RETRAIN_STEPS": "7", "HOLDOUT_MIN_TASKS": "3", "HOLDOUT_SHARE": "0.5", "TRAIN_THREADS": "2"}
-    settings = Settings.from_env(env)
+    settings = Settings.from_env({**env, "RETRAIN_LR": "0.005"})
+    assert settings.retrain_learning_rate == 0.005
     assert (settings.train_init, settings.retrain_steps, settings.holdout_min_tasks) == ("none", 7, 3)
     assert (settings.holdout_share, settings.train_threads) == (0.5, 2)
     defaults = Settings.from_env({})
@@ -78,11 +79,13 @@ def test_retrain_continues_from_the_version_only_when_the_schema_is_unchanged(se
     same = _start_point(3, store, schema, settings)
     assert same.finetune_from == str(store.checkpoint(3, version))
     assert (same.steps, same.started_from, same.transferred_from) == (settings.retrain_steps, f"version {version}", None)
+    assert same.lr == settings.train_lr / 10 == first.lr / 10
 
     changed_schema = Schema.from_dict({**schema.to_dict(), "categories": schema.to_dict()["categories"][:1]})
     changed = _start_point(3, store, changed_schema, settings)
     assert changed.finetune_from == str(store.checkpoint(3, version))
     assert (changed.steps, changed.started_from, changed.transferred_from) == (settings.train_steps, "coco", f"version {version}")
+    assert changed.lr == settings.train_lr
 
 
 def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Settings, schema: Schema, backend_redis_url: str) -> None:

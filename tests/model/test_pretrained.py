@@ -198,3 +198,9 @@ def test_silent_host_times_out_instead_of_hanging(tmp_path: Path, monkeypatch: p
     assert time.monotonic() - began < 5
     assert "silent-0123abcd.pth" in str(error.value) and str(tmp_path / "hub" / "checkpoints") in str(error.value)
     assert socket.getdefaulttimeout() is None  # the process-wide default is restored
+
+
+
+def test_init_names_what_it_accepts() -> None:
+    with pytest.raises(FileNotFoundError, match="neither 'none', 'coco' nor 'imagenet'"):
+        initialize(build_model(CONFIG), "COCO-typo", "mobilenet_v3_large_fpn")
