@@ -85,7 +85,7 @@ def _preannotate(project_id: int, version: str, settings: Settings, store: Model
 
 def _unannotated_tasks(ls: LabelStudioClient, project_id: int) -> Iterator[dict[str, Any]]:
     """``{"id", "project", "data"}`` of each task without annotations, paged by the SDK."""
-    for task in ls.sdk.tasks.list(project=project_id, query=_UNANNOTATED, page_size=100):
+    for task in ls.sdk.tasks.list(project=project_id, query=_UNANNOTATED, fields="task_only", page_size=100):
         if not task.total_annotations:  # the filter already says so; a task annotated meanwhile is skipped
             yield {"id": task.id, "project": project_id, "data": task.data}
 
