@@ -23,7 +23,6 @@ run or wait; the next one gets 503 with ``Retry-After``, which Label Studio show
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -39,8 +38,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader, load_multitask_predictor
-from backend.predictions import PredictionService, project_id_of, project_target
+from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
+from backend.predictions import PredictionService, predictor_loader, project_id_of, project_target
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
 from backend.settings import Settings
@@ -68,7 +67,7 @@ class Services:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
         self.models = ModelCache(self.store, loader)
-        self.predictions = PredictionService(self.models, self.labelstudio, settings.max_objects)
+        self.predictions = PredictionService(self.models, self.labelstudio, settings)
         self._redis_factory = redis_factory
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
@@ -96,15 +95,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code."""
     settings = settings or Settings.from_env()
-    if loader is None:
-        loader = functools.partial(
-            load_multitask_predictor,
-            score_threshold=settings.score_threshold,
-            mask_threshold=settings.mask_threshold,
-            keypoint_threshold=settings.keypoint_threshold,
-            max_objects=settings.max_objects,
-        )
-    services = Services(settings, loader, redis_factory)
+    services = Services(settings, loader or predictor_loader(settings), redis_factory)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")
     app.add_middleware(RequestGuard, settings=settings)
     app.state.services = services

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from backend.labelstudio import MediaError
-from backend.model_store import ModelCache
+from backend.model_store import ModelCache, PredictorLoader, load_multitask_predictor
 from backend.regions import ProjectTarget, task_regions
+from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,40 @@ def project_id_of(payload: dict[str, Any]) -> int:
         raise ValueError(f"cannot tell the Label Studio project from project={raw!r}") from None
 
 
+def predictor_loader(settings: Settings) -> PredictorLoader:
+    """The real model loader with the thresholds of ``settings`` (server and pre-annotation worker alike)."""
+    return functools.partial(
+        load_multitask_predictor,
+        score_threshold=settings.score_threshold,
+        mask_threshold=settings.mask_threshold,
+        keypoint_threshold=settings.keypoint_threshold,
+        max_objects=settings.max_objects,
+    )
+
+
+def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
+    """Why one image got no regions, in words that say what to do.
+
+    ``detections`` is the predictor's list for the image; ``multitask.inference.Detections`` also
+    carries ``candidates``, the detections before the score threshold.
+    """
+    if detections:
+        return (
+            f"{len(detections)} detection(s) above SCORE_THRESHOLD={score_threshold:g} but none could be drawn "
+            "(labels missing from the labeling config, or masks empty at MASK_THRESHOLD) -- "
+            "check the labeling config or retrain"
+        )
+    candidates = getattr(detections, "candidates", None)
+    if candidates is None:
+        return f"no detection above SCORE_THRESHOLD={score_threshold:g} -- train longer or lower the threshold"
+    if candidates == 0:
+        return "the model found no object candidates at all -- train longer or label more images"
+    return (
+        f"0 of {candidates} detections above SCORE_THRESHOLD={score_threshold:g} -- "
+        "train longer or lower the threshold"
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def project_target(label_config: str) -> ProjectTarget:
     """Parsed once per distinct config: Label Studio sends the full config with every request."""
@@ -42,11 +77,16 @@ def project_target(label_config: str) -> ProjectTarget:
 
 
 class PredictionService:
-    """Tasks -> images (through Label Studio) -> the project's model -> regions, one result per task."""
+    """Tasks -> images (through Label Studio) -> the project's model -> regions, one result per task.
 
-    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], max_objects: int) -> None:
+    The one builder of prediction results: ``/predict`` and the pre-annotation after training
+    (``backend.preannotation``) both call :meth:`predict`. A task whose image got no regions carries
+    ``empty_reason`` (Label Studio ignores the extra key); the reason is also logged.
+    """
+
+    def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], settings: Settings) -> None:
         self._cache = cache
-        self._max_objects = max_objects
+        self._settings = settings
         self._images = images  # called per request, so a missing Label Studio config fails that request only
         # One forward pass at a time per process: concurrent passes on a few CPU cores only thrash.
         self._inference = threading.Lock()
@@ -83,16 +123,22 @@ class PredictionService:
         with self._inference:  # the predictor batches internally; a 100-task request is one call
             instances = predictor.predict([im for im in images if im is not None])
         results = []
-        for image, error in zip(images, errors):
+        for task, image, error in zip(tasks, images, errors):
             if image is None:
                 results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
                 continue
-            found = sorted(instances.pop(0), key=lambda inst: -float(inst.score))[: self._max_objects]
+            detections = instances.pop(0)
+            found = sorted(detections, key=lambda inst: -float(inst.score))[: self._settings.max_objects]
             height, width = image.shape[:2]
-            regions = task_regions(found, predictor.schema, target, width, height)
-            scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
-            results.append(
-                {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
+            regions = task_regions(
+                found, predictor.schema, target, width, height, self._settings.polygon_tolerance_px
             )
+            scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
+            item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
+            if not regions:
+                item["empty_reason"] = empty_reason(detections, self._settings.score_threshold)
+                log.info("project %s, task %s: model %s predicts nothing: %s",
+                         project_id, task.get("id"), version, item["empty_reason"])
+            results.append(item)
         return {"results": results, "model_version": version}
 

@@ -6,6 +6,10 @@ keypoints are separate KeyPointLabels regions whose ``parentID`` is that polygon
 Studio nests them under the object and the converter reads them back to the same instance.
 A rectangle region is added when the project's config has a RectangleLabels control.
 
+Predicted outlines are simplified (Douglas-Peucker, ``POLYGON_TOLERANCE_PX``) to about the vertex
+count a person would click: a mask contour has a vertex every pixel or two, which makes a
+pre-annotation tedious to correct in the editor.
+
 Labels and keypoint names are matched by name between the model's schema (what it was trained on)
 and the project's current labeling config; whatever the project no longer has is skipped with a
 warning that names the label, so renaming a label in the config does not produce broken regions.
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
+import shapely
+from shapely.geometry import Polygon
 
 from combined_coco.schema import Schema
 
@@ -80,8 +86,12 @@ def task_regions(
     target: ProjectTarget,
     width: int,
     height: int,
+    polygon_tolerance: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """All regions of one image, in Label Studio's prediction ``result`` format."""
+    """All regions of one image, in Label Studio's prediction ``result`` format.
+
+    ``polygon_tolerance`` (pixels) simplifies each outline; 0 keeps the model's contour as it is.
+    """
     controls = target.schema.controls
     assert controls is not None
     writer = _RegionWriter(controls.image, width, height)
@@ -95,6 +105,8 @@ def task_regions(
             continue
         parent_id = None
         polygon = _largest_polygon(inst.polygons)
+        if polygon is not None:
+            polygon = simplify_outline(polygon, polygon_tolerance)
         if controls.polygon and inst.label in target.polygon_labels and polygon is not None:
             region = writer.polygon(controls.polygon, inst.label, polygon, float(inst.score))
             parent_id = region["id"]
@@ -140,6 +152,27 @@ def _largest_polygon(polygons: Sequence[Sequence[float]]) -> np.ndarray | None:
         if best is None or area > best_area:
             best, best_area = pts, area
     return best
+
+
+def simplify_outline(points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker with ``tolerance`` pixels; the outline stays a valid polygon (no self-crossing).
+
+    ``preserve_topology`` keeps a valid input valid; an invalid one (a mask contour touching itself) is
+    repaired first and its largest part kept, as Label Studio draws one outline per region.
+    """
+    if tolerance <= 0 or len(points) <= 4:
+        return points
+    outline = Polygon(points)
+    if not outline.is_valid:
+        repaired = shapely.make_valid(outline)
+        parts = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon)]
+        if not parts:
+            return points
+        outline = max(parts, key=lambda g: g.area)
+    simple = outline.simplify(tolerance, preserve_topology=True)
+    if not isinstance(simple, Polygon) or simple.is_empty:
+        return points
+    return np.asarray(simple.exterior.coords)[:-1]
 
 
 class _RegionWriter:

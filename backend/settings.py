@@ -39,6 +39,8 @@ class Settings:
     mask_threshold: float = 0.5  # mask probability that counts as inside the object's polygon
     max_objects: int = 50  # per image, highest scores first: hundreds of regions make the editor sluggish
     keypoint_threshold: float | None = None  # heatmap logit a keypoint must reach; None: every applicable one
+    polygon_tolerance_px: float = 1.5  # Douglas-Peucker tolerance: about the vertices a person would click
+    preannotate_after_training: bool = True  # write the new version's predictions to unannotated tasks
     train_backbone: str = "mobilenet_v3_large_fpn"
     train_init: str = "coco"  # coco | imagenet | none | path to a weights file (multitask.pretrained)
     train_steps: int = 300  # a project's first run (or one whose classes/keypoints changed)
@@ -79,6 +81,8 @@ class Settings:
             mask_threshold=reader.float("MASK_THRESHOLD", cls.mask_threshold),
             max_objects=reader.int("MAX_OBJECTS_PER_IMAGE", cls.max_objects),
             keypoint_threshold=reader.optional_float("KEYPOINT_THRESHOLD"),
+            polygon_tolerance_px=reader.float("POLYGON_TOLERANCE_PX", cls.polygon_tolerance_px),
+            preannotate_after_training=reader.bool("PREANNOTATE_AFTER_TRAINING", cls.preannotate_after_training),
             train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,
             train_init=env.get("TRAIN_INIT") or cls.train_init,
             train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
@@ -141,6 +145,16 @@ class _Reader:
         if value < 0:
             raise SettingsError(f"{key}={raw!r} must not be negative")
         return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        raw = (self._env.get(key) or "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{key}={raw!r} is not true/false")
 
     def float(self, key: str, default: float) -> float:
         value = self.optional_float(key)

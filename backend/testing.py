@@ -253,6 +253,8 @@ class TrainedProject:
     model_version: str
     untrained_predictions: int  # predictions Label Studio stored while no model was published
     run_status: dict[str, Any]
+    preannotations: dict[int, str]  # task id -> model_version of the predictions stored right after training
+    opened: dict[str, Any]  # the task Label Studio hands an annotator next, right after training (its /next API)
 
 
 _shared: TrainedProject | None = None
@@ -290,7 +292,12 @@ def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Pat
     # Settings > Model > "Start Training": POST /api/ml/<id>/train -> START_TRAINING webhook to the backend
     ls.client.ml.train(id=ml.id)
     status = wait_for_training(backend_url, project_id, "untrained", worker)
-    return TrainedProject(project_id, labeled, new, ml.id, backend_url, status["model_version"], untrained, status)
+    stored = {p.task: p.model_version or "" for p in ls.client.predictions.list(project=project_id)}
+    # the labeling stream's request when an annotator presses "Label All Tasks"
+    opened = httpx.get(f"{ls.url}/api/projects/{project_id}/next/", headers=ls.headers, timeout=120).json()
+    return TrainedProject(
+        project_id, labeled, new, ml.id, backend_url, status["model_version"], untrained, status, stored, opened
+    )
 
 
 def retrieve_predictions(ls: LabelStudioServer, project_id: int) -> None:

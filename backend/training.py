@@ -24,6 +24,7 @@ from rq import get_current_job
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import UNTRAINED, ModelStore
+from backend.preannotation import preannotate_after_publish
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.data_url import is_data_url
@@ -56,7 +57,9 @@ def train_project_job(project_id: int) -> dict[str, Any]:
             while runs.consume_pending(project_id, job_id):
                 report(state="running", started_at=time.time(), rerun_pending=False, error=None)
                 version, meta = train_once(project_id, settings, store, report)
-                report(state="succeeded", finished_at=time.time(), model_version=version, result=meta)
+                preannotation = preannotate_after_publish(project_id, version, settings, store, report)
+                report(state="succeeded", phase="finished", finished_at=time.time(),
+                       model_version=version, result=meta, preannotation=preannotation)  # fmt: skip
         except redis.ConnectionError as exc:
             _report_failure(runs, project_id, job_id, f"lost the connection to Redis during the run ({exc}); start training again")
             raise

@@ -18,6 +18,12 @@ shorter and cannot get them inconsistent. The generated XML is parsed back with
 
 A keypoint name listed under several categories is one keypoint shared by them (e.g. ``center`` of
 every gear), which is what the global keypoint layout expects.
+
+Every label (and the ``occluded`` choice) gets an explicit ``hotkey`` from :data:`LABEL_HOTKEYS`:
+without one, Label Studio assigns letters itself and hands out keys its tools use (``v`` selects the
+Move tool, so a keypoint label on ``v`` creates nothing on click). Keypoint labels carry
+``model_index`` (their slot in the global keypoint list): Label Studio's own COCO/YOLO exporters
+need it and answer HTTP 500 without it.
 """
 
 from __future__ import annotations
@@ -25,10 +31,15 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from combined_coco.schema import Schema, SchemaError
+
+# Keys free in Label Studio 1.23's editor. Its tool keys (web/libs/editor hotkey defaults) are
+# h o e m k w p r v b, [ ], u (unselect), shift+1/shift+2 (zoom) and shift+r (3-point rectangle).
+LABEL_HOTKEYS = tuple("1234567890acdfgijlnqstxy") + tuple(f"shift+{c}" for c in "acdfgijlnqstxy")
 
 _PALETTE = ["#2E86DE", "#E67E22", "#27AE60", "#C0392B", "#8E44AD", "#16A085", "#F1C40F", "#D35400",
             "#2C3E50", "#E84393", "#00CEC9", "#6C5CE7"]
@@ -63,14 +74,15 @@ def config_from_description(desc: dict) -> str:
     ET.SubElement(view, "Image", name="image", value=f"${image}", zoom="true", zoomControl="true")
     colors = {cat: _color(desc["categories"], cat) or _PALETTE[i % len(_PALETTE)]
               for i, (cat, _) in enumerate(categories)}
+    hotkeys = iter(LABEL_HOTKEYS)
     polygon = ET.SubElement(view, "PolygonLabels", name="polygon", toName="image", strokeWidth="2",
                             pointSize="small", opacity="0.4")
     for cat, _ in categories:
-        ET.SubElement(polygon, "Label", value=cat, background=colors[cat])
+        ET.SubElement(polygon, "Label", value=cat, background=colors[cat], hotkey=_next_hotkey(hotkeys))
     if desc.get("rectangles", False):
         rect = ET.SubElement(view, "RectangleLabels", name="box", toName="image")
         for cat, _ in categories:
-            ET.SubElement(rect, "Label", value=cat, background=colors[cat])
+            ET.SubElement(rect, "Label", value=cat, background=colors[cat], hotkey=_next_hotkey(hotkeys))
     if keypoints:
         kp_tag = ET.SubElement(view, "KeyPointLabels", name="keypoint", toName="image", strokeWidth="2", smart="false")
         all_cats = [c for c, _ in categories]
@@ -85,15 +97,27 @@ def config_from_description(desc: dict) -> str:
             if linked:
                 attrs["skeleton"] = ",".join(linked)
             attrs["background"] = _PALETTE[(i + 3) % len(_PALETTE)]
+            attrs["model_index"] = str(i)
+            attrs["hotkey"] = _next_hotkey(hotkeys)
             ET.SubElement(kp_tag, "Label", attrs)
         if desc.get("occluded", True):
             choices = ET.SubElement(view, "Choices", name="visibility", toName="image", perRegion="true",
                                     whenTagName="keypoint", choice="single")
-            ET.SubElement(choices, "Choice", value="occluded")
+            ET.SubElement(choices, "Choice", value="occluded", hotkey=_next_hotkey(hotkeys))
     ET.indent(view, "  ")
     xml = ET.tostring(view, encoding="unicode") + "\n"
     Schema.from_label_config(xml)  # the contract: what we write, the schema parser reads
     return xml
+
+
+def _next_hotkey(hotkeys: Iterator[str]) -> str:
+    try:
+        return next(hotkeys)
+    except StopIteration:
+        raise SchemaError(
+            f"more labels than the {len(LABEL_HOTKEYS)} hotkeys Label Studio leaves free; "
+            "split the project or write the XML by hand with your own hotkeys"
+        ) from None
 
 
 def _categories(raw) -> list[tuple[str, list[str]]]:

@@ -20,7 +20,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,9 @@ from shapely.geometry import Polygon
 from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask.checkpoint import load_checkpoint
+
+# torchvision's default box score threshold: below it the detector itself does not consider a box a candidate.
+CANDIDATE_SCORE_FLOOR = 0.05
 
 
 @dataclass
@@ -46,6 +49,19 @@ class Instance:
     polygons: list[list[float]]  # flat [x1, y1, x2, y2, ...] per outer contour
     keypoints: np.ndarray  # [K, 3] float: x, y, score
     keypoint_present: np.ndarray  # [K] bool
+
+
+class Detections(list):
+    """The instances of one image (a plain list) plus ``candidates``: how many detections the model had
+    before ``score_threshold`` (down to :data:`CANDIDATE_SCORE_FLOOR`, after NMS and the per-image cap).
+
+    An empty list with ``candidates > 0`` means "the model saw objects but was not sure enough", which
+    tells the user to train longer or lower the threshold rather than to look for a bug.
+    """
+
+    def __init__(self, instances: Sequence["Instance"] = (), candidates: int = 0) -> None:
+        super().__init__(instances)
+        self.candidates = candidates
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 4.0) -> list[list[float]]:
@@ -102,6 +118,8 @@ class Predictor:
         heads.score_thresh = max(heads.score_thresh, score_threshold)
         if max_detections is not None:
             heads.detections_per_img = min(heads.detections_per_img, max_detections)
+        self._candidates: list[int] = []
+        heads.postprocess_detections = self._counting_postprocess(heads)
         self.schema = schema
         self.model_version = model_version
         self.score_threshold = score_threshold
@@ -115,6 +133,28 @@ class Predictor:
         for category in schema.categories:
             self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
 
+    def _counting_postprocess(self, heads: torch.nn.Module) -> Callable[..., tuple[list[torch.Tensor], ...]]:
+        """RoIHeads' box post-processing, run down to the candidate floor so that the number of candidates
+        under the threshold is known; only boxes at or above ``heads.score_thresh`` go on to the mask and
+        keypoint heads. NMS is greedy by score, so boxes under the threshold never suppress one above it:
+        the objects returned are the same as with the threshold applied inside."""
+        original = heads.postprocess_detections
+
+        def postprocess(*args: object) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+            threshold = heads.score_thresh
+            heads.score_thresh = min(threshold, CANDIDATE_SCORE_FLOOR)
+            try:
+                boxes, scores, labels = original(*args)
+            finally:
+                heads.score_thresh = threshold
+            self._candidates = [len(s) for s in scores]
+            keep = [s >= threshold for s in scores]
+            return [b[k] for b, k in zip(boxes, keep)], [s[k] for s, k in zip(scores, keep)], [
+                lab[k] for lab, k in zip(labels, keep)
+            ]
+
+        return postprocess
+
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: float | int | None
@@ -124,14 +164,17 @@ class Predictor:
         return cls(model, checkpoint.schema, checkpoint.model_version, device, score_threshold, **options)
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Instance]]:
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """``images``: HxWx3 uint8 RGB arrays (any sizes); one list of instances per image."""
-        results: list[list[Instance]] = []
+        results: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             tensors = [self._to_tensor(image) for image in chunk]
             outputs = self.model(tensors)
-            results.extend(self._instances(output) for output in outputs)
+            results.extend(
+                Detections(self._instances(output), candidates)
+                for output, candidates in zip(outputs, self._candidates)
+            )
         return results
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:

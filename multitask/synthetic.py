@@ -4,6 +4,11 @@ Each image holds one red ellipse (``disc``, keypoints ``left``/``right`` at the 
 and ``top``) and, from the second image on, a blue rectangle (``plate``, no keypoints), on a grey
 background with mild noise. Discs are stored as polygons, plates as RLE, so both segmentation forms
 and instances without keypoints are exercised. ``python -m multitask synthetic OUT`` writes it.
+
+``scenes=True`` (``--scenes``) makes it a task a model has to learn rather than memorize, for the
+retrain benchmark: :data:`SCENE_SCHEMA` adds upright triangles (``apex``, ``base_left``,
+``base_right``), each image holds several objects of each class in jittered colours, on a textured
+background (blurred blotches, a grating, noise) with unlabeled clutter (lines, rings, blobs).
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ SCHEMA = Schema(
 )
 
 
+SCENE_SCHEMA = Schema(
+    categories=SCHEMA.categories + (Category(3, "triangle", ("apex", "base_left", "base_right")),),
+    keypoint_names=SCHEMA.keypoint_names + ("apex", "base_left", "base_right"),
+    skeleton=SCHEMA.skeleton + ((3, 4), (3, 5)),
+    flip_pairs=SCHEMA.flip_pairs + ((4, 5),),
+)
+
+
 def _ellipse(rng: np.random.Generator, size: int) -> tuple[list[float], list[float]]:
     """Polygon (flat, continuous coords) and keypoints (flat x, y, v) of a random axis-aligned ellipse."""
     cx, cy = rng.uniform(0.35, 0.65, 2) * size
@@ -37,8 +50,12 @@ def _ellipse(rng: np.random.Generator, size: int) -> tuple[list[float], list[flo
     return polygon, [round(float(v), 2) for v in keypoints]
 
 
-def synthetic_coco(num_images: int = 4, size: int = 128, seed: int = 0) -> tuple[dict, list[np.ndarray]]:
+def synthetic_coco(
+    num_images: int = 4, size: int = 128, seed: int = 0, scenes: bool = False
+) -> tuple[dict, list[np.ndarray]]:
     """The combined COCO dict and its RGB images (file names ``img_000.png`` ...)."""
+    if scenes:
+        return _scene_coco(num_images, size, seed)
     rng = np.random.default_rng(seed)
     images, annotations, pixels = [], [], []
     for i in range(num_images):
@@ -64,13 +81,105 @@ def synthetic_coco(num_images: int = 4, size: int = 128, seed: int = 0) -> tuple
             box = [float(x0), float(y0), float(size // 6), float(size // 8)]
             annotations.append(_annotation(len(annotations) + 1, image_id, 2, counts, box, box_rle, [0.0] * 9))
         pixels.append(canvas)
-    coco = {
-        "info": {"description": "synthetic multitask sample", "keypoint_layout": "global"},
+    return _dataset("synthetic multitask sample", SCHEMA, images, annotations), pixels
+
+
+def _scene_coco(num_images: int, size: int, seed: int) -> tuple[dict, list[np.ndarray]]:
+    """Several discs, plates and triangles per image on texture and clutter (all stored as polygons)."""
+    rng = np.random.default_rng(seed)
+    k = len(SCENE_SCHEMA.keypoint_names)
+    images, annotations, pixels = [], [], []
+    for i in range(num_images):
+        canvas = _texture(rng, size)
+        _clutter(rng, canvas)
+        taken: list[tuple[float, float, float, float]] = []
+        kinds = [1] * int(rng.integers(1, 3)) + [2] * int(rng.integers(1, 3)) + [3] * int(rng.integers(1, 3))
+        for category_id in rng.permutation(kinds):
+            placed = _place(rng, size, taken)
+            if placed is None:  # the image is full
+                continue
+            cx, cy, r = placed
+            keypoints = [0.0] * (3 * k)
+            if category_id == 1:  # disc: axis-aligned ellipse, keypoints at the major axis ends and the top
+                a, b = r, r * rng.uniform(0.5, 0.75)
+                t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+                outline = np.stack([cx + a * np.cos(t), cy + b * np.sin(t)], 1)
+                keypoints[0:9] = [cx - a, cy, 2, cx + a, cy, 2, cx, cy - b, 2]
+                color = (220, 40, 40)
+            elif category_id == 2:  # plate: a rectangle, no keypoints
+                w, h = r * rng.uniform(1.2, 1.8), r * rng.uniform(0.6, 1.0)
+                outline = np.array([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2], [cx + w / 2, cy + h / 2],
+                                    [cx - w / 2, cy + h / 2]])  # fmt: skip
+                color = (40, 60, 220)
+            else:  # triangle, apex up: base_left has the smaller x
+                outline = np.array([[cx, cy - r], [cx - r * 0.9, cy + r * 0.7], [cx + r * 0.9, cy + r * 0.7]])
+                keypoints[9:18] = [*outline[0], 2, *outline[1], 2, *outline[2], 2]
+                color = (40, 170, 60)
+            jitter = rng.integers(-35, 36, 3)
+            fill = tuple(int(v) for v in np.clip(np.asarray(color) + jitter, 0, 255))
+            cv2.fillPoly(canvas, [(outline - 0.5).round().astype(np.int32)], fill)
+            polygon = outline.ravel().round(2).tolist()
+            rle = mask_utils.frPyObjects([polygon], size, size)[0]
+            xy = np.asarray(polygon).reshape(-1, 2)
+            (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
+            bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]  # the polygon's, not its pixels'
+            kps = [round(float(v), 2) for v in keypoints]
+            ann = _annotation(len(annotations) + 1, i + 1, int(category_id), [polygon], bbox, rle, kps)
+            ann["area"] = 0.5 * abs(float(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1))))
+            annotations.append(ann)
+        images.append({"id": i + 1, "file_name": f"img_{i:03d}.png", "width": size, "height": size})
+        pixels.append(np.clip(canvas + rng.normal(0, 8, canvas.shape), 0, 255).astype(np.uint8))
+    return _dataset("synthetic multitask scenes", SCENE_SCHEMA, images, annotations), pixels
+
+
+def _dataset(description: str, schema: Schema, images: list[dict], annotations: list[dict]) -> dict:
+    return {
+        "info": {"description": description, "keypoint_layout": "global"},
         "images": images,
-        "categories": SCHEMA.to_coco_categories("global"),
+        "categories": schema.to_coco_categories("global"),
         "annotations": annotations,
     }
-    return coco, pixels
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Blurred colour blotches plus a grating of random direction and period: no flat background to key on."""
+    blotches = cv2.resize(rng.normal(0, 30, (max(2, size // 24),) * 2 + (3,)), (size, size), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:size, 0:size]
+    angle, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
+    grating = 12 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+    base = rng.uniform(100, 160, 3)
+    return np.clip(base + blotches + grating[..., None], 0, 255).astype(np.uint8)
+
+
+def _clutter(rng: np.random.Generator, canvas: np.ndarray) -> None:
+    """Unlabeled lines, rings and blobs in random colours (some close to the objects' own)."""
+    size = canvas.shape[0]
+    for _ in range(int(rng.integers(6, 12))):
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            x2, y2 = (int(v) for v in rng.integers(0, size, 2))
+            cv2.line(canvas, (x, y), (x2, y2), color, int(rng.integers(1, 4)))
+        elif kind == 1:
+            cv2.circle(canvas, (x, y), int(rng.integers(4, size // 10)), color, int(rng.integers(1, 3)))
+        else:
+            cv2.ellipse(canvas, (x, y), (int(rng.integers(2, size // 16)), int(rng.integers(2, size // 16))),
+                        float(rng.uniform(0, 180)), 0, 360, color, -1)  # fmt: skip
+
+
+def _place(
+    rng: np.random.Generator, size: int, taken: list[tuple[float, float, float, float]]
+) -> tuple[float, float, float] | None:
+    """Centre and radius of a new object whose box overlaps none of ``taken`` (boxes x1, y1, x2, y2)."""
+    for _ in range(50):
+        r = rng.uniform(0.08, 0.14) * size
+        cx, cy = rng.uniform(r * 1.1, size - r * 1.1, 2)
+        box = (cx - r * 1.0, cy - r * 1.0, cx + r * 1.0, cy + r * 1.0)
+        if all(box[2] < t[0] or t[2] < box[0] or box[3] < t[1] or t[3] < box[1] for t in taken):
+            taken.append(box)
+            return float(cx), float(cy), float(r)
+    return None
 
 
 def _annotation(ann_id: int, image_id: int, category_id: int, segmentation: list | dict, bbox: list[float],
@@ -88,11 +197,13 @@ def _annotation(ann_id: int, image_id: int, category_id: int, segmentation: list
     }
 
 
-def write_synthetic_dataset(out_dir: str | Path, num_images: int = 4, size: int = 128, seed: int = 0) -> Path:
+def write_synthetic_dataset(
+    out_dir: str | Path, num_images: int = 4, size: int = 128, seed: int = 0, scenes: bool = False
+) -> Path:
     """Write images and ``annotations.json`` into ``out_dir``; returns the json path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    coco, pixels = synthetic_coco(num_images, size, seed)
+    coco, pixels = synthetic_coco(num_images, size, seed, scenes)
     for info, image in zip(coco["images"], pixels):
         cv2.imwrite(str(out / info["file_name"]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     path = out / "annotations.json"
@@ -102,6 +213,7 @@ def write_synthetic_dataset(out_dir: str | Path, num_images: int = 4, size: int 
 
 EXAMPLE = """example:
   python -m multitask synthetic data/synthetic --images 4 --size 128
+  python -m multitask synthetic data/scenes --images 25 --size 256 --scenes   # 3 classes, texture, clutter
   python -m multitask train --set dataset=data/synthetic/annotations.json --set min_size=128 \\
       --set max_size=128 --set steps=300 --set output_dir=runs/synthetic
 """
@@ -112,7 +224,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", action="store_true", help="several objects of 3 classes on texture and clutter")
 
 
 def run(args: argparse.Namespace) -> None:
-    print(write_synthetic_dataset(args.out_dir, args.images, args.size, args.seed))
+    print(write_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, args.scenes))

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
-from tests.backend.backend_fakes import TOKEN, FakePredictor, animal, make_backend, png_bytes, predict_payload
+from tests.backend.backend_fakes import FakePredictor, animal, make_backend, png_bytes, predict_payload
 
 from backend.labelstudio import MEDIA_PATHS, LabelStudioClient, MediaError, UnsafeMediaUrl, resolve_media_url
 from backend.settings import Settings

@@ -93,6 +93,19 @@ def test_labels_the_project_no_longer_has_are_skipped_with_a_warning(
         body = backend.client.post("/predict", json=predict_payload(config=renamed)).json()
     assert body["results"][0]["result"] == []
     assert "'animal'" in caplog.text and "no longer has" in caplog.text
+    assert body["results"][0]["empty_reason"].startswith("1 detection(s) above SCORE_THRESHOLD=0.5 but none")
+
+
+def test_an_empty_prediction_says_why_in_the_response_and_the_log(
+    settings: Settings, schema: Schema, backend_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = make_backend(settings, FakePredictor(schema, []), backend_redis_url)
+    version = backend.publish(1)
+    with caplog.at_level(logging.INFO):
+        [item] = backend.client.post("/predict", json=predict_payload()).json()["results"]
+    reason = "no detection above SCORE_THRESHOLD=0.5 -- train longer or lower the threshold"
+    assert item["result"] == [] and item["empty_reason"] == reason
+    assert f"task 11: model {version} predicts nothing: {reason}" in caplog.text
 
 
 def test_batch_keeps_one_result_per_task_and_reports_bad_media_per_task(backend: Backend, media_server) -> None:

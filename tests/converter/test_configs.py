@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,30 @@ occluded: false
 def test_bad_labeling_configs(xml: str, message: str) -> None:
     with pytest.raises(SchemaError, match=message):
         Schema.from_label_config(xml)
+
+
+# Label Studio 1.23's editor tool keys (web/libs/editor hotkey defaults): a label on one of them
+# switches the tool instead of (only) selecting the label.
+LABEL_STUDIO_TOOL_KEYS = {"h", "o", "e", "m", "k", "w", "p", "r", "v", "b", "u", "[", "]", "shift+1", "shift+2", "shift+r"}
+
+
+@pytest.mark.parametrize("name", ["generic", "diesel_engine", "planetary_gearbox"])
+def test_shipped_configs_have_free_hotkeys_model_index_and_the_ctrl_click_hint(name: str) -> None:
+    root = ET.fromstring((CONFIGS / f"{name}.xml").read_text())
+    keyed = [el for el in root.iter() if el.tag in ("Label", "Choice")]
+    hotkeys = [el.get("hotkey") for el in keyed]
+    assert None not in hotkeys, "a label without hotkey gets one from Label Studio, possibly a tool key"
+    assert len(set(hotkeys)) == len(hotkeys), hotkeys
+    assert not set(hotkeys) & LABEL_STUDIO_TOOL_KEYS
+    schema = Schema.from_label_config((CONFIGS / f"{name}.xml").read_text())
+    keypoint_labels = root.find("KeyPointLabels").findall("Label")
+    assert [int(lab.get("model_index")) for lab in keypoint_labels] == [
+        schema.keypoint_index(lab.get("value")) for lab in keypoint_labels
+    ] == list(range(schema.num_keypoints))
+    assert "Ctrl+click (Cmd+click on a Mac)" in root.find("Header").get("value")
+
+
+def test_make_config_runs_out_of_hotkeys_with_a_clear_message() -> None:
+    many = {"categories": {f"part{i}": [f"point{i}"] for i in range(20)}, "rectangles": True}
+    with pytest.raises(SchemaError, match="more labels than the 38 hotkeys"):
+        config_from_description(many)

@@ -51,6 +51,21 @@ def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_fa
     assert (models / trained.model_version / "model.pt").stat().st_size > 1_000_000
 
 
+def test_the_published_version_preannotates_the_unannotated_tasks(trained: TrainedProject) -> None:
+    """Before anyone presses Retrieve Predictions, the worker wrote the new version's predictions to the
+    tasks without annotations (and only those), and the annotator who opens the next task gets them."""
+    assert trained.preannotations == {task: trained.model_version for task in trained.new_task_ids}
+    assert trained.opened["id"] in trained.new_task_ids
+    assert [p["model_version"] for p in trained.opened["predictions"]] == [trained.model_version]
+    assert any(r["type"] == "polygonlabels" for r in trained.opened["predictions"][0]["result"])
+    run = trained.run_status["training"]
+    assert run["phase"] == "finished"
+    written = len(trained.new_task_ids)
+    assert run["preannotation"] | {"reasons": []} == {
+        "state": "done", "tasks": written, "written": written, "empty": 0, "failed": 0, "reasons": [], "done": written,
+    }
+
+
 def test_label_studio_stores_polygons_with_nested_keypoints(label_studio: LabelStudioServer, trained: TrainedProject) -> None:
     retrieve_predictions(label_studio, trained.project_id)
     ml = label_studio.client.ml.get(id=trained.ml_backend_id)

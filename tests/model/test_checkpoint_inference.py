@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from combined_coco.images import read_image
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from multitask.inference import Instance, Predictor, mask_to_polygons
+from multitask.inference import CANDIDATE_SCORE_FLOOR, Instance, Predictor, mask_to_polygons
 from multitask.model import ModelConfig
 from multitask.synthetic import SCHEMA
 
@@ -56,6 +56,14 @@ def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
         assert instance.keypoint_present.tolist() == [n in applicable for n in SCHEMA.keypoint_names]
         assert instance.label == SCHEMA.category_by_id(instance.category_id).name
     assert Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big]) == [[]]
+
+
+def test_an_empty_result_counts_the_candidates_under_the_threshold(checkpoint_path: Path) -> None:
+    big = np.zeros((90, 160, 3), np.uint8)
+    [everything] = Predictor.from_checkpoint(checkpoint_path, score_threshold=CANDIDATE_SCORE_FLOOR).predict([big])
+    [none] = Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big])
+    assert none == [] and none.candidates == len(everything) > 0
+    assert everything.candidates == len(everything)
 
 
 def test_limits_apply_inside_the_model_and_keep_the_same_objects(checkpoint_path: Path, synthetic_json: Path) -> None:
