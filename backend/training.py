@@ -68,7 +68,10 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     log.info("project %s: %d annotated task(s) exported", project_id, len(tasks))
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
-    from multitask.train import TrainConfig, train
+    from multitask import engines
+    from multitask.train import TrainConfig
+
+    engine = engines.get(settings.train_engine)  # not installed: fail before any download, saying how to install
     conversion = convert_tasks(tasks, schema)
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
@@ -113,6 +116,7 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             dataset=str(dataset),
             image_root=str(image_root),
             output_dir=str(work / "model"),
+            engine=settings.train_engine,
             backbone=settings.train_backbone,
             init=settings.train_init,
             finetune_from=start.finetune_from,
@@ -125,8 +129,9 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             device=settings.train_device,
             warmup_steps=min(100, max(1, start.steps // 5)),  # short CI runs still reach the full lr
         )
+        engine.check(config)
         began = time.monotonic()
-        checkpoint = train(config, on_progress=_ProgressReporter(project_id, runs))
+        checkpoint = engine.train(config, on_progress=_ProgressReporter(project_id, runs))
         train_seconds = round(time.monotonic() - began, 1)
         runs.update_status(project_id, phase="evaluating")
         fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
@@ -141,6 +146,7 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
             "issues": len(conversion.issues),
+            "engine": settings.train_engine,
             "backbone": settings.train_backbone,
             "started_from": start.started_from,
             "transferred_from": start.transferred_from,
@@ -198,24 +204,29 @@ class _Start:
 
 
 def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: Settings) -> _Start:
-    """Continue from the current version (``RETRAIN_STEPS``) when its classes, keypoints and backbone
-    are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``) with the version's tensors
-    that still fit on top."""
-    from multitask.checkpoint import load_checkpoint
-    from multitask.train import continues
+    """Continue from the current version (``RETRAIN_STEPS``) when its engine, classes, keypoints and
+    backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``) with the version's
+    tensors that still fit on top (none when the engine changed)."""
+    from multitask.engines import read_summary
 
     current = store.current_version(project_id)
     if current == UNTRAINED:
         return _Start(None, settings.train_steps, settings.train_init, None)
     path = store.checkpoint(project_id, current)
     try:
-        previous = load_checkpoint(path)
+        previous = read_summary(path)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
         return _Start(None, settings.train_steps, settings.train_init, None)
-    if continues(previous, schema, settings.train_backbone):
+    if previous.continued_by(settings.train_engine, schema, settings.train_backbone):
         log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
         return _Start(str(path), settings.retrain_steps, f"version {current}", None)
+    if previous.engine != settings.train_engine:
+        log.info(
+            "project %s: version %s was trained by the %s engine, this run uses %s; starting from %s",
+            project_id, current, previous.engine, settings.train_engine, settings.train_init,
+        )  # fmt: skip
+        return _Start(None, settings.train_steps, settings.train_init, None)
     log.info(
         "project %s: classes, keypoints or backbone changed since version %s; starting from %s and transferring"
         " the tensors of %s that still fit (class-dependent layers start fresh)",
@@ -226,9 +237,9 @@ def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: S
 
 def _checkpoint_transfers(checkpoint: Path) -> list[str]:
     """What the run's weight transfers loaded (one summary line per source), as recorded in the checkpoint."""
-    from multitask.checkpoint import load_checkpoint
+    from multitask.engines import read_summary
 
-    return list(load_checkpoint(checkpoint).training.get("transfers", []))
+    return read_summary(checkpoint).transfers
 
 
 def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, Any]:
@@ -237,9 +248,9 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
     On the training images this is the training-set fit: not a measure of accuracy on new photos,
     but cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
     """
-    from multitask.evaluate import evaluate_checkpoint
+    from multitask import engines
 
-    results = evaluate_checkpoint(checkpoint, dataset, image_root, device=settings.train_device)
+    results = engines.evaluate(checkpoint, dataset, image_root=image_root, device=settings.train_device)
     fit = {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
     return {**fit, "model_version": results["model_version"]}
 

@@ -42,8 +42,6 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model_version": checkpoint.model_version,
@@ -53,6 +51,13 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "step": checkpoint.step,
         "training": checkpoint.training,
     }
+    return save_payload(payload, path)
+
+
+def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` of a checkpoint dict (any engine's, see ``multitask.engines``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

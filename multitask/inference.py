@@ -48,6 +48,15 @@ class Instance:
     keypoint_present: np.ndarray  # [K] bool
 
 
+def applicable_keypoints(schema: Schema) -> np.ndarray:
+    """[max category id + 1, K] bool: row ``c`` says which keypoints category ``c`` has (row 0: none)."""
+    names = schema.keypoint_names
+    table = np.zeros((max((c.id for c in schema.categories), default=0) + 1, len(names)), bool)
+    for category in schema.categories:
+        table[category.id, [names.index(n) for n in category.keypoints]] = True
+    return table
+
+
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 4.0) -> list[list[float]]:
     """Outer contours of a bool mask as flat polygons tracing the pixels' outer boundary.
 
@@ -109,11 +118,7 @@ class Predictor:
         self.keypoint_threshold = keypoint_threshold
         self.polygon_tolerance = polygon_tolerance
         self.batch_size = batch_size
-        names = schema.keypoint_names
-        # [C+1, K]: row c says which keypoints category c has (row 0 = background, none).
-        self._applicable = np.zeros((len(schema.categories) + 1, len(names)), bool)
-        for category in schema.categories:
-            self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
+        self._applicable = applicable_keypoints(schema)
 
     @classmethod
     def from_checkpoint(
@@ -202,9 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, args.device, args.score_threshold, keypoint_threshold=args.keypoint_threshold
-    )
+    from multitask import engines
+
+    predictor = engines.load_predictor(
+        args.checkpoint, device=args.device, score_threshold=args.score_threshold,
+        keypoint_threshold=args.keypoint_threshold,
+    )  # fmt: skip
     images = []
     for path in args.images:
         pixels = read_image(path)

@@ -1,0 +1,216 @@
+"""The Detectron2 engine on the tiny synthetic combined COCO: discs (polygons, 3 keypoints with a
+left/right flip pair) and plates (RLE masks, a category without keypoints).
+
+One 2-step R50-FPN run at 128 px (module fixture) from the model-zoo stand-in in ``FVCORE_CACHE``
+is shared by the loss, checkpoint, predictor and evaluation tests; truths come from Detectron2's
+own ``DefaultPredictor`` / ``DetectionCheckpointer`` and from pycocotools, not from the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multitask import engines
+from multitask.dataset import read_combined_coco, read_image
+from multitask.evaluate import coco_evaluate, instances_to_detections
+from multitask.synthetic import SCHEMA, write_synthetic_dataset
+from multitask.train import TrainConfig
+
+pytestmark = [pytest.mark.detectron2, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("d2-synthetic"), num_images=3, size=SIZE)
+
+
+def d2_config(dataset: Path, output_dir: Path, **overrides: object) -> TrainConfig:
+    settings = dict(
+        engine="detectron2", backbone="resnet50_fpn", dataset=str(dataset), output_dir=str(output_dir),
+        steps=2, batch_size=2, lr=0.001, warmup_steps=1, min_size=SIZE, max_size=SIZE, device="cpu",
+        rois_per_image=64, checkpoint_every=1000,
+    )  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run(dataset: Path, detectron2_coco_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.set_num_threads(1)
+    progress: list[tuple[int, int, dict[str, float]]] = []
+    out = tmp_path_factory.mktemp("d2-run")
+    checkpoint = engines.train(d2_config(dataset, out), on_progress=lambda *a: progress.append(a))
+    return {"checkpoint": checkpoint, "progress": progress, "out": out}
+
+
+def test_all_six_losses_are_finite_with_rle_objects_and_a_keypointless_category(run: dict) -> None:
+    assert [(step, total) for step, total, _ in run["progress"]] == [(1, 2), (2, 2)]
+    for _, _, losses in run["progress"]:
+        assert set(losses) == {"loss", "cls", "box_reg", "mask", "keypoint", "rpn_cls", "rpn_loc"}, losses
+        assert all(math.isfinite(v) for v in losses.values()), losses
+    # brush-like RLE plates need bitmask masks; Detectron2's own files are there for its users
+    config = (run["out"] / "config.yaml").read_text()
+    assert "MASK_FORMAT: bitmask" in config and "NUM_KEYPOINTS: 3" in config and "NUM_CLASSES: 2" in config
+    assert (run["out"] / "model_final.pth").exists() and (run["out"] / "metrics.json").exists()
+
+
+def test_starts_from_the_model_zoo_checkpoint_in_the_fvcore_cache(run: dict, detectron2_coco_weights: Path) -> None:
+    with detectron2_coco_weights.open("rb") as f:
+        zoo = pickle.load(f)["model"]
+    summary = engines.read_summary(run["checkpoint"])
+    (transfer,) = summary.transfers
+    assert transfer.startswith("coco: model_final_a6e10b.pkl: loaded"), transfer
+    start = torch.load(run["checkpoint"], weights_only=True)["training"]
+    assert start["started_from"] == "coco"
+    # a backbone stem tensor came from the file (2 steps at lr 0.001 barely move it; frozen stem: not at all)
+    stem = "backbone.bottom_up.stem.conv1.weight"
+    assert np.allclose(torch.load(run["checkpoint"], weights_only=True)["model"][stem].numpy(), zoo[stem])
+
+
+def test_checkpoint_loads_weights_only_and_in_detectron2s_own_checkpointer(run: dict) -> None:
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    data = torch.load(run["checkpoint"], weights_only=True)
+    assert data["engine"] == "detectron2" and data["model_version"].startswith("multitask-detectron2-resnet50_fpn-")
+    summary = engines.read_summary(run["checkpoint"])
+    assert (summary.engine, summary.schema, summary.backbone, summary.step) == ("detectron2", SCHEMA, "resnet50_fpn", 2)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(run["out"] / "config.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(str(run["checkpoint"]))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, data["model"][name]), name
+
+
+def test_predictor_matches_detectron2s_default_predictor(run: dict, dataset: Path) -> None:
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultPredictor
+
+    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.05)
+    assert predictor.schema == SCHEMA and predictor.model_version == engines.read_summary(run["checkpoint"]).model_version
+    image = read_image(dataset.parent / "img_001.png")
+    (instances,) = predictor.predict([image])
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(run["out"] / "config.yaml"))
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = "cpu", str(run["checkpoint"]), 0.05
+    truth = DefaultPredictor(cfg)(image[:, :, ::-1])["instances"]
+    assert len(instances) == len(truth) > 0
+    for inst, box, score, cls, mask, kps in zip(
+        instances, truth.pred_boxes.tensor, truth.scores, truth.pred_classes, truth.pred_masks, truth.pred_keypoints
+    ):
+        assert inst.category_id == int(cls) + 1 and inst.label == SCHEMA.category_by_id(inst.category_id).name
+        assert inst.score == pytest.approx(float(score), abs=1e-5)
+        assert np.allclose(inst.box, box.numpy(), atol=1e-3)
+        assert inst.mask.shape == (SIZE, SIZE) and (inst.mask == mask.numpy()).all()
+        assert inst.keypoints.shape == (3, 3)
+        assert np.allclose(inst.keypoints[:, :2], kps[:, :2].numpy() - 0.5, atol=1e-3)  # COCO convention
+        applies = inst.label == "disc"
+        assert inst.keypoint_present.tolist() == [applies] * 3  # plates have no keypoints
+
+
+def test_evaluation_agrees_with_pycocotools_on_the_predictors_detections(run: dict, dataset: Path) -> None:
+    results = engines.evaluate(run["checkpoint"], dataset)
+    assert results["oks_sigmas"] == {"left": 0.05, "right": 0.05, "top": 0.05}
+    assert results["model_version"] == engines.read_summary(run["checkpoint"]).model_version
+    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.05)
+    coco, schema = read_combined_coco(dataset)
+    detections = []
+    for info in coco["images"]:
+        (instances,) = predictor.predict([read_image(dataset.parent / info["file_name"])])
+        detections += instances_to_detections(info["id"], instances)
+    truth = coco_evaluate(coco, detections, schema)
+    for task in ("bbox", "segm", "keypoints"):
+        ap = results[task]["AP"]
+        assert ap is None or 0.0 <= ap <= 1.0
+        assert ap == pytest.approx(truth[task]["AP"], abs=0.02), (task, results[task], truth[task])
+
+
+def test_flip_map_swaps_left_and_right(dataset: Path, tmp_path: Path) -> None:
+    from multitask.engines.detectron2 import build_config, registered, train_mapper
+
+    coco, schema = read_combined_coco(dataset)
+    cfg = build_config(schema, d2_config(dataset, tmp_path), coco)
+    with registered(coco, schema, dataset.parent, tmp_path) as name:
+        from detectron2.data import DatasetCatalog
+
+        cfg.DATASETS.TRAIN = (name,)
+        record = next(r for r in DatasetCatalog.get(name) if r["file_name"].endswith("img_001.png"))
+        instances = train_mapper(cfg, hflip_prob=1.0)(record)["instances"]
+    disc = next(a for a in coco["annotations"] if a["image_id"] == 2 and a["category_id"] == 1)
+    (lx, ly, _), (rx, ry, _), (tx, ty, _) = np.asarray(disc["keypoints"]).reshape(3, 3)
+    classes = instances.gt_classes.tolist()
+    flipped = instances.gt_keypoints.tensor[classes.index(0)].numpy()
+    # after the flip, "left" is the mirrored right end (Detectron2 coordinates: COCO + 0.5)
+    assert np.allclose(flipped[0, :2], [SIZE - (rx + 0.5), ry + 0.5], atol=1e-4)
+    assert np.allclose(flipped[1, :2], [SIZE - (lx + 0.5), ly + 0.5], atol=1e-4)
+    assert np.allclose(flipped[2, :2], [SIZE - (tx + 0.5), ty + 0.5], atol=1e-4)
+    plate = instances.gt_keypoints.tensor[classes.index(1)].numpy()
+    assert (plate[:, 2] == 0).all()  # the keypoint-less plate: K keypoints, none visible
+    assert instances.gt_masks.tensor.shape[1:] == (SIZE, SIZE)  # bitmask (from RLE and polygons)
+
+
+def test_missing_zoo_weights_fail_in_one_line_naming_file_url_and_folder(dataset: Path, tmp_path: Path) -> None:
+    """A fresh process with an empty cache and no route to the zoo: the run stops with what to do."""
+    script = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from multitask import engines\n"
+        "from multitask.pretrained import PretrainedWeightsUnavailable\n"
+        "from multitask.train import TrainConfig\n"
+        "config = TrainConfig(**json.loads(sys.argv[1]))\n"
+        "try:\n    engines.train(config)\nexcept PretrainedWeightsUnavailable as exc:\n"
+        "    print('MESSAGE', json.dumps(str(exc)))\n"
+    )
+    config = json.dumps(d2_config(dataset, tmp_path / "out").__dict__)
+    env = {"FVCORE_CACHE": str(tmp_path / "empty-cache"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}  # fmt: skip
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + script, config], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert time.monotonic() - began < 200
+    messages = [json.loads(x.removeprefix("MESSAGE ")) for x in done.stdout.splitlines() if x.startswith("MESSAGE ")]
+    assert len(messages) == 1, (done.stdout[-3000:], done.stderr[-3000:])
+    (line,) = messages
+    assert "\n" not in line
+    url = "https://dl.fbaipublicfiles.com/detectron2/COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x/137849621/model_final_a6e10b.pkl"
+    folder = tmp_path / "empty-cache" / "detectron2/COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x/137849621"
+    assert "model_final_a6e10b.pkl" in line and url in line and str(folder) in line and "init: none" in line, line
+
+
+def test_without_detectron2_the_engine_says_how_to_install_it() -> None:
+    script = (
+        "import sys; sys.modules['detectron2'] = None\n"  # as if it were not installed
+        "from multitask import engines\n"
+        "try:\n    engines.get('detectron2')\nexcept engines.EngineUnavailable as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.count("\n") == 1 and "scripts/install.sh --with-detectron2" in done.stdout, done
+
+
+def test_unknown_engine_and_torchvision_only_backbone_are_refused(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        engines.get("mmdet")
+    with pytest.raises(ValueError, match="not a detectron2 backbone"):
+        engines.get("detectron2").check(d2_config(dataset, tmp_path, backbone="mobilenet_v3_large_fpn"))
