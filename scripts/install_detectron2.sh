@@ -5,7 +5,7 @@
 # Detectron2 publishes no wheel, so it is compiled from source (C++ CPU ops: 3-6 minutes on 2 cores;
 # MAX_JOBS bounds the parallel compile). Source: ../shared/vendor/detectron2-<commit>.tar.gz when present
 # (VENDOR_DIR overrides the folder), else the same commit from the upstream repository. Re-running is
-# cheap: the build is skipped while the commit, the torch version and this script are unchanged.
+# cheap: the build is skipped while the commit and the torch version are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ prefix=$("$PY" -c "import sys; print(sys.prefix)")
 
 stamp=$prefix/.lsmt-detectron2
 torch_version=$("$PY" -c "import torch; print(torch.__version__)")
-want="$D2_COMMIT torch=$torch_version script=$(sha256sum "$0" | cut -c1-16)"
+want="$D2_COMMIT torch=$torch_version"
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$PY" -c "import detectron2._C" 2>/dev/null; then
   exit 0
 fi

@@ -528,6 +528,7 @@ def evaluate(
     tasks = ("bbox", "segm") + (("keypoints",) if schema.num_keypoints else ())
     with tempfile.TemporaryDirectory(prefix="lsmt-d2-eval-") as tmp, registered(coco, schema, root, Path(tmp)) as name:
         evaluator = COCOEvaluator(name, tasks=tasks, distributed=False, output_dir=None, kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+        cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = (name,)  # DatasetMapper reads the flip map from DATASETS.TRAIN
         loader = build_detection_test_loader(cfg, name)
         raw = inference_on_dataset(model, loader, evaluator)
     results: dict = {"oks_sigmas": dict(zip(schema.keypoint_names, sigma.tolist()))}
