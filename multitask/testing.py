@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mobilenet_v3_large, resnet50
@@ -87,6 +88,12 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(seed)
     state = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
+    # Frozen batch norm with identity statistics lets a random ResNet's activations grow block after
+    # block until every class score saturates; a zero scale on each residual branch's last norm (as in
+    # zero_init_residual) keeps them in the range a trained file's have.
+    for key in state:
+        if re.fullmatch(r"backbone\.bottom_up\.res\d\.\d+\.conv3\.norm\.weight", key):
+            state[key] = np.zeros_like(state[key])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     with tmp.open("wb") as f:

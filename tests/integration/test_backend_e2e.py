@@ -60,12 +60,8 @@ def test_label_studio_stores_polygons_with_nested_keypoints(label_studio: LabelS
 
 
 # The paper's engine: Detectron2 R50-FPN, a handful of steps (R50 on CPU is slow), from the model-zoo
-# stand-in in FVCORE_CACHE; no augmentation (the same step as above, not engine-specific). The stand-in's
-# random backbone leaves every class score tiny after 4 steps: pre-draw the top objects whatever their score.
-DETECTRON2_ENV = {
-    "TRAIN_ENGINE": "detectron2", "TRAIN_STEPS": "4", "TRAIN_LR": "0.002", "TRAIN_AUGMENT_COPIES": "0",
-    "SCORE_THRESHOLD": "0",
-}  # fmt: skip
+# stand-in in FVCORE_CACHE; no augmentation (the same step as above, not engine-specific).
+DETECTRON2_ENV = {"TRAIN_ENGINE": "detectron2", "TRAIN_STEPS": "4", "TRAIN_LR": "0.002", "TRAIN_AUGMENT_COPIES": "0"}
 
 
 @pytest.fixture(scope="session")
