@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import UNTRAINED, ModelStore
@@ -54,35 +54,52 @@ def train_project_job(project_id: int) -> dict[str, Any]:
 
 
 def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Runs) -> tuple[str, dict[str, Any]]:
-    """One complete run; returns the published version and its metadata.
-
-    A share of the tasks is held out of training once the project has ``holdout_min_tasks`` (see
-    :func:`holdout_split`); the run starts from the current version when it can (see
-    :func:`_start_point`). The version is published whether or not it beat the previous one; its
-    metadata says which.
-    """
-    _set_threads(settings.train_threads)
+    """One complete run; returns the published version and its metadata."""
     ls = LabelStudioClient(settings)
     schema = Schema.from_label_config(ls.label_config(project_id))
     tasks = ls.export_tasks(project_id)
     log.info("project %s: %d annotated task(s) exported", project_id, len(tasks))
 
     from combined_coco.converter import convert_tasks  # after the Label Studio calls: a dead LS fails fast
-    from multitask import engines
-    from multitask.train import TrainConfig
 
-    engine = engines.get(settings.train_engine)  # not installed: fail before any download, saying how to install
     conversion = convert_tasks(tasks, schema)
     for issue in conversion.issues:
         log.warning("project %s: %s", project_id, issue)
-    coco = conversion.coco
-    if not coco["annotations"]:
+    if not conversion.coco["annotations"]:
         raise TrainingError(
             f"project {project_id} has no usable annotations ({len(tasks)} annotated task(s), "
             f"{len(conversion.issues)} issue(s)); draw at least one polygon and its keypoints, then start training again"
         )
+    counts = {"tasks": len(tasks), "issues": len(conversion.issues)}
+    return train_and_publish(project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, runs)
+
+
+ImageFetcher = Callable[[str, Any], bytes]  # (image URL, task id) -> bytes; LabelStudioClient.fetch_bytes
+
+
+def train_and_publish(
+    project_id: int,
+    coco: dict,
+    fetch: ImageFetcher,
+    counts: dict[str, int],
+    settings: Settings,
+    store: ModelStore,
+    runs: Runs,
+) -> tuple[str, dict[str, Any]]:
+    """Train on a project's combined COCO and publish the version; returns it and its metadata.
+
+    A share of the tasks is held out of training once ``counts["tasks"]`` (annotated tasks) reaches
+    ``holdout_min_tasks`` (see :func:`holdout_split`); the run starts from the current version when
+    it can (see :func:`_start_point`). The version is published whether or not it beat the previous
+    one; its metadata says which.
+    """
+    from multitask import engines
+    from multitask.train import TrainConfig
+
+    engine = engines.get(settings.train_engine)  # not installed: fail before any download, saying how to install
+    _set_threads(settings.train_threads)
     heldout = None
-    if len(tasks) >= settings.holdout_min_tasks:
+    if counts["tasks"] >= settings.holdout_min_tasks:
         training, heldout = holdout_split(coco, settings.holdout_share)
         if not heldout["images"] or not training["annotations"]:  # every photo fell on one side
             heldout = None
@@ -97,11 +114,11 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
     with tempfile.TemporaryDirectory(prefix=f"lsmt-train-{project_id}-") as tmp:
         work = Path(tmp)
         image_root = work / "images"
-        _download_images(ls, coco, image_root)
+        _download_images(fetch, coco, image_root)
         dataset = work / "dataset.json"
         dataset.write_text(json.dumps(coco))
         if heldout is not None:
-            _download_images(ls, heldout, image_root)
+            _download_images(fetch, heldout, image_root)
             (work / "heldout.json").write_text(json.dumps(heldout))
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
@@ -122,7 +139,7 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
             finetune_from=start.finetune_from,
             steps=start.steps,
             batch_size=settings.train_batch_size,
-            lr=settings.train_lr,
+            lr=start.lr,
             min_size=settings.train_min_size,
             max_size=settings.train_max_size,
             seed=settings.train_seed,
@@ -135,28 +152,30 @@ def train_once(project_id: int, settings: Settings, store: ModelStore, runs: Run
         train_seconds = round(time.monotonic() - began, 1)
         runs.update_status(project_id, phase="evaluating")
         fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
-        scores = None
+        scores = previous_scores = None
         if heldout is not None:
             scores = {"tasks": _task_count(heldout), "images": len(heldout["images"])}
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
-        previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings) if heldout else None
+            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings)
+        model_version, transfers = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
-            "tasks": len(tasks),
+            "tasks": counts["tasks"],
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
-            "issues": len(conversion.issues),
+            "issues": counts["issues"],
             "engine": settings.train_engine,
             "backbone": settings.train_backbone,
             "started_from": start.started_from,
             "transferred_from": start.transferred_from,
-            "transfers": _checkpoint_transfers(checkpoint),
+            "transfers": transfers,
             "steps": start.steps,
+            "lr": start.lr,
             "augment_copies": settings.train_augment_copies,
             "train_seconds": train_seconds,
-            "checkpoint_model_version": fit.pop("model_version"),
+            "checkpoint_model_version": model_version,
             "training_set_fit": fit,
-            "heldout": scores and {k: v for k, v in scores.items() if k != "model_version"},
+            "heldout": scores,
             "previous_on_heldout": previous_scores,
             "beat_previous": _beats(scores, previous_scores),
         }
@@ -199,51 +218,53 @@ def _task_count(coco: dict) -> int:
 class _Start:
     finetune_from: str | None  # the current version's checkpoint, when there is one
     steps: int
+    lr: float
     started_from: str  # "version v0003-...", or the init setting (coco, imagenet, none, a path)
     transferred_from: str | None  # version whose fitting tensors were transferred (classes/keypoints changed)
 
 
 def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: Settings) -> _Start:
-    """Continue from the current version (``RETRAIN_STEPS``) when its engine, classes, keypoints and
-    backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``) with the version's
-    tensors that still fit on top (none when the engine changed)."""
+    """Continue from the current version (``RETRAIN_STEPS``, ``RETRAIN_LR``) when its engine, classes,
+    keypoints and backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``,
+    ``TRAIN_LR``) with the version's tensors that still fit on top (none when the engine changed)."""
     from multitask.engines import read_summary
 
     current = store.current_version(project_id)
     if current == UNTRAINED:
-        return _Start(None, settings.train_steps, settings.train_init, None)
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     path = store.checkpoint(project_id, current)
     try:
         previous = read_summary(path)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
-        return _Start(None, settings.train_steps, settings.train_init, None)
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     if previous.continued_by(settings.train_engine, schema, settings.train_backbone):
         log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
-        return _Start(str(path), settings.retrain_steps, f"version {current}", None)
+        return _Start(str(path), settings.retrain_steps, settings.retrain_learning_rate, f"version {current}", None)
     if previous.engine != settings.train_engine:
         log.info(
             "project %s: version %s was trained by the %s engine, this run uses %s; starting from %s",
             project_id, current, previous.engine, settings.train_engine, settings.train_init,
         )  # fmt: skip
-        return _Start(None, settings.train_steps, settings.train_init, None)
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     log.info(
         "project %s: classes, keypoints or backbone changed since version %s; starting from %s and transferring"
         " the tensors of %s that still fit (class-dependent layers start fresh)",
         project_id, current, settings.train_init, current,
     )  # fmt: skip
-    return _Start(str(path), settings.train_steps, settings.train_init, f"version {current}")
+    return _Start(str(path), settings.train_steps, settings.train_lr, settings.train_init, f"version {current}")
 
 
-def _checkpoint_transfers(checkpoint: Path) -> list[str]:
-    """What the run's weight transfers loaded (one summary line per source), as recorded in the checkpoint."""
+def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
+    """The checkpoint's model version and what its weight transfers loaded (one summary line per source)."""
     from multitask.engines import read_summary
 
-    return read_summary(checkpoint).transfers
+    summary = read_summary(checkpoint)
+    return summary.model_version, summary.transfers
 
 
-def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, Any]:
-    """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``, plus the checkpoint's model version.
+def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, float | None]:
+    """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``.
 
     On the training images this is the training-set fit: not a measure of accuracy on new photos,
     but cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
@@ -251,8 +272,7 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
     from multitask import engines
 
     results = engines.evaluate(checkpoint, dataset, image_root=image_root, device=settings.train_device)
-    fit = {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
-    return {**fit, "model_version": results["model_version"]}
+    return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
 
 
 def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, settings: Settings) -> dict[str, Any] | None:
@@ -266,7 +286,6 @@ def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, setting
     except (OSError, ValueError, RuntimeError) as exc:
         log.info("project %s: version %s not scored on the held-out tasks (%s)", project_id, current, exc)
         return None
-    scores.pop("model_version")
     return {"version": current, **scores}
 
 
@@ -284,9 +303,10 @@ def _beats(new: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool 
 def _set_threads(threads: int) -> None:
     """Torch threads for this job process: ``TRAIN_THREADS``, or every core the worker may use.
 
-    Set deliberately because RQ runs each job in a forked work horse, and torch's default (physical
-    cores of the machine) oversubscribes a container limited to fewer CPUs. Images are decoded in the
-    training process between steps, so OpenCV gets one thread and does not compete with torch.
+    Set deliberately in the job (RQ runs each job in a forked work horse): torch's default counts the
+    machine's cores, this counts the CPUs the worker may run on (its affinity, e.g. a container's
+    cpuset); set ``TRAIN_THREADS`` under a CPU quota or when several workers share a machine. Images
+    are decoded in the training process between steps, so OpenCV gets one thread.
     """
     import cv2
     import torch
@@ -295,14 +315,14 @@ def _set_threads(threads: int) -> None:
     cv2.setNumThreads(1)
 
 
-def _download_images(ls: LabelStudioClient, coco: dict, image_root: Path) -> None:
+def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
     """Each COCO image from the task's URL, through Label Studio (same SSRF and size rules as /predict)."""
     image_root.mkdir(parents=True, exist_ok=True)
     for image in coco["images"]:
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder
             raise TrainingError(f"task {image.get('ls_task_id')}: unusable image file name {image['file_name']!r}")
-        target.write_bytes(ls.fetch_bytes(image["ls_image"], image.get("ls_task_id")))
+        target.write_bytes(fetch(image["ls_image"], image.get("ls_task_id")))
 
 
 class _ProgressReporter:

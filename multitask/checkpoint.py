@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,6 +68,18 @@ def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# A torchvision-engine checkpoint's training state holds numpy's RNG state (one uint32 array) besides
+# tensors and plain values; rebuilding an array runs no code, so these globals are allowed, nothing else.
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
+def read_payload(path: str | Path, mmap: bool = False) -> Any:
+    """The raw checkpoint dict of any engine, loaded with ``torch.load(weights_only=True)`` (``mmap``:
+    tensors are mapped, not read, for callers that only look at the metadata)."""
+    with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+        return torch.load(Path(path), map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:

@@ -14,8 +14,8 @@ Two backbones:
   stride-16 and stride-32 stages), 4x256 keypoint head, 128 sampled RoIs per image, 300
   proposals per image at test time.
 
-Nothing is ever downloaded: ``weights`` / ``weights_backbone`` are always ``None``; pretrained
-weights come from local files through :mod:`multitask.pretrained`.
+``build_model`` never downloads (``weights`` / ``weights_backbone`` are always ``None``): pretrained
+weights are loaded afterwards by :mod:`multitask.pretrained`, which reports what fitted.
 """
 
 from __future__ import annotations

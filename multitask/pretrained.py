@@ -1,7 +1,7 @@
 """Start the multi-task model from pretrained weights: torchvision's published COCO / ImageNet weights or a local file.
 
 ``init`` names the start: ``coco`` (default), ``imagenet``, ``none`` (random) or a path to a local
-torchvision-format weights file. Published weights come through torchvision's own weights API
+file (torchvision-format weights, or a multi-task checkpoint). Published weights come through torchvision's own weights API
 (``*_Weights`` enums, ``get_state_dict``): downloaded once into torch's cache
 (``$TORCH_HOME/hub/checkpoints``) and reused. A machine that cannot download gets a one-line
 :class:`PretrainedWeightsUnavailable` naming the file, its URL and the folder to put it in, within
@@ -118,11 +118,13 @@ def published_state_dict(weights: WeightsEnum, timeout: float = DOWNLOAD_TIMEOUT
         return weights.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(getattr(exc, "reason", None) or exc).split()) or type(exc).__name__
-        raise PretrainedWeightsUnavailable(
+        message = (
             f"pretrained weights {path.name} could not be loaded ({reason}): download {weights.url} into"
             f" {path.parent} (TORCH_HOME={path.parent.parent.parent}), or set TRAIN_INIT=none"
             " (training config: init: none) to train from random weights"
-        ) from None
+        )
+        log.error(message)  # one line in the worker log, above the traceback
+        raise PretrainedWeightsUnavailable(message) from None
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -166,13 +168,14 @@ def rename_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local weights file, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}``."""
+    """Tensors of a local weights file or multi-task checkpoint (unwraps ``{"model": ...}`` / ``{"state_dict": ...}``)."""
     try:
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} is not a plain weights file (a multi-task checkpoint? fine-tune from it with finetune_from)"
-        ) from None
+        # a checkpoint written by `train` also holds RNG state, which weights_only refuses
+        from multitask.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).state_dict
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -59,7 +59,7 @@ class TrainConfig:
     rois_per_image: int | None = None  # sampled RoIs per image (a quarter positive); None: backbone default
     hflip_prob: float = 0.5
     seed: int = 0
-    init: str = "coco"  # coco | imagenet | none | path to a local torchvision-format weights file
+    init: str = "coco"  # coco | imagenet | none | path to a local weights file or multi-task checkpoint
     finetune_from: str | None = None  # a multi-task checkpoint to continue from (see start_model)
     resume: bool | str = False  # True: output_dir/last.pt if it exists; a path: that checkpoint
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -139,14 +139,12 @@ def read_summary(checkpoint: str | Path) -> CheckpointSummary:
     """
     import pickle
 
-    import torch
-
     from combined_coco.schema import Schema
-    from multitask.checkpoint import FORMAT
+    from multitask.checkpoint import FORMAT, read_payload
 
     path = Path(checkpoint)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = read_payload(path, mmap=True)
     except (pickle.UnpicklingError, RuntimeError) as exc:
         raise ValueError(f"{path} is not a loadable multitask checkpoint ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from combined_coco.schema import Schema
-from multitask.checkpoint import FORMAT, save_payload
+from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.dataset import read_combined_coco
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
@@ -353,8 +353,7 @@ def _download(url: str) -> dict:
 
 def _plain_state(checkpoint: str | Path) -> dict:
     """A multitask checkpoint's tensors, loaded with ``weights_only=True``."""
-    data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    return {"model": data["model"]}
+    return {"model": read_payload(checkpoint)["model"]}
 
 
 def transfer(model: torch.nn.Module, checkpoint: dict, source: str, keep_class_dependent: bool = False) -> TransferReport:
@@ -394,7 +393,7 @@ class Loaded:
 
 
 def read_checkpoint(checkpoint: str | Path, device: str = "cpu") -> Loaded:
-    data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    data = read_payload(checkpoint)
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("engine") != NAME:
         raise ValueError(f"{checkpoint} is not a detectron2-engine checkpoint")
     cfg = get_cfg()

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 from backend.model_store import ModelStore
+from backend.runs import Runs
 from backend.settings import Settings, SettingsError
-from backend.training import _start_point, holdout_split
+from backend.training import _start_point, _task_hash, holdout_split, train_and_publish
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.model import ModelConfig, build_model
+from multitask.synthetic import write_synthetic_dataset
 
 
 def _coco(tasks: dict[int, str]) -> dict:
@@ -51,7 +54,8 @@ def test_holdout_is_stable_about_the_share_and_keeps_a_photo_on_one_side() -> No
 
 def test_new_settings_are_read_and_checked() -> None:
     env = {"TRAIN_INIT": "none", "RETRAIN_STEPS": "7", "HOLDOUT_MIN_TASKS": "3", "HOLDOUT_SHARE": "0.5", "TRAIN_THREADS": "2"}
-    settings = Settings.from_env(env)
+    settings = Settings.from_env({**env, "RETRAIN_LR": "0.005"})
+    assert settings.retrain_learning_rate == 0.005
     assert (settings.train_init, settings.retrain_steps, settings.holdout_min_tasks) == ("none", 7, 3)
     assert (settings.holdout_share, settings.train_threads) == (0.5, 2)
     defaults = Settings.from_env({})
@@ -75,11 +79,13 @@ def test_retrain_continues_from_the_version_only_when_the_schema_is_unchanged(se
     same = _start_point(3, store, schema, settings)
     assert same.finetune_from == str(store.checkpoint(3, version))
     assert (same.steps, same.started_from, same.transferred_from) == (settings.retrain_steps, f"version {version}", None)
+    assert same.lr == settings.train_lr / 10 == first.lr / 10
 
     changed_schema = Schema.from_dict({**schema.to_dict(), "categories": schema.to_dict()["categories"][:1]})
     changed = _start_point(3, store, changed_schema, settings)
     assert changed.finetune_from == str(store.checkpoint(3, version))
     assert (changed.steps, changed.started_from, changed.transferred_from) == (settings.train_steps, "coco", f"version {version}")
+    assert changed.lr == settings.train_lr
 
 
 def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Settings, schema: Schema, backend_redis_url: str) -> None:
@@ -101,3 +107,42 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Setting
             ("started_from", "heldout", "beat_previous", "train_seconds")
         )
     assert json.loads((backend.store.project_dir(4) / second / "meta.json").read_text())["beat_previous"] is True
+
+
+def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
+    backend_redis_url: str, tmp_path: Path, coco_light_weights: Path
+) -> None:
+    """The run after the Label Studio export, on 6 synthetic tasks: v1 from (stand-in) COCO weights, v2 continued from v1."""
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=6, size=64)
+    coco = json.loads(dataset.read_text())
+    for image in coco["images"]:
+        image["ls_task_id"], image["ls_image"] = 100 + image["id"], f"/data/upload/7/{image['file_name']}"
+    expected = {im["ls_task_id"] for im in coco["images"] if _task_hash(im["ls_task_id"]) < 0.25}
+    assert 0 < len(expected) < 6  # fixed by the hash: the test data holds some out and trains on the rest
+
+    def fetch(url: str, task_id: object) -> bytes:
+        return (dataset.parent / Path(url).name).read_bytes()
+
+    settings = Settings(
+        label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path / "models",
+        train_steps=2, retrain_steps=1, holdout_min_tasks=6, holdout_share=0.25, train_min_size=64, train_max_size=64,
+        train_threads=1,
+    )  # fmt: skip
+    store, runs = ModelStore(settings.model_dir), Runs(redis.Redis.from_url(backend_redis_url), 600)
+    counts = {"tasks": 6, "issues": 0}
+    first, meta1 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
+    second, meta2 = train_and_publish(7, coco, fetch, counts, settings, store, runs)
+
+    assert (meta1["started_from"], meta1["steps"], meta1["beat_previous"]) == ("coco", 2, None)
+    assert meta1["transfers"][0].startswith(f"coco: {coco_light_weights.name}: loaded 279 tensors")
+    assert (meta2["started_from"], meta2["steps"], meta2["transfers"]) == (f"version {first}", 1, [])
+    for meta in (meta1, meta2):
+        assert meta["heldout"]["tasks"] == len(expected) and meta["images"] == 6 - len(expected)
+        assert set(meta["heldout"]) == {"tasks", "images", "bbox_AP", "segm_AP", "keypoints_AP"}
+        assert set(meta["training_set_fit"]) == {"bbox_AP", "segm_AP", "keypoints_AP"}
+    # v1 scored again by the second run on the same held-out tasks: the same numbers as when it was published
+    assert meta2["previous_on_heldout"] == {"version": first, **{k: v for k, v in meta1["heldout"].items() if k.endswith("_AP")}}
+    kinds = ("bbox_AP", "segm_AP", "keypoints_AP")
+    assert meta2["beat_previous"] == (sum(meta2["heldout"][k] for k in kinds) > sum(meta1["heldout"][k] for k in kinds))
+    assert [v["version"] for v in store.version_summaries(7)] == [first, second]
+    assert torch.get_num_threads() == 1  # TRAIN_THREADS

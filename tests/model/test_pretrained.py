@@ -154,7 +154,9 @@ def test_imagenet_loads_the_backbone_body_only(torch_home: Path) -> None:
     assert not torch.equal(after["backbone.body.0.0.weight"], fresh["backbone.body.0.0.weight"])
 
 
-def test_missing_published_weights_fail_fast_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_published_weights_fail_fast_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     model = build_model(CONFIG)
     began = time.monotonic()
@@ -167,6 +169,7 @@ def test_missing_published_weights_fail_fast_with_what_to_do(tmp_path: Path, mon
     for part in (Path(weights.url).name, weights.url, str(tmp_path / "empty" / "hub" / "checkpoints"), "TRAIN_INIT=none"):
         assert part in message, part
     assert not any((tmp_path / "empty" / "hub" / "checkpoints").iterdir())  # no partial file left behind
+    assert message in caplog.text  # the same line in the worker log
 
 
 class _SilentHost:
@@ -195,3 +198,9 @@ def test_silent_host_times_out_instead_of_hanging(tmp_path: Path, monkeypatch: p
     assert time.monotonic() - began < 5
     assert "silent-0123abcd.pth" in str(error.value) and str(tmp_path / "hub" / "checkpoints") in str(error.value)
     assert socket.getdefaulttimeout() is None  # the process-wide default is restored
+
+
+
+def test_init_names_what_it_accepts() -> None:
+    with pytest.raises(FileNotFoundError, match="neither 'none', 'coco' nor 'imagenet'"):
+        initialize(build_model(CONFIG), "COCO-typo", "mobilenet_v3_large_fpn")

@@ -12,7 +12,8 @@ import torch
 from multitask.checkpoint import load_checkpoint
 from multitask.dataset import CombinedCocoDataset, read_image
 from multitask.inference import Predictor
-from multitask.pretrained import CLASS_DEPENDENT_PREFIXES
+from multitask.model import build_model
+from multitask.pretrained import CLASS_DEPENDENT_PREFIXES, initialize
 from multitask.synthetic import write_synthetic_dataset
 from multitask.train import TrainConfig, start_model, train
 
@@ -125,3 +126,26 @@ def test_finetune_with_a_changed_schema_transfers_what_fits(first_run: tuple[Pat
     assert not report.not_in_file  # every class-independent tensor came from the previous run
     saved = load_checkpoint(train(config)).training
     assert saved["transfers"] == [report.summary()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; covers TRAIN_DEVICE=cuda with AMP")
+def test_trains_on_cuda_with_mixed_precision(tmp_path: Path) -> None:
+    dataset = write_synthetic_dataset(tmp_path / "data", num_images=2, size=96)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=3, batch_size=2, device="cuda", **TINY)
+    assert config.amp
+    checkpoint = load_checkpoint(train(config))
+    assert checkpoint.step == 3
+    assert checkpoint.training["scaler"]["scale"] > 0  # the gradient scaler ran: AMP was on
+    assert all(torch.isfinite(v).all() for v in checkpoint.state_dict.values() if v.is_floating_point())
+
+
+def test_init_from_a_multitask_checkpoint_takes_what_fits(first_run: tuple[Path, Path]) -> None:
+    """A checkpoint written by `train` (RNG state inside, which torch's weights_only load refuses) as ``init``."""
+    _, checkpoint = first_run
+    previous = load_checkpoint(checkpoint)
+    model = build_model(previous.model_config)
+    (report,) = initialize(model, str(checkpoint), previous.model_config.backbone)
+    assert report.loaded and not report.shape_mismatch
+    for key in report.loaded:
+        assert torch.equal(model.state_dict()[key], previous.state_dict[key]), key
+    assert all(k.startswith(CLASS_DEPENDENT_PREFIXES) for k in report.class_dependent)
