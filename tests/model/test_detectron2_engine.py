@@ -235,3 +235,57 @@ def test_unknown_engine_and_torchvision_only_backbone_are_refused(dataset: Path,
         engines.get("mmdet")
     with pytest.raises(ValueError, match="not a detectron2 backbone"):
         engines.get("detectron2").check(d2_config(dataset, tmp_path, backbone="mobilenet_v3_large_fpn"))
+
+
+def test_train_engine_setting_picks_the_engine_and_its_default_backbone() -> None:
+    from backend.settings import Settings, SettingsError
+
+    assert (Settings.from_env({}).train_engine, Settings.from_env({}).train_backbone) == ("torchvision", "mobilenet_v3_large_fpn")
+    d2 = Settings.from_env({"TRAIN_ENGINE": "detectron2"})
+    assert (d2.train_engine, d2.train_backbone) == ("detectron2", "resnet50_fpn")
+    with pytest.raises(SettingsError, match="TRAIN_ENGINE='mmdet'.*torchvision"):
+        Settings.from_env({"TRAIN_ENGINE": "mmdet"})
+
+
+def test_a_version_of_the_other_engine_is_not_continued(run: dict, tmp_path: Path) -> None:
+    from backend.model_store import ModelStore
+    from backend.settings import Settings
+    from backend.training import _start_point
+
+    store = ModelStore(tmp_path / "models")
+    version = store.publish(3, run["checkpoint"], {"steps": 2})
+    d2 = Settings.from_env({"TRAIN_ENGINE": "detectron2", "MODEL_DIR": str(tmp_path / "models")})
+    same = _start_point(3, store, SCHEMA, d2)
+    assert (same.finetune_from, same.started_from) == (str(store.checkpoint(3, version)), f"version {version}")
+    other = _start_point(3, store, SCHEMA, Settings.from_env({"MODEL_DIR": str(tmp_path / "models")}))
+    assert (other.finetune_from, other.started_from, other.transferred_from) == (None, "coco", None)
+
+
+def test_finetuning_from_a_version_loads_every_tensor(run: dict, dataset: Path, tmp_path: Path) -> None:
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from multitask.engines.detectron2 import start_weights
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(run["out"] / "config.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    config = d2_config(dataset, tmp_path, finetune_from=str(run["checkpoint"]), init="none")
+    started_from, (report,) = start_weights(model, config, SCHEMA)
+    assert started_from == f"checkpoint {run['checkpoint']}"
+    assert report.class_dependent == [] and report.not_in_file == [] and len(report.loaded) == len(model.state_dict())
+    saved = torch.load(run["checkpoint"], weights_only=True)["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_cli_predict_and_evaluate_pick_the_engine_from_the_checkpoint(run: dict, dataset: Path, tmp_path: Path) -> None:
+    from multitask.__main__ import main
+
+    main(["predict", "--checkpoint", str(run["checkpoint"]), str(dataset.parent / "img_001.png"),
+          "--score-threshold", "0", "--out", str(tmp_path / "preds.json")])  # fmt: skip
+    preds = json.loads((tmp_path / "preds.json").read_text())
+    assert preds["model_version"].startswith("multitask-detectron2-") and preds["keypoint_names"] == ["left", "right", "top"]
+    assert preds["images"][0]["instances"]
+    main(["evaluate", "--checkpoint", str(run["checkpoint"]), "--dataset", str(dataset), "--out", str(tmp_path / "e.json")])
+    assert json.loads((tmp_path / "e.json").read_text()).keys() >= {"bbox", "segm", "keypoints", "oks_sigmas"}
