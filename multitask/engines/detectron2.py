@@ -53,7 +53,7 @@ from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.dataset import read_combined_coco
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
-from multitask.inference import Instance, applicable_keypoints, mask_to_polygons
+from multitask.inference import Instance, InstanceMaker, check_rgb_image
 from multitask.pretrained import DOWNLOAD_TIMEOUT_S, RANDOM_INIT, PretrainedWeightsUnavailable, TransferReport
 from multitask.train import TrainConfig, pick_device
 
@@ -263,9 +263,16 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
         trainer.train()
     cfg.DATASETS.TRAIN = ()
     (out_dir / "config.yaml").write_text(cfg.dump())
-    training = {"run_id": run_id, "config": dataclasses.asdict(config), "started_from": started_from, "transfers": transfers}
+    training = {
+        "run_id": run_id,
+        "config": dataclasses.asdict(config),
+        "started_from": started_from,
+        "transfers": transfers,
+    }
     version = f"multitask-detectron2-{config.backbone.replace('/', '_')}-{run_id}-step{total}"
-    return save_payload(_payload(cfg, schema, trainer.model, config.backbone, version, total, training), out_dir / "last.pt")
+    return save_payload(
+        _payload(cfg, schema, trainer.model, config.backbone, version, total, training), out_dir / "last.pt"
+    )
 
 
 def _payload(
@@ -284,7 +291,9 @@ def _payload(
     }
 
 
-def random_checkpoint(schema: Schema, path: str | Path, backbone: str, min_size: int, max_size: int, seed: int = 0) -> Path:
+def random_checkpoint(
+    schema: Schema, path: str | Path, backbone: str, min_size: int, max_size: int, seed: int = 0
+) -> Path:
     cfg = build_config(schema, TrainConfig(backbone=backbone, min_size=min_size, max_size=max_size, device="cpu"))
     torch.manual_seed(seed)
     return save_payload(_payload(cfg, schema, build_model(cfg), backbone, "random-init", 0, {}), path)
@@ -356,7 +365,9 @@ def _plain_state(checkpoint: str | Path) -> dict:
     return {"model": read_payload(checkpoint)["model"]}
 
 
-def transfer(model: torch.nn.Module, checkpoint: dict, source: str, keep_class_dependent: bool = False) -> TransferReport:
+def transfer(
+    model: torch.nn.Module, checkpoint: dict, source: str, keep_class_dependent: bool = False
+) -> TransferReport:
     """Load ``checkpoint["model"]`` into ``model`` with Detectron2's checkpointer (name heuristics for
     Caffe2-era files, shape mismatches skipped); class-dependent layers are dropped first unless kept."""
     report = TransferReport(source)
@@ -430,10 +441,9 @@ class Predictor:
         with _quiet_checkpointer():
             self._d2 = DefaultPredictor(cfg)  # builds a model with the thresholds above (no weights: WEIGHTS="")
         self._d2.model.load_state_dict(loaded.state_dict)
-        self.score_threshold, self.mask_threshold = score_threshold, mask_threshold
-        self.keypoint_threshold, self.polygon_tolerance, self.batch_size = keypoint_threshold, polygon_tolerance, batch_size
-        self._category_ids = sorted(c.id for c in self.schema.categories)
-        self._applicable = applicable_keypoints(self.schema)
+        self.mask_threshold, self.batch_size = mask_threshold, batch_size
+        self._category_ids = sorted(c.id for c in self.schema.categories)  # Detectron2's contiguous class order
+        self._make_instance = InstanceMaker(self.schema, keypoint_threshold, polygon_tolerance)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[list[Instance]]:
@@ -448,8 +458,7 @@ class Predictor:
         return results
 
     def _input(self, image: np.ndarray) -> dict:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        check_rgb_image(image)
         pixels = image if self._d2.input_format == "RGB" else image[:, :, ::-1]
         height, width = image.shape[:2]
         resized = self._d2.aug.get_transform(pixels).apply_image(pixels)
@@ -460,29 +469,21 @@ class Predictor:
         k = self.schema.num_keypoints
         logits = None
         if output.has("pred_keypoint_heatmaps") and len(output):
-            logits = heatmaps_to_keypoints(output.pred_keypoint_heatmaps, output.pred_boxes.tensor)[:, :, 2].cpu().numpy()
+            logits = (
+                heatmaps_to_keypoints(output.pred_keypoint_heatmaps, output.pred_boxes.tensor)[:, :, 2].cpu().numpy()
+            )
         out = detector_postprocess(output, height, width, self.mask_threshold).to("cpu")
         instances = []
         for i in range(len(out)):
-            category_id = self._category_ids[int(out.pred_classes[i])]
             keypoints = np.zeros((k, 3), np.float32)
             if logits is not None:
                 keypoints[:, :2] = out.pred_keypoints[i, :, :2].numpy() - 0.5  # continuous -> COCO convention
                 keypoints[:, 2] = logits[i]
-            present = self._applicable[category_id].copy()
-            if self.keypoint_threshold is not None:
-                present &= keypoints[:, 2] >= self.keypoint_threshold
+            category_id = self._category_ids[int(out.pred_classes[i])]
             mask = out.pred_masks[i].numpy().astype(bool)
             instances.append(
-                Instance(
-                    category_id=category_id,
-                    label=self.schema.category_by_id(category_id).name,
-                    score=float(out.scores[i]),
-                    box=tuple(float(v) for v in out.pred_boxes.tensor[i]),
-                    mask=mask,
-                    polygons=mask_to_polygons(mask, self.polygon_tolerance),
-                    keypoints=keypoints,
-                    keypoint_present=present,
+                self._make_instance(
+                    category_id, float(out.scores[i]), out.pred_boxes.tensor[i].tolist(), mask, keypoints
                 )
             )
         return instances
@@ -500,7 +501,9 @@ def _quiet_checkpointer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def load_predictor(checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
+) -> Predictor:
     return Predictor(checkpoint, device, score_threshold, **options)
 
 
@@ -526,7 +529,9 @@ def evaluate(
     root = image_root or Path(dataset).parent
     tasks = ("bbox", "segm") + (("keypoints",) if schema.num_keypoints else ())
     with tempfile.TemporaryDirectory(prefix="lsmt-d2-eval-") as tmp, registered(coco, schema, root, Path(tmp)) as name:
-        evaluator = COCOEvaluator(name, tasks=tasks, distributed=False, output_dir=None, kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+        evaluator = COCOEvaluator(
+            name, tasks=tasks, distributed=False, output_dir=None, kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS
+        )
         cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = (name,)  # DatasetMapper reads the flip map from DATASETS.TRAIN
         loader = build_detection_test_loader(cfg, name)
         raw = inference_on_dataset(model, loader, evaluator)

@@ -43,11 +43,15 @@ def evaluate(
     return evaluate_checkpoint(checkpoint, dataset, image_root, sigmas, device, score_threshold)
 
 
-def load_predictor(checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
+) -> Predictor:
     return Predictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold, **options)
 
 
-def random_checkpoint(schema: Schema, path: str | Path, backbone: str, min_size: int, max_size: int, seed: int = 0) -> Path:
+def random_checkpoint(
+    schema: Schema, path: str | Path, backbone: str, min_size: int, max_size: int, seed: int = 0
+) -> Path:
     torch.manual_seed(seed)
     config = ModelConfig.for_schema(schema, backbone=backbone, min_size=min_size, max_size=max_size)
     return save_checkpoint(Checkpoint("random-init", schema, config, build_model(config).state_dict()), path)

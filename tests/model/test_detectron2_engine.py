@@ -108,7 +108,9 @@ def test_predictor_matches_detectron2s_default_predictor(run: dict, dataset: Pat
 
     # every detection, whatever its score after 2 steps: the comparison needs some
     predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0)
-    assert predictor.schema == SCHEMA and predictor.model_version == engines.read_summary(run["checkpoint"]).model_version
+    assert (
+        predictor.schema == SCHEMA and predictor.model_version == engines.read_summary(run["checkpoint"]).model_version
+    )
     image = read_image(dataset.parent / "img_001.png")
     (instances,) = predictor.predict([image])
 
@@ -240,7 +242,10 @@ def test_unknown_engine_and_torchvision_only_backbone_are_refused(dataset: Path,
 def test_train_engine_setting_picks_the_engine_and_its_default_backbone() -> None:
     from backend.settings import Settings, SettingsError
 
-    assert (Settings.from_env({}).train_engine, Settings.from_env({}).train_backbone) == ("torchvision", "mobilenet_v3_large_fpn")
+    assert (Settings.from_env({}).train_engine, Settings.from_env({}).train_backbone) == (
+        "torchvision",
+        "mobilenet_v3_large_fpn",
+    )
     d2 = Settings.from_env({"TRAIN_ENGINE": "detectron2"})
     assert (d2.train_engine, d2.train_backbone) == ("detectron2", "resnet50_fpn")
     with pytest.raises(SettingsError, match="TRAIN_ENGINE='mmdet'.*torchvision"):
@@ -285,7 +290,21 @@ def test_cli_predict_and_evaluate_pick_the_engine_from_the_checkpoint(run: dict,
     main(["predict", "--checkpoint", str(run["checkpoint"]), str(dataset.parent / "img_001.png"),
           "--score-threshold", "0", "--out", str(tmp_path / "preds.json")])  # fmt: skip
     preds = json.loads((tmp_path / "preds.json").read_text())
-    assert preds["model_version"].startswith("multitask-detectron2-") and preds["keypoint_names"] == ["left", "right", "top"]
+    assert preds["model_version"].startswith("multitask-detectron2-") and preds["keypoint_names"] == [
+        "left",
+        "right",
+        "top",
+    ]
     assert preds["images"][0]["instances"]
-    main(["evaluate", "--checkpoint", str(run["checkpoint"]), "--dataset", str(dataset), "--out", str(tmp_path / "e.json")])
+    main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run["checkpoint"]),
+            "--dataset",
+            str(dataset),
+            "--out",
+            str(tmp_path / "e.json"),
+        ]
+    )
     assert json.loads((tmp_path / "e.json").read_text()).keys() >= {"bbox", "segm", "keypoints", "oks_sigmas"}
