@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mobilenet_v3_large, resnet50
@@ -79,6 +78,8 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     from detectron2.modeling import build_model
     from iopath.common.file_io import get_cache_dir
 
+    from multitask.engines.detectron2 import zero_residual_scales
+
     url = model_zoo.get_checkpoint_url(zoo_config)
     path = Path(get_cache_dir()) / urlparse(url).path.lstrip("/")
     if path.exists():
@@ -87,13 +88,9 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     cfg.merge_from_file(model_zoo.get_config_file(zoo_config))
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(seed)
-    state = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
-    # Frozen batch norm with identity statistics lets a random ResNet's activations grow block after
-    # block until every class score saturates; a zero scale on each residual branch's last norm (as in
-    # zero_init_residual) keeps them in the range a trained file's have.
-    for key in state:
-        if re.fullmatch(r"backbone\.bottom_up\.res\d\.\d+\.conv3\.norm\.weight", key):
-            state[key] = np.zeros_like(state[key])
+    model = build_model(cfg)
+    zero_residual_scales(model)  # activations in the range a trained file's have
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     with tmp.open("wb") as f:

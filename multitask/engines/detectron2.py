@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import uuid
@@ -296,7 +297,23 @@ def random_checkpoint(
 ) -> Path:
     cfg = build_config(schema, TrainConfig(backbone=backbone, min_size=min_size, max_size=max_size, device="cpu"))
     torch.manual_seed(seed)
-    return save_payload(_payload(cfg, schema, build_model(cfg), backbone, "random-init", 0, {}), path)
+    model = build_model(cfg)
+    zero_residual_scales(model)
+    return save_payload(_payload(cfg, schema, model, backbone, "random-init", 0, {}), path)
+
+
+@torch.no_grad()
+def zero_residual_scales(model: torch.nn.Module) -> None:
+    """Zero the scale of each residual branch's last norm (as ``zero_init_residual`` does).
+
+    A randomly initialized Detectron2 ResNet has frozen batch norm with identity statistics, so its
+    activations grow block after block until class scores saturate and keypoint heatmaps overflow
+    (NaN); trained weights never behave like that. Random weights stand in for trained ones (tests,
+    benchmarks) only after this.
+    """
+    for name, module in model.named_modules():
+        if re.fullmatch(r"backbone\.bottom_up\.res\d\.\d+\.conv3", name):
+            module.norm.weight.zero_()
 
 
 def start_weights(model: torch.nn.Module, config: TrainConfig, schema: Schema) -> tuple[str, list[TransferReport]]:
