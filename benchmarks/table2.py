@@ -179,10 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json-out", type=Path, help="also write the numbers as JSON")
     ns = parser.parse_args(argv)
     args = vars(ns)
-    print(f"Table II, {ns.backbone}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
+    print(f"Table II, {ns.backbone if ns.configs else 'engines'}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
           f"{ns.iters} timed iterations after {ns.warmup} warm-up, {mp.cpu_count()} CPU cores")
     rows: dict[str, dict] = {}
-    print(f"{'model':<10} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
+    if ns.configs:
+        print(f"{'model':<10} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
     for name in ns.configs:
         rows[name] = measure(name, args)
         r = rows[name]
