@@ -34,7 +34,8 @@ with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["detectron2"]))
 PY
 )
-"$PY" -m pip install -q "${deps[@]}" >>"$log" 2>&1 || fail "runtime dependencies"
+# wheel: the build below runs in this environment (no isolation), and an older setuptools needs it
+"$PY" -m pip install -q wheel "${deps[@]}" >>"$log" 2>&1 || fail "runtime dependencies"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
