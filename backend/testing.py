@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -267,7 +268,8 @@ def _train_through_label_studio(
     ls: LabelStudioServer, redis_url: str, root: Path, env_overrides: dict[str, str]
 ) -> TrainedProject:
     root.mkdir(parents=True, exist_ok=True)
-    env = {**backend_env(ls, redis_url, root / "models"), **env_overrides}
+    # each journey gets its own Redis database, so one journey's worker never takes another's run
+    env = {**backend_env(ls, _redis_database(redis_url, len(_shared)), root / "models"), **env_overrides}
     if env.get("TRAIN_INIT", "coco") == "coco":
         _place_coco_stand_in(env)
     backend_url, backend = start_backend(env, root / "backend.log")
@@ -282,6 +284,16 @@ def _train_through_label_studio(
     ls.client.ml.train(id=ml.id)
     status = wait_for_training(backend_url, project_id, "untrained", worker)
     return TrainedProject(project_id, labeled, new, ml.id, backend_url, status["model_version"], untrained, status)
+
+
+def _redis_database(url: str, db: int) -> str:
+    """``url`` on logical database ``db`` (``redis://host/N`` or ``unix://path?db=N``; 0: ``url`` unchanged)."""
+    if db == 0:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=f"db={db}"))
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def _place_coco_stand_in(env: dict[str, str]) -> None:

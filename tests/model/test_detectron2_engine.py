@@ -308,3 +308,16 @@ def test_cli_predict_and_evaluate_pick_the_engine_from_the_checkpoint(run: dict,
         ]
     )
     assert json.loads((tmp_path / "e.json").read_text()).keys() >= {"bbox", "segm", "keypoints", "oks_sigmas"}
+
+
+def test_resume_continues_from_detectron2s_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    engines.train(d2_config(dataset, out, steps=1, init="none"))
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    steps: list[tuple[int, int]] = []
+    checkpoint = engines.train(
+        d2_config(dataset, out, steps=2, init="none", resume=True), on_progress=lambda s, t, _: steps.append((s, t))
+    )
+    assert steps == [(2, 2)]  # step 1 came from model_final.pth, with its optimizer and scheduler state
+    training = torch.load(checkpoint, weights_only=True)["training"]
+    assert training["started_from"].startswith("resumed ") and training["started_from"].endswith("model_final.pth")
