@@ -291,8 +291,8 @@ def _redis_database(url: str, db: int) -> str:
     if db == 0:
         return url
     parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return urlunsplit(parts._replace(query=f"db={db}"))
+    if parts.scheme == "unix":  # urlunsplit would drop the empty host ("unix:/path"), which redis refuses
+        return f"unix://{parts.path}?db={db}"
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
