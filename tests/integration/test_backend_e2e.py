@@ -8,6 +8,7 @@ keypoints of that version are stored on every task, the new image included. The 
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import pytest
