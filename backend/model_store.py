@@ -46,7 +46,7 @@ SUMMARY_KEYS = ("started_from", "steps", "training_set_fit", "heldout", "beat_pr
 
 
 class Predictor(Protocol):
-    """What the backend needs from a loaded model (``multitask.inference.Predictor`` provides it)."""
+    """What the backend needs from a loaded model (every engine's predictor provides it, see ``multitask.engines``)."""
 
     schema: Schema
 
@@ -65,10 +65,11 @@ def load_multitask_predictor(
     keypoint_threshold: float | None = None,
     max_objects: int = 100,
 ) -> Predictor:
-    """The real loader; torch is imported only by processes that actually load a model."""
-    from multitask.inference import Predictor as MultitaskPredictor
+    """The real loader, by the engine the checkpoint names; torch is imported only by processes that
+    actually load a model."""
+    from multitask import engines
 
-    return MultitaskPredictor.from_checkpoint(
+    return engines.load_predictor(
         checkpoint,
         device="cpu",
         score_threshold=score_threshold,

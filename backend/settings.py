@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from jobqueue.connection import data_dir
+from multitask.engines import ENGINE_NAMES, default_backbone
 
 
 class SettingsError(ValueError):
@@ -41,7 +42,8 @@ class Settings:
     keypoint_threshold: float | None = None  # heatmap logit a keypoint must reach; None: every applicable one
     polygon_tolerance_px: float = 1.5  # Douglas-Peucker tolerance: about the vertices a person would click
     preannotate_after_training: bool = True  # write the new version's predictions to unannotated tasks
-    train_backbone: str = "mobilenet_v3_large_fpn"
+    train_engine: str = "torchvision"  # torchvision | detectron2 (multitask.engines)
+    train_backbone: str = "mobilenet_v3_large_fpn"  # default: the engine's (multitask.engines.default_backbone)
     train_init: str = "coco"  # coco | imagenet | none | path to a weights file (multitask.pretrained)
     train_steps: int = 300  # a project's first run (or one whose classes/keypoints changed)
     retrain_steps: int = 100  # a run that continues from the current version (same classes and keypoints)
@@ -64,6 +66,9 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         url = env.get("LABEL_STUDIO_URL") or None
+        engine = env.get("TRAIN_ENGINE") or cls.train_engine
+        if engine not in ENGINE_NAMES:
+            raise SettingsError(f"TRAIN_ENGINE={engine!r} is not an engine; choose one of {list(ENGINE_NAMES)}")
         return cls(
             label_studio_url=url.rstrip("/") if url else None,
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
@@ -83,7 +88,8 @@ class Settings:
             keypoint_threshold=reader.optional_float("KEYPOINT_THRESHOLD"),
             polygon_tolerance_px=reader.float("POLYGON_TOLERANCE_PX", cls.polygon_tolerance_px),
             preannotate_after_training=reader.bool("PREANNOTATE_AFTER_TRAINING", cls.preannotate_after_training),
-            train_backbone=env.get("TRAIN_BACKBONE") or cls.train_backbone,
+            train_engine=engine,
+            train_backbone=env.get("TRAIN_BACKBONE") or default_backbone(engine),
             train_init=env.get("TRAIN_INIT") or cls.train_init,
             train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
             retrain_steps=reader.int("RETRAIN_STEPS", cls.retrain_steps),

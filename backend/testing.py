@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -55,16 +56,11 @@ FAST_TRAINING_ENV = {
 
 def random_checkpoint(path: Path, seed: int = 0, min_size: int = 320, max_size: int = 512) -> Path:
     """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
-    import torch
+    from multitask import engines
 
-    from multitask.checkpoint import Checkpoint, save_checkpoint
-    from multitask.model import ModelConfig, build_model
-
-    torch.manual_seed(seed)
     schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
-    config = ModelConfig.for_schema(schema, min_size=min_size, max_size=max_size)
-    model = build_model(config)
-    return save_checkpoint(Checkpoint("random-init", schema, config, model.state_dict()), path)
+    engine = engines.get("torchvision")
+    return engine.random_checkpoint(schema, path, engines.default_backbone("torchvision"), min_size, max_size, seed)
 
 
 @dataclass(frozen=True)
@@ -257,20 +253,23 @@ class TrainedProject:
     opened: dict[str, Any]  # the task Label Studio hands an annotator next, right after training (its /next API)
 
 
-_shared: TrainedProject | None = None
+_shared: dict[tuple[tuple[str, str], ...], TrainedProject] = {}
 _shared_processes: list[Process] = []
 
 
-def shared_trained_project(ls: LabelStudioServer, redis_url: str, root: Path) -> TrainedProject:
-    """The whole journey, once per process: label -> connect backend -> Start Training -> new version.
+def shared_trained_project(
+    ls: LabelStudioServer, redis_url: str, root: Path, env_overrides: dict[str, str] | None = None
+) -> TrainedProject:
+    """The whole journey, once per process and environment: label -> connect backend -> Start Training
+    -> new version. ``env_overrides`` go on top of :func:`backend_env` (e.g. ``TRAIN_ENGINE``).
 
     The backend and worker keep running for later tests; call :func:`stop_shared_processes` from a
     session fixture's teardown, which pytest runs before it stops the session's Redis.
     """
-    global _shared
-    if _shared is None:
-        _shared = _train_through_label_studio(ls, redis_url, root)
-    return _shared
+    key = tuple(sorted((env_overrides or {}).items()))
+    if key not in _shared:
+        _shared[key] = _train_through_label_studio(ls, redis_url, root, dict(key))
+    return _shared[key]
 
 
 def stop_shared_processes() -> None:
@@ -278,9 +277,14 @@ def stop_shared_processes() -> None:
         _shared_processes.pop().stop()
 
 
-def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Path) -> TrainedProject:
+def _train_through_label_studio(
+    ls: LabelStudioServer, redis_url: str, root: Path, env_overrides: dict[str, str]
+) -> TrainedProject:
     root.mkdir(parents=True, exist_ok=True)
-    env = backend_env(ls, redis_url, root / "models")
+    # each journey gets its own Redis database, so one journey's worker never takes another's run
+    env = {**backend_env(ls, _redis_database(redis_url, len(_shared)), root / "models"), **env_overrides}
+    if env.get("TRAIN_INIT", "coco") == "coco":
+        _place_coco_stand_in(env)
     backend_url, backend = start_backend(env, root / "backend.log")
     worker = start_worker(env, root / "worker.log")
     _shared_processes.extend([backend, worker])
@@ -298,6 +302,30 @@ def _train_through_label_studio(ls: LabelStudioServer, redis_url: str, root: Pat
     return TrainedProject(
         project_id, labeled, new, ml.id, backend_url, status["model_version"], untrained, status, stored, opened
     )
+
+
+def _redis_database(url: str, db: int) -> str:
+    """``url`` on logical database ``db`` (``redis://host/N`` or ``unix://path?db=N``; 0: ``url`` unchanged)."""
+    if db == 0:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # urlunsplit would drop the empty host ("unix:/path"), which redis refuses
+        return f"unix://{parts.path}?db={db}"
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _place_coco_stand_in(env: dict[str, str]) -> None:
+    """A run that trains from ``TRAIN_INIT=coco`` offline: random-valued stand-ins for the
+    published COCO files go into the ``TORCH_HOME`` / ``FVCORE_CACHE`` this process and the worker
+    share (the test session sets scratch ones), so the engine's own loader runs in the worker."""
+    from backend.settings import Settings
+    from multitask.testing import write_coco_stand_ins
+
+    for cache in ("TORCH_HOME", "FVCORE_CACHE"):
+        if env.get(cache) != os.environ.get(cache) or not env.get(cache):
+            raise RuntimeError(f"set {cache} to a scratch folder: a stand-in must never land in the real cache")
+    settings = Settings.from_env(env)
+    write_coco_stand_ins(settings.train_engine, settings.train_backbone)
 
 
 def retrieve_predictions(ls: LabelStudioServer, project_id: int) -> None:

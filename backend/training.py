@@ -128,8 +128,10 @@ def train_and_publish(
     it can (see :func:`_start_point`). The version is published whether or not it beat the previous
     one; its metadata says which.
     """
-    from multitask.train import TrainConfig, train
+    from multitask import engines
+    from multitask.train import TrainConfig
 
+    engine = engines.get(settings.train_engine)  # not installed: fail before any download, saying how to install
     _set_threads(settings.train_threads)
     heldout = None
     if counts["tasks"] >= settings.holdout_min_tasks:
@@ -167,6 +169,7 @@ def train_and_publish(
             dataset=str(dataset),
             image_root=str(image_root),
             output_dir=str(work / "model"),
+            engine=settings.train_engine,
             backbone=settings.train_backbone,
             init=settings.train_init,
             finetune_from=start.finetune_from,
@@ -179,8 +182,9 @@ def train_and_publish(
             device=settings.train_device,
             warmup_steps=min(100, max(1, start.steps // 5)),  # short CI runs still reach the full lr
         )
+        engine.check(config)
         began = time.monotonic()
-        checkpoint = train(config, on_progress=_ProgressReporter(project_id, report))
+        checkpoint = engine.train(config, on_progress=_ProgressReporter(project_id, report))
         train_seconds = round(time.monotonic() - began, 1)
         report(phase="evaluating")
         fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
@@ -196,6 +200,7 @@ def train_and_publish(
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
             "issues": counts["issues"],
+            "engine": settings.train_engine,
             "backbone": settings.train_backbone,
             "started_from": start.started_from,
             "transferred_from": start.transferred_from,
@@ -255,24 +260,29 @@ class _Start:
 
 
 def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: Settings) -> _Start:
-    """Continue from the current version (``RETRAIN_STEPS``, ``RETRAIN_LR``) when its classes, keypoints
-    and backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``, ``TRAIN_LR``) with
-    the version's tensors that still fit on top."""
-    from multitask.checkpoint import load_checkpoint
-    from multitask.train import continues
+    """Continue from the current version (``RETRAIN_STEPS``, ``RETRAIN_LR``) when its engine, classes,
+    keypoints and backbone are unchanged; otherwise start from ``TRAIN_INIT`` (``TRAIN_STEPS``,
+    ``TRAIN_LR``) with the version's tensors that still fit on top (none when the engine changed)."""
+    from multitask.engines import read_summary
 
     current = store.current_version(project_id)
     if current == UNTRAINED:
         return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     path = store.checkpoint(project_id, current)
     try:
-        previous = load_checkpoint(path)
+        previous = read_summary(path)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
         return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
-    if continues(previous, schema, settings.train_backbone):
+    if previous.continued_by(settings.train_engine, schema, settings.train_backbone):
         log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
         return _Start(str(path), settings.retrain_steps, settings.retrain_learning_rate, f"version {current}", None)
+    if previous.engine != settings.train_engine:
+        log.info(
+            "project %s: version %s was trained by the %s engine, this run uses %s; starting from %s",
+            project_id, current, previous.engine, settings.train_engine, settings.train_init,
+        )  # fmt: skip
+        return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     log.info(
         "project %s: classes, keypoints or backbone changed since version %s; starting from %s and transferring"
         " the tensors of %s that still fit (class-dependent layers start fresh)",
@@ -283,10 +293,10 @@ def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: S
 
 def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
     """The checkpoint's model version and what its weight transfers loaded (one summary line per source)."""
-    from multitask.checkpoint import load_checkpoint
+    from multitask.engines import read_summary
 
-    state = load_checkpoint(checkpoint)
-    return state.model_version, list(state.training.get("transfers", []))
+    summary = read_summary(checkpoint)
+    return summary.model_version, summary.transfers
 
 
 def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, float | None]:
@@ -295,9 +305,9 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
     On the training images this is the training-set fit: not a measure of accuracy on new photos,
     but cheap, and a near-zero value says the run did not learn (too few steps, or broken labels).
     """
-    from multitask.evaluate import evaluate_checkpoint
+    from multitask import engines
 
-    results = evaluate_checkpoint(checkpoint, dataset, image_root, device=settings.train_device)
+    results = engines.evaluate(checkpoint, dataset, image_root=image_root, device=settings.train_device)
     return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
 
 

@@ -18,9 +18,16 @@ Each configuration runs in a fresh spawned process that reports its own peak RSS
 Latency: median and minimum over the timed images; ratios use the minimum, the least disturbed by
 other work on a shared machine (check the load average: the median shows the disturbance).
 
+``--engines torchvision detectron2`` adds the multi-task R50-FPN model of each training engine
+(``multitask.engines``) side by side: a random-init checkpoint of each, loaded by the engine's own
+predictor and timed through the same ``Predictor.predict`` call on the same image, with the same forced
+detection count (score threshold 0, ``max_detections``), each in a fresh process. This path includes
+what the backend pays per image (mask pasting, polygons), so it is slower than the bare-model rows above.
+
 Example:
   .venv/bin/python benchmarks/table2.py                       # light backbone, ~2-4 min on 2 cores
   .venv/bin/python benchmarks/table2.py --backbone resnet50_fpn --iters 1 --warmup 1
+  .venv/bin/python benchmarks/table2.py --configs --engines torchvision detectron2 --iters 1 --warmup 1
 """
 
 from __future__ import annotations
@@ -90,6 +97,48 @@ def _child(heads: list[tuple[bool, bool]], args: dict, barrier, results) -> None
                  "model_rss_mib": peak - baseline, "detections": sorted(set(detections))})
 
 
+def _engine_child(engine_name: str, args: dict, results) -> None:
+    """The engine's multi-task R50-FPN predictor on one image: latency and memory on ``results``."""
+    import tempfile
+
+    import numpy as np
+
+    from combined_coco.schema import Category, Schema
+    from multitask import engines
+
+    engine = engines.get(engine_name)
+    baseline = _rss_now_mib()
+    names = tuple(f"kp{i}" for i in range(args["keypoints"]))
+    schema = Schema(tuple(Category(i + 1, f"class{i + 1}", names) for i in range(args["classes"])), names)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = engine.random_checkpoint(schema, Path(tmp) / "model.pt", "resnet50_fpn", args["height"], args["width"])
+        predictor = engine.load_predictor(path, score_threshold=0.0, max_detections=args["detections"])
+    rng = np.random.default_rng(1)
+    image = [rng.integers(0, 256, (args["height"], args["width"], 3), dtype=np.uint8)]
+    detections, times = [], []
+    for _ in range(args["warmup"]):
+        predictor.predict(image)
+    for _ in range(args["iters"]):
+        start = time.perf_counter()
+        detections.append(len(predictor.predict(image)[0]))
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.put({"median_s": statistics.median(times), "min_s": min(times), "peak_rss_mib": peak,
+                 "model_rss_mib": peak - baseline, "detections": sorted(set(detections))})
+
+
+def measure_engine(engine_name: str, args: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_engine_child, args=(engine_name, args, results))
+    proc.start()
+    row = results.get()
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"engine {engine_name}: benchmark process failed with exit code {proc.exitcode}")
+    return row
+
+
 def measure(name: str, args: dict) -> dict:
     ctx = mp.get_context("spawn")  # a fresh interpreter per configuration
     results = ctx.Queue()
@@ -124,14 +173,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keypoints", type=int, default=8)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--configs", nargs="+", default=[*CONFIGS, PARALLEL], choices=[*CONFIGS, PARALLEL])
+    parser.add_argument("--configs", nargs="*", default=[*CONFIGS, PARALLEL], choices=[*CONFIGS, PARALLEL])
+    parser.add_argument("--engines", nargs="*", default=[], choices=["torchvision", "detectron2"],
+                        help="also time each engine's multi-task R50-FPN predictor (side by side)")
     parser.add_argument("--json-out", type=Path, help="also write the numbers as JSON")
     ns = parser.parse_args(argv)
     args = vars(ns)
-    print(f"Table II, {ns.backbone}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
+    print(f"Table II, {ns.backbone if ns.configs else 'engines'}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
           f"{ns.iters} timed iterations after {ns.warmup} warm-up, {mp.cpu_count()} CPU cores")
     rows: dict[str, dict] = {}
-    print(f"{'model':<10} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
+    if ns.configs:
+        print(f"{'model':<10} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
     for name in ns.configs:
         rows[name] = measure(name, args)
         r = rows[name]
@@ -154,7 +206,15 @@ def main(argv: list[str] | None = None) -> dict:
             verdict = "meets" if mt["min_s"] <= 1.0 else "misses"
             print(f"light backbone, multi-task model: {mt['min_s']:.2f} s/image (min; median {mt['median_s']:.2f})"
                   f" at {ns.width}x{ns.height} ({verdict} the <= 1 s target)")
-    out = {"settings": args | {"json_out": None}, "rows": rows, "ratios": ratios}
+    engine_rows: dict[str, dict] = {}
+    if ns.engines:
+        print(f"multi-task R50-FPN per engine, through Predictor.predict ({ns.detections} detections forced):")
+        print(f"{'engine':<12} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
+    for name in ns.engines:
+        engine_rows[name] = r = measure_engine(name, args)
+        print(f"{name:<12} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['peak_rss_mib']:>13.0f}"
+              f" {r['model_rss_mib']:>14.0f}  {r['detections']}")
+    out = {"settings": args | {"json_out": None}, "rows": rows, "ratios": ratios, "engines": engine_rows}
     if ns.json_out:
         ns.json_out.write_text(json.dumps(out, indent=2))
     return out

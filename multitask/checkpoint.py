@@ -47,8 +47,6 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model_version": checkpoint.model_version,
@@ -58,6 +56,13 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "step": checkpoint.step,
         "training": checkpoint.training,
     }
+    return save_payload(payload, path)
+
+
+def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` of a checkpoint dict (any engine's, see ``multitask.engines``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -74,16 +79,27 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 _OLD_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+def read_payload(path: str | Path, mmap: bool = False, map_location: str | torch.device = "cpu") -> Any:
+    """The raw checkpoint dict of any engine, loaded with ``torch.load(weights_only=True)`` (``mmap``:
+    tensors are mapped, not read, for callers that only look at the metadata).
+
+    A file holding anything but tensors and plain values is refused with :class:`ValueError`: a shared
+    model folder must not mean code execution.
+    """
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_OLD_CHECKPOINT_GLOBALS):
-            data = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise ValueError(
             f"{path} holds objects other than tensors and plain values, so it is not loaded (loading it could"
             f" run code); re-train to get a plain checkpoint ({str(exc).splitlines()[-1][:200]})"
         ) from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    path = Path(path)
+    data = read_payload(path, map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not a multitask checkpoint (train one with `python -m multitask train`); for"

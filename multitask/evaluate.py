@@ -196,9 +196,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     sigmas = args.sigmas if args.sigmas is not None else args.sigma
-    results = evaluate_checkpoint(
-        args.checkpoint, args.dataset, args.image_root, sigmas, args.device, args.score_threshold
-    )
+    from multitask import engines
+
+    results = engines.evaluate(
+        args.checkpoint, args.dataset, image_root=args.image_root, sigmas=sigmas, device=args.device,
+        score_threshold=args.score_threshold,
+    )  # fmt: skip
     print(format_table(results))
     args.out.write_text(json.dumps(results, indent=2))
     print(f"saved {args.out}")

@@ -64,6 +64,46 @@ class Detections(list):
         self.candidates = candidates
 
 
+class InstanceMaker:
+    """One detection (in input-image pixels) -> :class:`Instance`, by the rules every engine's predictor
+    shares: the label from the schema, polygons from the mask, and keypoints present only where the
+    category has them and, with ``keypoint_threshold``, where their score reaches it."""
+
+    def __init__(self, schema: Schema, keypoint_threshold: float | None = None, polygon_tolerance: float = 0.5):
+        self.schema = schema
+        self.keypoint_threshold = keypoint_threshold
+        self.polygon_tolerance = polygon_tolerance
+        names = schema.keypoint_names
+        # [max category id + 1, K]: row c says which keypoints category c has (row 0 = background, none).
+        self._applicable = np.zeros((max((c.id for c in schema.categories), default=0) + 1, len(names)), bool)
+        for category in schema.categories:
+            self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
+
+    def __call__(
+        self, category_id: int, score: float, box: Sequence[float], mask: np.ndarray, keypoints: np.ndarray
+    ) -> Instance:
+        """``mask``: bool [H, W]; ``keypoints``: [K, 3] x, y, score in COCO coordinates."""
+        present = self._applicable[category_id].copy()
+        if self.keypoint_threshold is not None:
+            present &= keypoints[:, 2] >= self.keypoint_threshold
+        return Instance(
+            category_id=category_id,
+            label=self.schema.category_by_id(category_id).name,
+            score=float(score),
+            box=tuple(float(v) for v in box),
+            mask=mask,
+            polygons=mask_to_polygons(mask, self.polygon_tolerance),
+            keypoints=keypoints.astype(np.float32),
+            keypoint_present=present,
+        )
+
+
+def check_rgb_image(image: np.ndarray) -> None:
+    """ValueError unless ``image`` is what predictors take: HxWx3 uint8 RGB."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+
+
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 4.0) -> list[list[float]]:
     """Outer contours of a bool mask as flat polygons tracing the pixels' outer boundary.
 
@@ -127,11 +167,7 @@ class Predictor:
         self.keypoint_threshold = keypoint_threshold
         self.polygon_tolerance = polygon_tolerance
         self.batch_size = batch_size
-        names = schema.keypoint_names
-        # [C+1, K]: row c says which keypoints category c has (row 0 = background, none).
-        self._applicable = np.zeros((len(schema.categories) + 1, len(names)), bool)
-        for category in schema.categories:
-            self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
+        self._make_instance = InstanceMaker(schema, keypoint_threshold, polygon_tolerance)
 
     def _counting_postprocess(self, heads: torch.nn.Module) -> Callable[..., tuple[list[torch.Tensor], ...]]:
         """RoIHeads' box post-processing, run down to the candidate floor so that the number of candidates
@@ -178,8 +214,7 @@ class Predictor:
         return results
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        check_rgb_image(image)
         array = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # from_numpy warns on read-only
         return torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255.0)
 
@@ -192,26 +227,16 @@ class Predictor:
             keypoints = torch.cat([out["keypoints"][..., :2], out["keypoints_scores"][..., None]], -1).numpy()
         else:
             keypoints = np.zeros((count, k, 3), np.float32)
-        instances = []
-        for i in range(count):
-            category_id = int(out["labels"][i])
-            mask = (out["masks"][i, 0] >= self.mask_threshold).numpy()
-            present = self._applicable[category_id].copy()
-            if self.keypoint_threshold is not None:
-                present &= keypoints[i, :, 2] >= self.keypoint_threshold
-            instances.append(
-                Instance(
-                    category_id=category_id,
-                    label=self.schema.category_by_id(category_id).name,
-                    score=float(out["scores"][i]),
-                    box=tuple(float(v) for v in out["boxes"][i]),
-                    mask=mask,
-                    polygons=mask_to_polygons(mask, self.polygon_tolerance),
-                    keypoints=keypoints[i].astype(np.float32),
-                    keypoint_present=present,
-                )
+        return [
+            self._make_instance(
+                int(out["labels"][i]),
+                float(out["scores"][i]),
+                out["boxes"][i].tolist(),
+                (out["masks"][i, 0] >= self.mask_threshold).numpy(),
+                keypoints[i],
             )
-        return instances
+            for i in range(count)
+        ]
 
 
 def instance_to_json(instance: Instance) -> dict:
@@ -245,9 +270,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, args.device, args.score_threshold, keypoint_threshold=args.keypoint_threshold
-    )
+    from multitask import engines
+
+    predictor = engines.load_predictor(
+        args.checkpoint, device=args.device, score_threshold=args.score_threshold,
+        keypoint_threshold=args.keypoint_threshold,
+    )  # fmt: skip
     images = []
     for path in args.images:
         pixels = read_image(path)

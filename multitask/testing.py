@@ -61,3 +61,54 @@ def write_stand_in(weights: WeightsEnum, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(legacy_names(state), path)
     return path
+
+
+def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml", seed: int = 0) -> Path:
+    """A random-valued stand-in for Detectron2's model-zoo checkpoint of ``zoo_config``, written where
+    fvcore/iopath's cache (current ``FVCORE_CACHE``) keeps the downloaded URL, in the zoo's own format
+    (a pickle of ``{"model": {name: numpy array}, "__author__": ...}``, COCO's 80 classes and 17
+    keypoints), so Detectron2's own checkpointer finds it there and never downloads. Written once.
+    """
+    import os
+    import pickle
+    from urllib.parse import urlparse
+
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from iopath.common.file_io import get_cache_dir
+
+    from multitask.engines.detectron2 import zero_residual_scales
+
+    url = model_zoo.get_checkpoint_url(zoo_config)
+    path = Path(get_cache_dir()) / urlparse(url).path.lstrip("/")
+    if path.exists():
+        return path
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(zoo_config))
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    zero_residual_scales(model)  # activations in the range a trained file's have
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    with tmp.open("wb") as f:
+        pickle.dump({"model": state, "__author__": "stand-in for the Detectron2 Model Zoo"}, f)
+    os.replace(tmp, path)
+    return path
+
+
+def write_coco_stand_ins(engine: str, backbone: str) -> list[Path]:
+    """Stand-ins for every file ``init: coco`` loads for ``engine``/``backbone``, each where that engine's
+    loader looks (the current ``TORCH_HOME`` / ``FVCORE_CACHE``); files already there are kept."""
+    if engine == "detectron2":
+        from multitask.engines.detectron2 import zoo_config
+
+        return [write_detectron2_stand_in(zoo_config(backbone))]
+    from multitask.pretrained import published_sources
+
+    return [
+        weights_file(source.weights) if weights_file(source.weights).exists() else write_stand_in(source.weights)
+        for source in published_sources("coco", backbone)
+    ]

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from multitask.dataset import CombinedCocoDataset, collate
-from multitask.model import BACKBONES, ModelConfig, build_model
+from multitask.model import ModelConfig, build_model
 from multitask.pretrained import RANDOM_INIT, TransferReport, initialize, transfer_weights
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, CUDA only
     checkpoint_every: int = 500
+    engine: str = "torchvision"  # torchvision | detectron2 (multitask.engines)
+    engine_opts: list[str] = field(default_factory=list)  # detectron2: config overrides KEY VALUE KEY VALUE ...
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -287,6 +289,11 @@ def run(args: argparse.Namespace) -> None:
         setattr(config, key, yaml.safe_load(value))
     if not config.dataset:
         raise SystemExit("no dataset: set `dataset:` in the config or pass --set dataset=PATH")
-    if config.backbone not in BACKBONES:
-        raise SystemExit(f"backbone {config.backbone!r} unknown; choose one of {list(BACKBONES)}")
-    print(f"checkpoint: {train(config)}")
+    from multitask import engines
+
+    try:
+        engine = engines.get(config.engine)
+        engine.check(config)
+    except (ValueError, engines.EngineUnavailable) as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"checkpoint: {engine.train(config)}")

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs the project with every extra. Shared by stack.sh and test.sh.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+#   --with-detectron2   also build Detectron2 (the optional second training engine) from source against
+#                       the installed torch: scripts/install_detectron2.sh (cached the same way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_detectron2=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-detectron2) with_detectron2=1 ;;
+    *) echo "usage: scripts/install.sh [--with-detectron2]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" - <<'PY' || { echo "Python >= 3.11 is required (found $("$PYTHON" --version 2>&1))." >&2; exit 1; }
@@ -27,4 +37,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     exit 1
   fi
   echo "$want" > "$stamp"
+fi
+
+if [ "$with_detectron2" = 1 ]; then
+  scripts/install_detectron2.sh
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install.sh
+scripts/install.sh --with-detectron2
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "==> installing Debian chromium for the browser tests"

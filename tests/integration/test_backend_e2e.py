@@ -8,6 +8,7 @@ keypoints of that version are stored on every task, the new image included. The 
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import pytest
@@ -67,6 +68,44 @@ def test_the_published_version_preannotates_the_unannotated_tasks(trained: Train
 
 
 def test_label_studio_stores_polygons_with_nested_keypoints(label_studio: LabelStudioServer, trained: TrainedProject) -> None:
+    assert_polygons_with_nested_keypoints(label_studio, trained)
+
+
+# The paper's engine: Detectron2 R50-FPN, a handful of steps (R50 on CPU is slow), from the model-zoo
+# stand-in in FVCORE_CACHE; no augmentation (the same step as above, not engine-specific).
+DETECTRON2_ENV = {
+    "TRAIN_ENGINE": "detectron2", "TRAIN_INIT": "coco", "TRAIN_STEPS": "4", "TRAIN_LR": "0.002",
+    "TRAIN_AUGMENT_COPIES": "0",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_detectron2(
+    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedProject]:
+    root = tmp_path_factory.getbasetemp() / "backend-e2e-detectron2"
+    yield shared_trained_project(label_studio, redis_url, root, DETECTRON2_ENV)
+    stop_shared_processes()
+
+
+@pytest.mark.detectron2
+def test_start_training_with_the_detectron2_engine(label_studio: LabelStudioServer, trained_detectron2: TrainedProject) -> None:
+    trained = trained_detectron2
+    assert trained.model_version.startswith("v0001-")
+    (version,) = trained.run_status["versions"]
+    run = trained.run_status["training"]
+    assert run["state"] == "succeeded" and run["step"] == run["total"] == 4
+    assert run["result"]["engine"] == "detectron2" and run["result"]["backbone"] == "resnet50_fpn"
+    assert version["started_from"] == "coco"
+    (transfer,) = version["transfers"]  # the model zoo's COCO keypoint checkpoint, through Detectron2's checkpointer
+    assert transfer.startswith("coco: model_final_a6e10b.pkl: ") and int(re.search(r"loaded (\d+) tensors", transfer)[1]) > 200
+    assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
+    assert run["result"]["checkpoint_model_version"].startswith("multitask-detectron2-resnet50_fpn-")
+    assert_polygons_with_nested_keypoints(label_studio, trained)
+
+
+def assert_polygons_with_nested_keypoints(label_studio: LabelStudioServer, trained: TrainedProject) -> None:
+    """Retrieve Predictions, then every task holds the version's polygons with keypoints nested under them."""
     retrieve_predictions(label_studio, trained.project_id)
     ml = label_studio.client.ml.get(id=trained.ml_backend_id)
     assert ml.model_version == trained.model_version
