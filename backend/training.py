@@ -187,12 +187,14 @@ def train_and_publish(
         checkpoint = engine.train(config, on_progress=_ProgressReporter(project_id, report))
         train_seconds = round(time.monotonic() - began, 1)
         report(phase="evaluating")
-        fit = _scores(checkpoint, work / "dataset.json", work / "images", settings)
+        fit_set = _fit_subset(coco)
+        (work / "fit.json").write_text(json.dumps(fit_set))
+        fit = _scores(checkpoint, work / "fit.json", work / "images", settings)
         scores = previous_scores = None
         if heldout is not None:
-            scores = {"tasks": _task_count(heldout), "images": len(heldout["images"])}
+            scores = {"tasks": _task_count(heldout), "images": len(heldout["images"]), "set": _set_digest(heldout)}
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
-            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", settings)
+            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", scores["set"], settings)
         model_version, transfers = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
@@ -241,9 +243,7 @@ def _task_hash(task_id: int) -> float:
 
 
 def _images_subset(coco: dict, urls: set[str], inside: bool) -> dict:
-    images = [im for im in coco["images"] if (im.get("ls_image", im["file_name"]) in urls) == inside]
-    ids = {im["id"] for im in images}
-    return {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+    return _images_by_id(coco, {im["id"] for im in coco["images"] if (im.get("ls_image", im["file_name"]) in urls) == inside})
 
 
 def _task_count(coco: dict) -> int:
@@ -299,6 +299,43 @@ def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
     return summary.model_version, summary.transfers
 
 
+FIT_IMAGES = 10  # the training-set fit is a did-it-learn check; more images only cost time
+
+
+def _fit_subset(coco: dict) -> dict:
+    """The training images the training-set fit is measured on: the first :data:`FIT_IMAGES` by id
+    (the same ones in every run while the project does not change)."""
+    ids = sorted(im["id"] for im in coco["images"])[:FIT_IMAGES]
+    return _images_by_id(coco, set(ids))
+
+
+def _images_by_id(coco: dict, ids: set[int]) -> dict:
+    return {
+        **coco,
+        "images": [im for im in coco["images"] if im["id"] in ids],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
+    }
+
+
+def _set_digest(coco: dict) -> str:
+    """A fingerprint of a held-out set (its images and annotations): equal digests mean two versions
+    were scored on exactly the same ground truth, so a score can be reused instead of recomputed."""
+    canonical = json.dumps([coco["images"], coco["annotations"]], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _scoring_cap(dataset: Path) -> int:
+    """Detections per image kept while scoring: three times the most objects one image holds, at
+    least 20, at most the model's 100. A barely trained model otherwise sends 100 low-score boxes
+    per image through the mask and keypoint heads, which made scoring slower than a retrain; the
+    lowest-ranked extra detections can change AP only by matching objects the higher ones missed."""
+    coco = json.loads(dataset.read_text())
+    per_image: dict[int, int] = {}
+    for ann in coco["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    return min(100, max(20, 3 * max(per_image.values(), default=0)))
+
+
 def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Settings) -> dict[str, float | None]:
     """COCO AP (bbox, segm, keypoints) of ``checkpoint`` on ``dataset``.
 
@@ -307,16 +344,24 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
     """
     from multitask import engines
 
-    results = engines.evaluate(checkpoint, dataset, image_root=image_root, device=settings.train_device)
+    results = engines.evaluate(
+        checkpoint, dataset, image_root=image_root, device=settings.train_device, max_detections=_scoring_cap(dataset)
+    )
     return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
 
 
-def _previous_heldout(project_id: int, store: ModelStore, heldout: Path, settings: Settings) -> dict[str, Any] | None:
+def _previous_heldout(
+    project_id: int, store: ModelStore, heldout: Path, digest: str, settings: Settings
+) -> dict[str, Any] | None:
     """The previous version's scores on *this* run's held-out tasks (None: no previous version, or its
-    classes/keypoints differ), so that both versions are compared on the same photos."""
+    classes/keypoints differ), so that both versions are compared on the same photos. Taken from the
+    version's metadata when it was scored on the same set (same ``digest``), else scored again."""
     current = store.current_version(project_id)
     if current == UNTRAINED:
         return None
+    recorded = next((s.get("heldout") for s in store.version_summaries(project_id) if s["version"] == current), None)
+    if isinstance(recorded, dict) and recorded.get("set") == digest:
+        return {"version": current, **{k: recorded.get(k) for k in ("bbox_AP", "segm_AP", "keypoints_AP") if k in recorded}}
     try:
         scores = _scores(store.checkpoint(project_id, current), heldout, heldout.parent / "images", settings)
     except (OSError, ValueError, RuntimeError) as exc:

@@ -157,9 +157,12 @@ def evaluate_checkpoint(
     sigmas: Sigmas = None,
     device: str = "cpu",
     score_threshold: float = 0.05,
+    max_detections: int | None = None,
 ) -> dict:
     """Predict every image of ``dataset`` with the checkpoint and score it."""
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, score_threshold=score_threshold, max_detections=max_detections
+    )
     coco, schema = read_combined_coco(dataset)
     if schema != predictor.schema:
         raise ValueError(f"{dataset}'s categories/keypoints differ from those the checkpoint was trained on")

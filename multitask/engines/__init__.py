@@ -78,8 +78,12 @@ class Engine(Protocol):
         sigmas: Sigmas = None,
         device: str = "cpu",
         score_threshold: float = 0.05,
+        max_detections: int | None = None,
     ) -> dict:
-        """``{iou_type: {metric: value in [0, 1] or None}, "oks_sigmas": {...}, "model_version": ...}``."""
+        """``{iou_type: {metric: value in [0, 1] or None}, "oks_sigmas": {...}, "model_version": ...}``.
+
+        ``max_detections`` caps detections per image before the mask and keypoint heads (None: the
+        model's own cap, 100), which is most of the scoring time of a barely trained model."""
         ...
 
     def random_checkpoint(

@@ -531,6 +531,7 @@ def evaluate(
     sigmas: Sigmas = None,
     device: str = "cpu",
     score_threshold: float = 0.05,
+    max_detections: int | None = None,
 ) -> dict:
     """Detectron2's ``COCOEvaluator`` on ``dataset``; AP as fractions (like the torchvision engine), ``None``
     where Detectron2 reports NaN (no ground truth of that size), per-class ``AP-<name>`` kept."""
@@ -542,6 +543,8 @@ def evaluate(
     sigma = oks_sigmas(schema, sigmas)
     cfg.TEST.KEYPOINT_OKS_SIGMAS = sigma.tolist()
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+    if max_detections is not None:
+        cfg.TEST.DETECTIONS_PER_IMAGE = min(cfg.TEST.DETECTIONS_PER_IMAGE, max_detections)
     model = loaded.build()
     root = image_root or Path(dataset).parent
     tasks = ("bbox", "segm") + (("keypoints",) if schema.num_keypoints else ())

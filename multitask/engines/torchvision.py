@@ -39,8 +39,9 @@ def evaluate(
     sigmas: Sigmas = None,
     device: str = "cpu",
     score_threshold: float = 0.05,
+    max_detections: int | None = None,
 ) -> dict:
-    return evaluate_checkpoint(checkpoint, dataset, image_root, sigmas, device, score_threshold)
+    return evaluate_checkpoint(checkpoint, dataset, image_root, sigmas, device, score_threshold, max_detections)
 
 
 def load_predictor(

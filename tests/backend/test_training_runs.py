@@ -11,7 +11,7 @@ from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
-from backend.training import _start_point, _task_hash, holdout_split, train_and_publish
+from backend.training import _images_subset, _previous_heldout, _start_point, _task_hash, holdout_split, train_and_publish
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.model import ModelConfig, build_model
@@ -141,12 +141,23 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
     assert (meta2["started_from"], meta2["steps"], meta2["transfers"]) == (f"version {first}", 1, [])
     for meta in (meta1, meta2):
         assert meta["heldout"]["tasks"] == len(expected) and meta["images"] == 6 - len(expected)
-        assert set(meta["heldout"]) == {"tasks", "images", "bbox_AP", "segm_AP", "keypoints_AP"}
+        assert set(meta["heldout"]) == {"tasks", "images", "set", "bbox_AP", "segm_AP", "keypoints_AP"}
         assert set(meta["training_set_fit"]) == {"bbox_AP", "segm_AP", "keypoints_AP"}
-    # v1 scored again by the second run on the same held-out tasks: the same numbers as when it was published
-    assert meta2["previous_on_heldout"] == {"version": first, **{k: v for k, v in meta1["heldout"].items() if k.endswith("_AP")}}
+    # the held-out set did not change, so v1's published scores are reused ...
+    v1_scores = {"version": first, **{k: v for k, v in meta1["heldout"].items() if k.endswith("_AP")}}
+    assert meta2["heldout"]["set"] == meta1["heldout"]["set"] and meta2["previous_on_heldout"] == v1_scores
     kinds = ("bbox_AP", "segm_AP", "keypoints_AP")
     assert meta2["beat_previous"] == (sum(meta2["heldout"][k] for k in kinds) > sum(meta1["heldout"][k] for k in kinds))
     assert [v["version"] for v in store.version_summaries(7)] == [first, second]
     assert torch.get_num_threads() == 1  # TRAIN_THREADS
     assert [f["phase"] for f in reported if "phase" in f] == ["training", "evaluating"] * 2
+    # scoring v1 again (what a changed held-out set makes the next run do) gives the numbers it was published with
+    store.publish(7, store.checkpoint(7, first), {**meta1, "heldout": None})  # v1's weights current, scores unrecorded
+    (tmp_path / "scoring" / "images").mkdir(parents=True)
+    held = _images_subset(coco, {im["ls_image"] for im in coco["images"] if im["ls_task_id"] in expected}, True)
+    for image in held["images"]:
+        (tmp_path / "scoring" / "images" / image["file_name"]).write_bytes(fetch(image["ls_image"], None))
+    heldout = tmp_path / "scoring" / "heldout.json"
+    heldout.write_text(json.dumps(held))
+    rescored = _previous_heldout(7, store, heldout, "another set", settings)
+    assert rescored is not None and {k: v for k, v in rescored.items() if k != "version"} == {k: v for k, v in v1_scores.items() if k != "version"}
