@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import redis
@@ -39,7 +40,7 @@ from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
 from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
-from backend.predictions import PredictionService, predictor_loader, project_id_of, project_target
+from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
 from backend.settings import Settings
@@ -115,7 +116,7 @@ def create_app(
         if schema and not isinstance(schema, str):
             raise ValueError("'schema' must be the labeling config as an XML string")
         if schema:
-            project_target(schema)  # a config this backend cannot serve shows up in LS as an error now
+            project_schema(schema)  # a config this backend cannot serve shows up in LS as an error now
         version, problem = services.models.served(project_id)
         return {"model_version": version, **({"warning": problem} if problem else {})}
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from backend.labelstudio import MediaError
 from backend.model_store import ModelCache, PredictorLoader, load_multitask_predictor
-from backend.regions import ProjectTarget, task_regions
+from backend.regions import task_regions
 from backend.settings import Settings
+from combined_coco.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +73,9 @@ def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def project_target(label_config: str) -> ProjectTarget:
+def project_schema(label_config: str) -> Schema:
     """Parsed once per distinct config: Label Studio sends the full config with every request."""
-    return ProjectTarget.from_label_config(label_config)
+    return Schema.from_label_config(label_config)
 
 
 class PredictionService:
@@ -104,8 +106,8 @@ class PredictionService:
             return {"results": [], "model_version": version}
         if not payload.get("label_config"):
             raise ValueError("the request has no label_config; Label Studio sends the project's labeling config")
-        target = project_target(payload["label_config"])
-        controls = target.schema.controls
+        schema = project_schema(payload["label_config"])
+        controls = schema.controls
         assert controls is not None
         images: list[np.ndarray | None] = []
         errors: list[str | None] = []
@@ -123,7 +125,7 @@ class PredictionService:
         with self._inference:  # the predictor batches internally; a 100-task request is one call
             instances = predictor.predict([im for im in images if im is not None])
         results = []
-        for task, image, error in zip(tasks, images, errors):
+        for task, image, error in zip(tasks, images, errors, strict=True):
             if image is None:
                 results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
                 continue
@@ -131,7 +133,7 @@ class PredictionService:
             found = sorted(detections, key=lambda inst: -float(inst.score))[: self._settings.max_objects]
             height, width = image.shape[:2]
             regions = task_regions(
-                found, predictor.schema, target, width, height, self._settings.polygon_tolerance_px
+                found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px
             )
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}

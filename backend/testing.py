@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
 from stack.testing import LabelStudioServer, free_port, stop_process
 
@@ -94,17 +95,9 @@ def synthetic_image(seed: int, width: int = 224, height: int = 160) -> tuple[byt
 
 def annotation_result(obj: SyntheticObject, width: int, height: int) -> list[dict[str, Any]]:
     """What an annotator produces in the UI: a polygon and keypoints nested under it (parentID)."""
-    common = {"to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0}
-    result = [{
-        **common, "id": "animal1", "from_name": "polygon", "type": "polygonlabels",
-        "value": {"points": [[100 * x / width, 100 * y / height] for x, y in obj.polygon], "closed": True,
-                  "polygonlabels": ["animal"]},
-    }]  # fmt: skip
+    result = [polygon_result("animal1", "animal", obj.polygon, width, height)]
     for i, (name, (x, y)) in enumerate(obj.keypoints.items()):
-        result.append({
-            **common, "id": f"kp{i}", "from_name": "keypoint", "type": "keypointlabels", "parentID": "animal1",
-            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 0.75, "keypointlabels": [name]},
-        })  # fmt: skip
+        result.append(keypoint_result(f"kp{i}", name, x, y, width, height, parent_id="animal1"))
     return result
 
 
@@ -117,7 +110,7 @@ def create_annotated_project(
     drawn = {f"animal{seed}.png": synthetic_image(seed) for seed in range(images + unlabeled)}
     task_ids = ls.import_images(project.id, {name: png for name, (png, _) in drawn.items()})
     ids = [task_ids[name] for name in drawn]
-    for task_id, (_, obj) in zip(ids[:images], drawn.values()):
+    for task_id, (_, obj) in zip(ids[:images], drawn.values(), strict=False):
         ls.annotate(task_id, annotation_result(obj, 224, 160))
     return project.id, ids[:images], ids[images:]
 

@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from combined_coco.converter import convert_export_file  # noqa: E402
-from combined_coco.ls_results import keypoint_result, polygon_result, task  # noqa: E402
+from combined_coco.labelstudio import keypoint_result, polygon_result, task  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 
 CONFIG = REPO / "labeling_configs" / "generic.xml"

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from backend.testing import Process, backend_env, start_backend, start_worker  # noqa: E402
 from combined_coco.config_from_schema import config_from_description  # noqa: E402
-from combined_coco.ls_results import keypoint_result, polygon_result  # noqa: E402
+from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 from stack.testing import LabelStudioServer, shared_label_studio  # noqa: E402
 

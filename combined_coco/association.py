@@ -27,7 +27,7 @@ import shapely
 from combined_coco.brush_rle import coco_rle_area_bbox, merge_coco_rles
 from combined_coco.geometry import FlatPolygon, polygons_area, polygons_bbox
 from combined_coco.issues import Issue
-from combined_coco.ls_regions import KeypointRegion, ShapeRegion, TaskRegions
+from combined_coco.labelstudio import KeypointRegion, ShapeRegion, TaskRegions
 from combined_coco.schema import Schema
 
 RECTANGLE_MATCH_IOU = 0.85

@@ -2,7 +2,7 @@
 polygon(s) or mask, box, area and its own keypoints.
 
 Pipeline: per task, pick the annotations to export (:func:`exported_annotations`) and read each one's
-typed regions (:mod:`combined_coco.ls_regions`); check the polygons of all of them in one vectorized
+typed regions (:mod:`combined_coco.labelstudio`); check the polygons of all of them in one vectorized
 batch; per annotation, form instances and place keypoints (:mod:`combined_coco.association`) -> COCO
 dicts. Problems with the user's data never raise: they become :class:`Issue` s naming the task and
 region, and the rest of the export is still converted. Only input that cannot be read at all raises
@@ -22,10 +22,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
@@ -33,7 +34,14 @@ from tqdm import tqdm
 from combined_coco.association import Instance, assign_keypoints, group_instances
 from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
 from combined_coco.issues import ConversionError, Issue, shown
-from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size, size_fits
+from combined_coco.labelstudio import (
+    TaskRegions,
+    clean_shapes,
+    parse_results,
+    result_size,
+    results_from_json_min,
+    size_fits,
+)
 from combined_coco.schema import KeypointLayout, Schema, SchemaError
 from combined_coco.validate import MAX_IMAGE_SIDE
 
@@ -48,7 +56,6 @@ __all__ = [
 
 # Label Studio prefixes uploaded files with 8 hex chars and a dash: /data/upload/3/1a2b3c4d-quokka.jpg
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?=.)")
-_MIN_ROLES = ("polygon", "rectangle", "brush", "keypoint")
 
 AnnotationChoice = Literal["all", "ground_truth_first"]
 
@@ -160,7 +167,7 @@ def convert_tasks(
             assign_keypoints(e.task_id, e.regions, instances, by_region, schema, nearest_tolerance, issues)
             _name_annotation(issues[first:], e.regions.annotation_id)
             for inst in instances:
-                objects.append(_annotation(inst, len(objects) + 1, image_id, schema, layout))
+                objects.append(_coco_object(inst, len(objects) + 1, image_id, schema, layout))
     _name_images(images)
     # Shapes are checked in one batch after all tasks are read; put each task's issues back together.
     issues.sort(key=lambda i: -1 if i.task_id is None else order.get(i.task_id, -1))
@@ -169,7 +176,7 @@ def convert_tasks(
             "description": "combined COCO exported from Label Studio",
             "keypoint_layout": layout,
             "source": "label-studio",
-            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
             # In the file itself: an Export-dialog user never sees the server log.
             "conversion_issues": [f"{i.severity}: {i}" for i in issues],
         },
@@ -248,7 +255,7 @@ def _read_task(
             issues.append(Issue(task_id, None, f"{exc}; skipped", "error"))
             return []
     if json_min:
-        sources = [(_id_or_none(task.get("annotation_id")), _json_min_results(task, schema))]
+        sources = [(_id_or_none(task.get("annotation_id")), results_from_json_min(task, schema.controls))]
     else:
         # A task without annotations is still an image (without objects) when its size is known.
         sources = [(_id_or_none(a.get("id")), a.get("result"))
@@ -292,7 +299,8 @@ def _regions(
     return regions
 
 
-def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
+def _coco_object(inst: Instance, object_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
+    """One COCO ``annotations`` item (an object; "annotation" in this module is Label Studio's)."""
     category = schema.category(inst.label)
     names = schema.keypoint_names if layout == "global" else category.keypoints
     keypoints: list[float] = []
@@ -305,7 +313,7 @@ def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layo
             keypoints += [kp.x, kp.y, kp.visibility]
             labeled += 1
     return {
-        "id": ann_id,
+        "id": object_id,
         "image_id": image_id,
         "category_id": category.id,
         "iscrowd": 0,
@@ -316,30 +324,6 @@ def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layo
         "num_keypoints": labeled,
         "ls_region_ids": inst.region_ids,
     }
-
-
-def _json_min_results(record: dict, schema: Schema) -> list[dict]:
-    """Rebuild Label Studio results from a JSON_MIN row (``{control name: [value, ...]}``)."""
-    results = []
-    controls = schema.controls.__dict__ if schema.controls else {}
-    for role in _MIN_ROLES:
-        name = controls.get(role)
-        values = record.get(name) if name else None
-        if isinstance(values, dict):
-            values = [values]
-        for index, v in enumerate(values if isinstance(values, list) else []):
-            if not isinstance(v, dict):
-                continue
-            results.append({
-                "id": v.get("id") or f"{name}#{index}",
-                "type": f"{role}labels",
-                "from_name": name,
-                "original_width": v.get("original_width"),
-                "original_height": v.get("original_height"),
-                "parentID": v.get("parentID"),
-                "value": v,
-            })
-    return results
 
 
 def _any_size(task: dict) -> tuple[int, int] | None:
@@ -368,9 +352,9 @@ def _name_images(images: list[dict]) -> None:
     """Strip Label Studio's upload prefix unless two different files would then share a name."""
     stripped = [_UPLOAD_PREFIX.sub("", im["file_name"]) for im in images]
     sources: dict[str, set[str]] = {}
-    for im, short in zip(images, stripped):
+    for im, short in zip(images, stripped, strict=True):
         sources.setdefault(short, set()).add(im["file_name"])
-    for im, short in zip(images, stripped):
+    for im, short in zip(images, stripped, strict=True):
         if len(sources[short]) == 1:
             im["file_name"] = short
 

@@ -30,15 +30,17 @@ The global keypoint list K is the order of ``Label`` tags in ``KeyPointLabels``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Any, Literal
 
 KeypointLayout = Literal["global", "per_category"]
 
-# Label Studio control tags this project reads, by role.
-_INSTANCE_TAGS = {"polygonlabels": "polygon", "rectanglelabels": "rectangle", "brushlabels": "brush"}
-_KEYPOINT_TAG = "keypointlabels"
-_OCCLUDED_CHOICE = "occluded"
+# Label Studio control tags this project reads, by role; a result's ``type`` is its control's tag, lowercased.
+INSTANCE_TAGS: dict[str, Literal["polygon", "rectangle", "brush"]] = {
+    "polygonlabels": "polygon", "rectanglelabels": "rectangle", "brushlabels": "brush"}
+KEYPOINT_TAG = "keypointlabels"
+OCCLUDED_CHOICE = "occluded"  # the per-region Choices value that makes a keypoint COCO v=1
 
 
 class SchemaError(ValueError):
@@ -56,7 +58,13 @@ class Category:
 
 @dataclass(frozen=True)
 class Controls:
-    """Names of the Label Studio tags a project uses, needed to read results and write predictions."""
+    """Names of the Label Studio tags a project uses, and the labels of each, needed to read results
+    and write predictions: a region must carry a label of its own control (a class may be a polygon
+    label and not a rectangle label), which the merged categories no longer tell.
+
+    The labels do not take part in equality: which control offers a class does not change what a
+    model learns, so a checkpoint saved before they were recorded still matches its project.
+    """
 
     image: str
     image_value: str  # data key of the image, e.g. "image" for value="$image"
@@ -65,6 +73,16 @@ class Controls:
     rectangle: str | None = None
     brush: str | None = None
     visibility: str | None = None  # per-region Choices with an "occluded" choice
+    polygon_labels: tuple[str, ...] = field(default=(), compare=False)
+    rectangle_labels: tuple[str, ...] = field(default=(), compare=False)
+    brush_labels: tuple[str, ...] = field(default=(), compare=False)
+    keypoint_labels: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Controls:
+        """Read :meth:`Schema.to_dict`'s form back (JSON turned the label tuples into lists)."""
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -148,7 +166,7 @@ class Schema:
         return out
 
     @classmethod
-    def from_coco_categories(cls, categories: Sequence[dict]) -> "Schema":
+    def from_coco_categories(cls, categories: Sequence[dict]) -> Schema:
         """Rebuild the schema from a combined COCO file (either layout). K is the ordered union."""
         cats = sorted(categories, key=lambda c: c["id"])
         names: list[str] = []
@@ -175,18 +193,19 @@ class Schema:
         """Plain-JSON form, stored in model checkpoints and job payloads."""
         return {
             "categories": self.to_coco_categories("global"),
-            "controls": None if self.controls is None else self.controls.__dict__,
+            "controls": None if self.controls is None else {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.controls.__dict__.items()},
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Schema":
+    def from_dict(cls, data: dict) -> Schema:
         schema = cls.from_coco_categories(data["categories"])
-        controls = Controls(**data["controls"]) if data.get("controls") else None
+        controls = Controls.from_dict(data["controls"]) if data.get("controls") else None
         return cls(schema.categories, schema.keypoint_names, schema.skeleton, schema.flip_pairs, controls)
 
     # ---- labeling config -------------------------------------------------------------------
     @classmethod
-    def from_label_config(cls, config: str) -> "Schema":
+    def from_label_config(cls, config: str) -> Schema:
         """Parse a Label Studio labeling config (XML string)."""
         try:
             root = ET.fromstring(config)
@@ -196,13 +215,13 @@ class Schema:
         if not images:
             raise SchemaError("labeling config has no <Image> tag")
 
-        controls: dict[str, str] = {}
+        controls: dict[str, Any] = {}  # Controls fields: role -> control name, "<role>_labels" -> its labels
         label_order: list[str] = []
         to_names: set[str] = set()
         kp_labels: list[ET.Element] = []
         for el in root.iter():
             tag = el.tag.lower()
-            role = _INSTANCE_TAGS.get(tag) or ("keypoint" if tag == _KEYPOINT_TAG else None)
+            role = INSTANCE_TAGS.get(tag) or ("keypoint" if tag == KEYPOINT_TAG else None)
             if role is None:
                 if tag == "choices" and _is_visibility_choices(el):
                     controls.setdefault("visibility", el.get("name", ""))
@@ -215,6 +234,7 @@ class Schema:
             controls[role] = el.get("name", "")
             to_names.add(el.get("toName", ""))
             labels = [lab for lab in el if lab.tag.lower() == "label"]
+            controls[f"{role}_labels"] = tuple(lab.get("value", "") for lab in labels)
             if role == "keypoint":
                 kp_labels = labels
             else:
@@ -266,7 +286,7 @@ class Schema:
 
 def _is_visibility_choices(el: ET.Element) -> bool:
     return el.get("perRegion", "").lower() == "true" and any(
-        ch.get("value", "").lower() == _OCCLUDED_CHOICE for ch in el if ch.tag.lower() == "choice"
+        ch.get("value", "").lower() == OCCLUDED_CHOICE for ch in el if ch.tag.lower() == "choice"
     )
 
 

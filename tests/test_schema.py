@@ -1,5 +1,6 @@
 """The schema parsed from a labeling config is the one source of keypoint order, flips and skeleton."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,10 @@ def test_coco_categories_layouts() -> None:
 def test_dict_round_trip_keeps_controls() -> None:
     s = generic()
     assert Schema.from_dict(s.to_dict()) == s
-    assert Schema.from_dict(s.to_dict()).controls == s.controls
+    back = Schema.from_dict(json.loads(json.dumps(s.to_dict()))).controls
+    assert back == s.controls
+    assert back is not None and back.__dict__ == s.controls.__dict__  # labels per control too (not compared)
+    assert s.controls.rectangle_labels == ("animal", "tool") and "nose" in s.controls.keypoint_labels
 
 
 BAD = {

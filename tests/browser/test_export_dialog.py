@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from combined_coco.ls_results import keypoint_result, polygon_result
+from combined_coco.labelstudio import keypoint_result, polygon_result
 from export_plugin.export_format import FORMAT_INFO
 from stack.services import REPO
 from stack.testing import CHROMIUM, LabelStudioServer, logged_in_page, png_bytes, session_label_studio

@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from combined_coco.converter import ConversionResult, convert_tasks
-from combined_coco.ls_results import task
+from combined_coco.labelstudio import task
 from combined_coco.schema import Schema
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from combined_coco.ls_results import (
+from combined_coco.labelstudio import (
     keypoint_result,
     occluded_result,
     polygon_result,
@@ -150,7 +150,7 @@ def test_rectangle_far_from_polygon_is_its_own_object(convert_one) -> None:
 
 
 def test_rotated_rectangle_becomes_its_corners() -> None:
-    from combined_coco.ls_regions import _rectangle
+    from combined_coco.labelstudio import _rectangle
 
     corners = _rectangle({"x": 10.0, "y": 10.0, "width": 10.0, "height": 10.0, "rotation": 90}, 1000, 1000)
     assert [c for p in corners for c in p] == pytest.approx([100, 100, 100, 200, 0, 200, 0, 100])

@@ -11,7 +11,8 @@ from label_studio_sdk.converter.brush import mask2rle
 from pycocotools import mask as mask_utils
 
 from combined_coco.converter import ConversionError, convert_export_file, convert_tasks
-from combined_coco.ls_results import keypoint_result, polygon_result, task
+from combined_coco import labelstudio
+from combined_coco.labelstudio import keypoint_result, polygon_result, task
 from combined_coco.validate import validate_coco
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
@@ -163,9 +164,7 @@ def test_image_names(generic) -> None:
 
 
 def brush_result(rid: str, mask: np.ndarray, label: str = "tool", parent_id: str | None = None) -> dict:
-    return {"id": rid, "type": "brushlabels", "from_name": "brush", "to_name": "image", "original_width": W,
-            "original_height": H, "parentID": parent_id,
-            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": [label]}}
+    return labelstudio.brush_result(rid, label, mask2rle(mask), W, H, parent_id=parent_id)
 
 
 def test_brush_becomes_coco_rle(convert_one) -> None:

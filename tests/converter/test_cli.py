@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from combined_coco.cli import main
-from combined_coco.ls_results import keypoint_result, polygon_result, task
+from combined_coco.labelstudio import keypoint_result, polygon_result, task
 
 CONFIG = Path(__file__).resolve().parents[2] / "labeling_configs" / "generic.xml"
 W, H = 960, 643

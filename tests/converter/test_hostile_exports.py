@@ -19,8 +19,9 @@ import select
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from label_studio_sdk.converter.brush import mask2rle
 
 from combined_coco.converter import ConversionError, convert_export_file
-from combined_coco.ls_results import occluded_result, task
+from combined_coco.labelstudio import brush_result, occluded_result, task
 from tests.converter.test_properties import H, W, disjoint_objects, messy_results
 
 CONFIG = (Path(__file__).resolve().parents[2] / "labeling_configs" / "generic.xml").read_text()
@@ -63,8 +64,7 @@ def _tangle(seed: int, n: int = 3000) -> list[list[float]]:
 def _brush(seed: int) -> dict:
     mask = np.zeros((H, W), dtype=np.uint8)
     mask[10 + seed % 50 : 80, 20:90] = 255
-    return {"id": f"b{seed}", "type": "brushlabels", "from_name": "brush", "to_name": "image", "original_width": W,
-            "original_height": H, "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["tool"]}}
+    return brush_result(f"b{seed}", "tool", mask2rle(mask), W, H)
 
 
 @st.composite

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from combined_coco.converter import convert_tasks
-from combined_coco.ls_results import keypoint_result, polygon_result, rectangle_result, relation_result, task
+from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result, relation_result, task
 from combined_coco.validate import validate_coco
 
 W, H = 960, 643

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from shapely.geometry import Polygon
 
 from combined_coco.converter import convert_export_file, convert_tasks
-from combined_coco.ls_results import keypoint_result, polygon_result, rectangle_result, task
+from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result, task
 from combined_coco.validate import validate_coco
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from combined_coco.ls_results import keypoint_result, polygon_result, rectangle_result
+from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from export_plugin.export_format import FORMAT_INFO, FORMAT_NAME
 from stack.services import REPO
 from stack.testing import LabelStudioServer, png_bytes

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 import requests
 
-from combined_coco.ls_results import keypoint_result, polygon_result
+from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
 from stack.services import REPO
 from stack.testing import LabelStudioServer, png_bytes

@@ -1,21 +1,29 @@
-"""Label Studio annotation results -> typed regions in COCO pixel coordinates.
+"""Label Studio results <-> regions in COCO pixel coordinates: the one reader and writer of Label Studio's
+``result`` JSON (docs/FORMAT.md).
 
-:func:`parse_results` reads the ``result`` list of one annotation and checks every region on its own
-(size known, enough points, label in the schema, keypoint inside the image); :func:`clean_shapes` then
-converts and checks the polygons and rectangles of many tasks in one vectorized batch (valid, inside
-the image, some area). Grouping regions into objects and placing keypoints is the converter's job;
-keeping the two apart means every per-region problem is reported once, here, with the task and
-region id the user can look up.
+Reading: :func:`parse_results` reads the ``result`` list of one Label Studio annotation and checks every
+region on its own (size known, enough points, label in the schema, keypoint inside the image);
+:func:`clean_shapes` then converts and checks the polygons and rectangles of many tasks in one vectorized
+batch (valid, inside the image, some area); :func:`results_from_json_min` rebuilds results from a
+JSON_MIN row. Grouping regions into objects and placing keypoints is the converter's job; keeping the two
+apart means every per-region problem is reported once, here, with the task and region id the user can
+look up.
 
-Label Studio stores coordinates in percent of the image (``x_px = x_pct / 100 * original_width``,
-docs/FORMAT.md); rectangles rotate about their top-left corner, clockwise in degrees.
+Writing: :func:`polygon_result`, :func:`rectangle_result`, :func:`keypoint_result`, :func:`occluded_result`,
+:func:`relation_result` build result items exactly as Label Studio stores them (``original_width`` /
+``original_height``, ``parentID`` for nesting, per-region choices sharing the keypoint's id), so what the
+ML backend predicts and what tests and benchmarks feed the converter is what :func:`parse_results` reads.
+
+Label Studio stores coordinates in percent of the image (``x_px = x_pct / 100 * original_width``:
+:func:`to_pixels`, :func:`to_percent`); rectangles rotate about their top-left corner, clockwise in degrees.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -23,20 +31,17 @@ import shapely
 from combined_coco.brush_rle import BrushDecodeError, ls_brush_to_coco_rle
 from combined_coco.geometry import FlatPolygon, clean_polygons, self_crossings
 from combined_coco.issues import Issue, shown
-from combined_coco.schema import Schema
+from combined_coco.schema import INSTANCE_TAGS, KEYPOINT_TAG, OCCLUDED_CHOICE, Controls, Schema
 from combined_coco.validate import MAX_IMAGE_SIDE, MAX_OUTLINE_PX, outline_px
 
 ShapeKind = Literal["polygon", "rectangle", "brush"]
 
-_SHAPE_TYPES: dict[str, ShapeKind] = {
-    "polygonlabels": "polygon",
-    "rectanglelabels": "rectangle",
-    "brushlabels": "brush",
-}
-_KEYPOINT_TYPE = "keypointlabels"
+_SHAPE_TYPES: dict[str, ShapeKind] = INSTANCE_TAGS
+_KEYPOINT_TYPE = KEYPOINT_TAG
 # Region types this converter does not read; anything else (choices, textarea, ...) is task-level data.
 _UNSUPPORTED_GEOMETRY = {"ellipselabels", "ellipse", "polygon", "rectangle", "keypoint", "brush", "labels"}
-_OCCLUDED = "occluded"
+# Display size of a keypoint, in percent of the image width; Label Studio stores it but ignores it for geometry.
+KEYPOINT_WIDTH_PCT = 0.75
 # Pixel coordinates are rounded to 1/1000 px: percent -> pixel leaves float noise (9.999999999999998)
 # that only bloats the file; a thousandth of a pixel is far below labeling precision.
 _DECIMALS = 3
@@ -120,7 +125,7 @@ def parse_results(
             value = r.get("value")
             chosen = value.get("choices") if isinstance(value, dict) else None
             if r.get("id") is not None and (visibility is None or r.get("from_name") == visibility):
-                if isinstance(chosen, list) and any(isinstance(c, str) and c.lower() == _OCCLUDED for c in chosen):
+                if isinstance(chosen, list) and any(isinstance(c, str) and c.lower() == OCCLUDED_CHOICE for c in chosen):
                     occluded.add(str(r["id"]))
         elif rtype in _SHAPE_TYPES or rtype == _KEYPOINT_TYPE:
             geometry.append((index, r, rtype))
@@ -181,6 +186,7 @@ def parse_results(
                 if len(points) > MAX_VERTICES:
                     raise ValueError(f"{len(points)} points, more than the limit of {MAX_VERTICES}")
                 shape = ShapeRegion(rid, "polygon", label, parent_id)
+                # pixels per percent: clean_shapes applies to_pixels to all polygons at once
                 out.pending.append((shape, points, out.width / 100.0, out.height / 100.0))  # type: ignore[operator]
                 out.shapes.append(shape)
             else:
@@ -193,6 +199,16 @@ def parse_results(
         if kp.id in occluded:
             kp.visibility = 1
     return out
+
+
+def to_pixels(percent: float, size: int) -> float:
+    """A Label Studio coordinate or length (percent of ``size``) in pixels."""
+    return percent / 100.0 * size
+
+
+def to_percent(pixels: float, size: int) -> float:
+    """A pixel coordinate or length in Label Studio's percent of ``size``: the inverse of :func:`to_pixels`."""
+    return float(pixels) / size * 100.0
 
 
 def result_size(r: dict) -> tuple[int, int] | tuple[None, None]:
@@ -246,8 +262,8 @@ def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[s
 def _keypoint(
     task_id: int | None, rid: str, label: str, value: dict, parent_id: str | None, w: int, h: int, issues: list[Issue]
 ) -> KeypointRegion:
-    x = round(float(value["x"]) / 100.0 * w, _DECIMALS)
-    y = round(float(value["y"]) / 100.0 * h, _DECIMALS)
+    x = round(to_pixels(float(value["x"]), w), _DECIMALS)
+    y = round(to_pixels(float(value["y"]), h), _DECIMALS)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError("non-finite coordinates")
     if not (0.0 <= x <= w and 0.0 <= y <= h):
@@ -259,8 +275,8 @@ def _keypoint(
 
 def _rectangle(value: dict, w: int, h: int) -> list[list[float]]:
     """The 4 corners in pixels, clockwise on screen, starting at the drawn (rotation) corner."""
-    x0, y0 = float(value["x"]) / 100.0 * w, float(value["y"]) / 100.0 * h
-    rw, rh = float(value["width"]) / 100.0 * w, float(value["height"]) / 100.0 * h
+    x0, y0 = to_pixels(float(value["x"]), w), to_pixels(float(value["y"]), h)
+    rw, rh = to_pixels(float(value["width"]), w), to_pixels(float(value["height"]), h)
     angle = math.radians(float(value.get("rotation") or 0.0))
     c, s = math.cos(angle), math.sin(angle)
     return [[x0 + dx * c - dy * s, y0 + dx * s + dy * c] for dx, dy in ((0.0, 0.0), (rw, 0.0), (rw, rh), (0.0, rh))]
@@ -364,3 +380,110 @@ def _readable(entries: list[tuple], issues: list[Issue]) -> list[tuple]:
                                 "pairs); skipped", "error", e[1].annotation_id))
             e[1].shapes = [s for s in e[1].shapes if s is not e[2]]
     return good
+
+
+_JSON_MIN_ROLES = ("polygon", "rectangle", "brush", "keypoint")
+
+
+def results_from_json_min(record: dict, controls: Controls | None) -> list[dict]:
+    """Rebuild Label Studio results from a JSON_MIN row (``{control name: [value, ...]}``), for :func:`parse_results`.
+
+    JSON_MIN keeps each region's value (with its size and ``parentID``) under its control's name, but
+    not the relations or the per-region choices: those are lost.
+    """
+    results = []
+    for role in _JSON_MIN_ROLES:
+        name = getattr(controls, role) if controls else None
+        values = record.get(name) if name else None
+        if isinstance(values, dict):
+            values = [values]
+        for index, v in enumerate(values if isinstance(values, list) else []):
+            if not isinstance(v, dict):
+                continue
+            results.append({
+                "id": v.get("id") or f"{name}#{index}",
+                "type": f"{role}labels",
+                "from_name": name,
+                "original_width": v.get("original_width"),
+                "original_height": v.get("original_height"),
+                "parentID": v.get("parentID"),
+                "value": v,
+            })
+    return results
+
+
+# ---- writing ---------------------------------------------------------------------------------------
+
+
+def _region(region_id: str, rtype: str, from_name: str, to_name: str, width: int, height: int, value: dict,
+            parent_id: str | None, score: float | None) -> dict[str, Any]:
+    """The fields every region carries. A region with a ``score`` is a model's prediction (Label Studio
+    shows the score); one without is an annotator's, ``origin: manual`` as Label Studio exports it."""
+    r: dict[str, Any] = {"id": region_id, "type": rtype, "from_name": from_name, "to_name": to_name,
+                         "original_width": width, "original_height": height, "image_rotation": 0, "value": value}
+    if score is None:
+        r["origin"] = "manual"
+    else:
+        r["score"] = score
+    if parent_id is not None:
+        r["parentID"] = parent_id
+    return r
+
+
+def polygon_result(region_id: str, label: str, points: Sequence[Sequence[float]], width: int, height: int, *,
+                   parent_id: str | None = None, from_name: str = "polygon", to_name: str = "image",
+                   score: float | None = None) -> dict[str, Any]:
+    """A PolygonLabels region from ``[[x, y], ...]`` pixel vertices on a ``width`` x ``height`` image."""
+    value = {"points": [[to_percent(x, width), to_percent(y, height)] for x, y in points], "closed": True,
+             "polygonlabels": [label]}
+    return _region(region_id, "polygonlabels", from_name, to_name, width, height, value, parent_id, score)
+
+
+def rectangle_result(region_id: str, label: str, x: float, y: float, w: float, h: float, width: int, height: int,
+                     *, rotation: float = 0.0, parent_id: str | None = None, from_name: str = "box",
+                     to_name: str = "image", score: float | None = None) -> dict[str, Any]:
+    """A RectangleLabels region: top-left corner ``x, y`` and size ``w, h`` in pixels, ``rotation`` in
+    degrees clockwise about that corner."""
+    value = {"x": to_percent(x, width), "y": to_percent(y, height), "width": to_percent(w, width),
+             "height": to_percent(h, height), "rotation": rotation, "rectanglelabels": [label]}
+    return _region(region_id, "rectanglelabels", from_name, to_name, width, height, value, parent_id, score)
+
+
+def brush_result(region_id: str, label: str, rle: list[int], width: int, height: int, *,
+                 parent_id: str | None = None, from_name: str = "brush", to_name: str = "image",
+                 score: float | None = None) -> dict[str, Any]:
+    """A BrushLabels region from Label Studio's own RLE of its RGBA canvas (``label_studio_converter``'s
+    ``brush.mask2rle``)."""
+    value = {"format": "rle", "rle": rle, "brushlabels": [label]}
+    return _region(region_id, "brushlabels", from_name, to_name, width, height, value, parent_id, score)
+
+
+def keypoint_result(region_id: str, label: str, x: float, y: float, width: int, height: int, *,
+                    parent_id: str | None = None, from_name: str = "keypoint", to_name: str = "image",
+                    score: float | None = None) -> dict[str, Any]:
+    """A KeyPointLabels region at pixel ``x, y``; ``parent_id`` nests it under its object's region."""
+    value = {"x": to_percent(x, width), "y": to_percent(y, height), "width": KEYPOINT_WIDTH_PCT,
+             "keypointlabels": [label]}
+    return _region(region_id, "keypointlabels", from_name, to_name, width, height, value, parent_id, score)
+
+
+def occluded_result(region_id: str, *, from_name: str = "visibility", to_name: str = "image") -> dict[str, Any]:
+    """The per-region Choices result Label Studio stores next to a keypoint marked occluded (same id)."""
+    return {"id": region_id, "type": "choices", "from_name": from_name, "to_name": to_name,
+            "origin": "manual", "value": {"choices": [OCCLUDED_CHOICE]}}
+
+
+def relation_result(from_id: str, to_id: str) -> dict[str, Any]:
+    """A relation between two regions (the keypoint and its object, when it is not nested)."""
+    return {"type": "relation", "from_id": from_id, "to_id": to_id, "direction": "right"}
+
+
+def task(task_id: int, image: str, results: list[dict], *, annotation_id: int | None = None) -> dict[str, Any]:
+    """A task as in Label Studio's JSON export, with one annotation holding ``results``."""
+    return {
+        "id": task_id,
+        "data": {"image": image},
+        "annotations": [{"id": annotation_id or task_id, "result": results, "was_cancelled": False,
+                         "created_at": "2026-01-01T00:00:00.000000Z", "completed_by": 1, "lead_time": 10.0}],
+        "predictions": [],
+    }
