@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -28,6 +27,7 @@ from backend.preannotation import preannotate_after_publish
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.data_url import is_data_url
+from combined_coco.dataset import write_json
 from combined_coco.schema import Schema
 from jobqueue.connection import connect
 
@@ -151,11 +151,10 @@ def train_and_publish(
         image_root = work / "images"
         write_embedded(image_root)  # tasks holding their image as a data: URL
         _download_images(fetch, coco, image_root)
-        dataset = work / "dataset.json"
-        dataset.write_text(json.dumps(coco))
+        dataset = write_json(work / "dataset.json", coco)
         if heldout is not None:
             _download_images(fetch, heldout, image_root)
-            (work / "heldout.json").write_text(json.dumps(heldout))
+            write_json(work / "heldout.json", heldout)
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,22 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     ``name`` is how errors refer to the image (default: the path, or "the image" for bytes).
     Raises FileNotFoundError for a missing path, :class:`ImageReadError` for anything else.
     """
+    return _decode(source, max_pixels, name, lambda image: _rgb8(ImageOps.exif_transpose(image)))
+
+
+def read_depth_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """HxW depth values of an image file exactly as stored (a 16-bit PNG stays uint16; of a colour
+    file the blue channel, the one this project's earlier OpenCV reader took). No EXIF rotation and
+    no conversion: a depth sensor's map holds measurements, not a photo's pixels; the caller aligns
+    it with the photo."""
+    depth = _decode(path, max_pixels, None, np.array)
+    return depth[..., 2] if depth.ndim == 3 and depth.shape[2] >= 3 else depth[..., 0] if depth.ndim == 3 else depth
+
+
+def _decode(
+    source: str | Path | bytes, max_pixels: int, name: str | None, convert: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """Open (header only), check the pixel count, then decode with ``convert``."""
     if isinstance(source, bytes):
         label, stream = name or "the image", io.BytesIO(source)
     else:
@@ -65,7 +82,7 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         if width * height > max_pixels:
             raise ImageTooLarge(label, (width, height), max_pixels)
         try:
-            return _rgb8(ImageOps.exif_transpose(image))
+            return convert(image)
         except Exception as exc:
             raise ImageReadError(f"{label}: the image cannot be decoded ({exc})") from None
 
