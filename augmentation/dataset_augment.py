@@ -6,7 +6,8 @@ in-process :func:`augment_dataset` run the very same code:
 1. :func:`augment_range` augments source images ``[start, end)`` (in image-id order), writes their
    images and returns a *shard*: image entries with final ids, annotations without ids yet.
 2. :func:`merge_shards` concatenates shards in order and numbers annotations 1..M.
-3. :func:`write_json_atomic` puts the file in place with a rename, so a reader never sees half a file.
+3. :func:`combined_coco.dataset.write_json` puts the file in place with a rename, so a reader never
+   sees half a file.
 
 Output: ``<out_dir>/annotations.json`` and ``<out_dir>/images/``. Source image at position ``i``
 (id order) yields ids ``i * per_image + 1 ...``: the original first (same ``file_name``) when kept,
@@ -24,8 +25,6 @@ the copy; annotation ids on the merge order. Re-running any shard gives the same
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,11 +32,11 @@ from typing import Any, Callable, Sequence
 import albumentations as A
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from augmentation.geometry_transform import Instance, Limits, augment_sample
 from augmentation.pipelines import build_pipeline, read_pipeline
+from combined_coco.dataset import read_combined_coco, rle_compressed, write_atomic, write_json
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
 from combined_coco.validate import shared_file_clashes
@@ -96,22 +95,6 @@ def sorted_images(coco: dict) -> list[dict]:
     return sorted(coco["images"], key=lambda im: im["id"])
 
 
-def flip_permutations(categories: Sequence[dict]) -> dict[int, list[int]]:
-    """Per category id, the permutation of its listed keypoints after a mirroring transform.
-
-    Built from :attr:`Schema.flip_indices` by name, so both keypoint layouts (global and
-    per-category, docs/FORMAT.md) get the pairs the labeling config declared.
-    """
-    schema = Schema.from_coco_categories(categories)
-    global_perm = schema.flip_indices
-    perms = {}
-    for cat in categories:
-        listed = list(cat.get("keypoints") or [])
-        partner = [schema.keypoint_names[global_perm[schema.keypoint_index(n)]] for n in listed]
-        perms[cat["id"]] = [listed.index(p) if p in listed else i for i, p in enumerate(partner)]
-    return perms
-
-
 def _relative(file_name: str) -> Path:
     rel = Path(file_name)
     return Path(rel.name) if rel.is_absolute() or ".." in rel.parts else rel
@@ -124,26 +107,14 @@ def augmented_name(file_name: str, image_id: int, copy_index: int) -> str:
     return str(rel.with_name(f"{rel.stem}__img{image_id}_aug{copy_index}{rel.suffix or '.jpg'}"))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    _write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
-
-
-def instance_from_annotation(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> Instance:
-    """What the augmenter needs of a combined COCO annotation (uncompressed RLE is compressed first)."""
+def instance_from_annotation(ann: dict, flip_indices: Sequence[int]) -> Instance:
+    """What the augmenter needs of a combined COCO annotation in the global keypoint layout
+    (uncompressed RLE is compressed first)."""
     seg = ann["segmentation"]
-    perm = perms.get(ann["category_id"], [])
     kps = list(ann.get("keypoints") or [])
     if isinstance(seg, dict):
-        rle = seg if isinstance(seg["counts"], str) else mask_utils.frPyObjects(seg, height, width)
-        return Instance([], rle, kps, perm)
-    return Instance([list(p) for p in seg], None, kps, perm)
+        return Instance([], rle_compressed(seg), kps, flip_indices)
+    return Instance([list(p) for p in seg], None, kps, flip_indices)
 
 
 def _without_id(ann: dict) -> dict:
@@ -163,7 +134,7 @@ def augment_image(
     source: dict,
     index: int,
     annotations: list[dict],
-    perms: dict[int, list[int]],
+    flip_indices: Sequence[int],
     compose: A.Compose,
     image_root: Path,
     images_out: Path,
@@ -174,8 +145,7 @@ def augment_image(
     src_path = image_root / source["file_name"]
     image = read_image(src_path)  # RGB, as Albumentations' colour transforms expect
     check_image_size(image, source)
-    height, width = image.shape[:2]
-    instances = [instance_from_annotation(a, perms, height, width) for a in annotations]
+    instances = [instance_from_annotation(a, flip_indices) for a in annotations]
     base_id = index * options.per_image + 1
     slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
     for slot, copy_index in enumerate(slots):
@@ -183,14 +153,14 @@ def augment_image(
                  "source_file_name": str(_relative(source["file_name"]))}
         if copy_index == 0:
             entry["file_name"] = str(_relative(source["file_name"]))
-            _write_atomic(images_out / entry["file_name"], src_path.read_bytes())
+            write_atomic(images_out / entry["file_name"], src_path.read_bytes())
             out.images.append(entry)
             out.annotations += [{**_without_id(a), "image_id": entry["id"]} for a in annotations]
             continue
         sample = augment_sample(compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits)
         entry["file_name"] = augmented_name(source["file_name"], source["id"], copy_index)
         entry["height"], entry["width"] = sample.image.shape[:2]
-        _write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
+        write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
         out.images.append(entry)
         for ann, inst in zip(annotations, sample.instances):
             if inst is None:
@@ -206,6 +176,7 @@ def augment_image(
 
 def augment_range(
     coco: dict,
+    schema: Schema,
     image_root: Path,
     out_dir: Path,
     options: Options,
@@ -214,9 +185,10 @@ def augment_range(
     on_image: Callable[[int], None] | None = None,
 ) -> Shard:
     """Augment source images ``[start, end)`` of the id-sorted image list; failures are collected
-    per image (the rest still runs) so one bad file does not hide the next."""
+    per image (the rest still runs) so one bad file does not hide the next. ``coco`` is in the global
+    keypoint layout (:func:`combined_coco.dataset.read_combined_coco`)."""
     compose = build_pipeline(options.pipeline)
-    perms = flip_permutations(coco["categories"])
+    flip_indices = schema.flip_indices
     by_image: dict[int, list[dict]] = {}
     for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
         by_image.setdefault(ann["image_id"], []).append(ann)
@@ -226,7 +198,7 @@ def augment_range(
         source = images[index]
         try:
             part = augment_image(
-                source, index, by_image.get(source["id"], []), perms, compose, image_root, out_dir / IMAGES_DIR, options
+                source, index, by_image.get(source["id"], []), flip_indices, compose, image_root, out_dir / IMAGES_DIR, options
             )
         except Exception as exc:  # reported per image with its id; the caller decides whether to fail
             shard.failures.append({"image_id": source["id"], "error": f"{type(exc).__name__}: {exc}"})
@@ -272,13 +244,13 @@ def augment_dataset(
 
     Raises :class:`AugmentationFailed` listing every image that failed; no json is written then.
     """
-    coco = json.loads(Path(coco_path).read_text())
+    coco, schema = read_combined_coco(coco_path)
     options = Options(read_pipeline(pipeline), copies=copies, seed=seed, keep_originals=keep_originals)
     total = len(coco["images"])
     with tqdm(total=total, disable=not progress, unit="img", desc="augment") as bar:
-        shard = augment_range(coco, Path(image_root), Path(out_dir), options, 0, total, lambda done: bar.update(1))
+        shard = augment_range(coco, schema, Path(image_root), Path(out_dir), options, 0, total, lambda done: bar.update(1))
     if shard.failures:
         raise AugmentationFailed(shard.failures)
     out_path = Path(out_dir) / OUTPUT_JSON
-    write_json_atomic(out_path, merge_shards(coco, [shard], options, str(pipeline)))
+    write_json(out_path, merge_shards(coco, [shard], options, str(pipeline)))
     return out_path

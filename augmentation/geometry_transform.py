@@ -43,6 +43,7 @@ from pycocotools import mask as mask_utils
 import shapely
 from shapely.geometry import Polygon
 
+from combined_coco.dataset import rle_text, swap_left_right
 from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, polygons_bbox
 
 Matrix = np.ndarray  # 3x3 float64, continuous COCO pixel coordinates in -> out
@@ -409,7 +410,7 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
     area = float(mask_utils.area(out))
     if area < limits.min_area or area < limits.min_visible * expected_area:
         return None
-    out["counts"] = out["counts"].decode("ascii")
+    out = rle_text(out)
     return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
@@ -511,7 +512,7 @@ def _transform_keypoints(steps: Sequence[Step], kps: list[float], perm: Sequence
         out[rows, :2] = xy[inside]
         out[rows, 2] = arr[rows, 2]
     if mirrored:
-        out = out[list(perm)]
+        out = swap_left_right(out, perm)
     return out.ravel().tolist()
 
 

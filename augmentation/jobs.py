@@ -37,9 +37,9 @@ from augmentation.dataset_augment import (
     Shard,
     augment_range,
     merge_shards,
-    write_json_atomic,
 )
 from augmentation.pipelines import build_pipeline, read_pipeline
+from combined_coco.dataset import read_combined_coco, write_json
 from jobqueue.liveness import job_state
 
 QUEUE = "augment"
@@ -86,7 +86,7 @@ def submit_run(
     """
     pipeline_dict = read_pipeline(pipeline)
     build_pipeline(pipeline_dict)
-    n_images = len(json.loads(Path(coco_path).read_text())["images"])
+    n_images = len(read_combined_coco(coco_path)[0]["images"])
     shards = [[s, min(s + shard_size, n_images)] for s in range(0, n_images, shard_size)]
     run_id = uuid.uuid4().hex[:12]
     options = Options(pipeline_dict, copies=copies, seed=seed, keep_originals=keep_originals)
@@ -163,16 +163,16 @@ def run_shard(run_id: str, index: int) -> int:
 
     beat(0)
     cv2.setNumThreads(1)  # one core per worker: scale out with workers, not threads
-    coco = json.loads(Path(params["coco_path"]).read_text())
+    coco, schema = read_combined_coco(params["coco_path"])
     out_dir = Path(params["out_dir"])
     shard = augment_range(
-        coco, Path(params["image_root"]), out_dir, Options.from_dict(params["options"]), start, end, beat
+        coco, schema, Path(params["image_root"]), out_dir, Options.from_dict(params["options"]), start, end, beat
     )
     conn.delete(alive)
     if shard.failures:
         conn.hset(_key(run_id, "failures"), index, json.dumps(shard.failures))
         raise AugmentationFailed(shard.failures)
-    write_json_atomic(_tmp_dir(out_dir, run_id) / f"shard-{index:05d}.json", asdict(shard))
+    write_json(_tmp_dir(out_dir, run_id) / f"shard-{index:05d}.json", asdict(shard))
     return len(shard.images)
 
 
@@ -188,10 +188,10 @@ def merge_run(run_id: str) -> str:
         if not path.exists():
             raise FileNotFoundError(f"shard {k} of run {run_id} has no output ({path}); resubmit the run")
         parts.append(Shard(**json.loads(path.read_text())))
-    coco = json.loads(Path(params["coco_path"]).read_text())
+    coco, _ = read_combined_coco(params["coco_path"])
     merged = merge_shards(coco, parts, Options.from_dict(params["options"]), params["pipeline_name"])
     result = out_dir / OUTPUT_JSON
-    write_json_atomic(result, merged)
+    write_json(result, merged)
     conn.hset(_key(run_id), "result", str(result))
     shutil.rmtree(tmp, ignore_errors=True)
     for leftover in (out_dir / IMAGES_DIR).rglob(".*.tmp"):  # half-written by a killed worker

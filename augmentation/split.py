@@ -10,11 +10,11 @@ groups are assigned.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from combined_coco.dataset import read_combined_coco, write_json
 from combined_coco.validate import is_augmented_copy
 
 
@@ -61,8 +61,9 @@ def split_by_source(coco: dict, val_fraction: float = 0.2, seed: int = 0) -> tup
 def split_file(coco_path: Path, val_fraction: float = 0.2, seed: int = 0) -> tuple[Path, Path]:
     """Write ``<stem>.train.json`` and ``<stem>.val.json`` beside ``coco_path``; returns their paths."""
     coco_path = Path(coco_path)
-    train, val = split_by_source(json.loads(coco_path.read_text()), val_fraction, seed)
+    coco, _ = read_combined_coco(coco_path)
+    train, val = split_by_source(coco, val_fraction, seed)
     paths = coco_path.with_suffix(".train.json"), coco_path.with_suffix(".val.json")
     for path, data in zip(paths, (train, val)):
-        path.write_text(json.dumps(data, separators=(",", ":")))
+        write_json(path, data)
     return paths

@@ -7,13 +7,13 @@ has four keypoints, a left/right pair among them, so flips can be checked.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from combined_coco.dataset import rle_area_bbox, rle_text, write_json
 from combined_coco.geometry import clean_polygons, polygons_area, polygons_bbox
 from combined_coco.schema import Category, Schema
 
@@ -67,8 +67,8 @@ def make_image(
         image[mask] = np.clip(np.array(colour) + texture[mask], 0, 255).astype(np.uint8)
         ann = {"category_id": 1, "iscrowd": 0, "keypoints": _keypoints(rng, cx, cy, radius, width, height)}
         if k % 5 == 2:  # stored as a brush mask
-            rle["counts"] = rle["counts"].decode("ascii")
-            ann.update(segmentation=rle, area=float(mask_utils.area(rle)), bbox=mask_utils.toBbox(rle).tolist())
+            area, bbox = rle_area_bbox(rle)
+            ann.update(segmentation=rle_text(rle), area=area, bbox=bbox)
         else:
             ann.update(segmentation=polygons, area=polygons_area(polygons), bbox=polygons_bbox(polygons))
         ann["num_keypoints"] = sum(1 for v in ann["keypoints"][2::3] if v > 0)
@@ -102,6 +102,4 @@ def make_dataset(
         "categories": SCHEMA.to_coco_categories("global"),
         "annotations": annotations,
     }
-    path = out_dir / "coco.json"
-    path.write_text(json.dumps(coco))
-    return path
+    return write_json(out_dir / "coco.json", coco)

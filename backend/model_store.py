@@ -8,9 +8,9 @@ Layout, one folder per Label Studio project::
         v0002-.../
         current                           # one line: the published version name
 
-Publishing copies the weights into a new version folder first and replaces ``current`` with
-``os.replace`` last, so a server or worker reading at any moment sees either the old complete model
-or the new complete one. Older versions stay on disk (roll back by rewriting ``current``).
+Publishing copies the weights into a new version folder first and replaces ``current`` atomically
+last (:func:`combined_coco.dataset.write_atomic`), so a server or worker reading at any moment sees
+either the old complete model or the new complete one. Older versions stay on disk (roll back by rewriting ``current``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from combined_coco.dataset import write_atomic
 from combined_coco.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ class ModelStore:
         (staging / "meta.json").write_text(json.dumps({**meta, "version": version}, indent=2))
         _fsync_tree(staging)
         staging.rename(folder / version)
-        pointer_tmp = folder / f".{POINTER_NAME}.{os.getpid()}.tmp"
-        pointer_tmp.write_text(version + "\n")
-        _fsync_file(pointer_tmp)
-        os.replace(pointer_tmp, folder / POINTER_NAME)
+        write_atomic(folder / POINTER_NAME, (version + "\n").encode())
         log.info("project %s: published model version %s", project_id, version)
         return version
 

@@ -28,6 +28,7 @@ from backend.preannotation import preannotate_after_publish
 from backend.runs import Runs
 from backend.settings import Settings
 from combined_coco.data_url import is_data_url
+from combined_coco.dataset import write_json
 from combined_coco.schema import Schema
 from jobqueue.connection import connect
 
@@ -151,11 +152,10 @@ def train_and_publish(
         image_root = work / "images"
         write_embedded(image_root)  # tasks holding their image as a data: URL
         _download_images(fetch, coco, image_root)
-        dataset = work / "dataset.json"
-        dataset.write_text(json.dumps(coco))
+        dataset = write_json(work / "dataset.json", coco)
         if heldout is not None:
             _download_images(fetch, heldout, image_root)
-            (work / "heldout.json").write_text(json.dumps(heldout))
+            write_json(work / "heldout.json", heldout)
         if settings.train_augment_copies > 0:
             from augmentation import augment_dataset
 
@@ -188,8 +188,7 @@ def train_and_publish(
         train_seconds = round(time.monotonic() - began, 1)
         report(phase="evaluating")
         fit_set = _fit_subset(coco)
-        (work / "fit.json").write_text(json.dumps(fit_set))
-        fit = _scores(checkpoint, work / "fit.json", work / "images", settings)
+        fit = _scores(checkpoint, write_json(work / "fit.json", fit_set), work / "images", settings)
         scores = previous_scores = None
         if heldout is not None:
             scores = {"tasks": _task_count(heldout), "images": len(heldout["images"]), "set": _set_digest(heldout)}
@@ -329,7 +328,7 @@ def _scoring_cap(dataset: Path) -> int:
     least 20, at most the model's 100. A barely trained model otherwise sends 100 low-score boxes
     per image through the mask and keypoint heads, which made scoring slower than a retrain; the
     lowest-ranked extra detections can change AP only by matching objects the higher ones missed."""
-    coco = json.loads(dataset.read_text())
+    coco = json.loads(dataset.read_bytes())
     per_image: dict[int, int] = {}
     for ann in coco["annotations"]:
         per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1

@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from augmentation import jobs  # noqa: E402
-from augmentation.dataset_augment import flip_permutations, instance_from_annotation  # noqa: E402
+from augmentation.dataset_augment import instance_from_annotation  # noqa: E402
 from augmentation.geometry_transform import Limits, augment_sample, map_points  # noqa: E402
 from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
 from augmentation.synthetic import make_dataset  # noqa: E402
 from combined_coco.geometry import clean_polygons, polygons_area  # noqa: E402
+from combined_coco.schema import Schema  # noqa: E402
 from jobqueue.connection import EmbeddedRedis, connect  # noqa: E402
 from tests.augmentation.truth import iou, measured_matrix, rasterize  # noqa: E402
 
@@ -111,16 +112,16 @@ def time_per_image(fn, items, copies: int) -> float:
 def speed(pipeline: dict, coco: dict, items, copies: int, repeats: int) -> dict[str, float]:
     image_only = A.from_dict(pipeline)
     ours = build_pipeline(pipeline)
-    perms = flip_permutations(coco["categories"])
-    paper = PaperMethod(pipeline, perms[1])
-    prepared = [(image, [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]) for image, anns in items]
+    flip_indices = Schema.from_coco_categories(coco["categories"]).flip_indices
+    paper = PaperMethod(pipeline, flip_indices)
+    prepared = [(image, [instance_from_annotation(a, flip_indices) for a in anns]) for image, anns in items]
 
     def run_image_only(image, anns, seed):
         image_only.set_random_seed(seed)
         image_only(image=image)
 
     polygon_items = [(image, [a for a in anns if isinstance(a["segmentation"], list)]) for image, anns in items]
-    polygon_prepared = [(image, [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]) for image, anns in polygon_items]
+    polygon_prepared = [(image, [instance_from_annotation(a, flip_indices) for a in anns]) for image, anns in polygon_items]
     methods = {
         "image only": (run_image_only, items),
         "ours (polygons + RLE masks)": (lambda i, a, s: augment_sample(ours, i, a, s), prepared),
@@ -136,15 +137,14 @@ def speed(pipeline: dict, coco: dict, items, copies: int, repeats: int) -> dict[
 
 def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[str, float]]:
     ours = build_pipeline(pipeline)
-    perms = flip_permutations(coco["categories"])
-    perm = perms[1]
+    perm = Schema.from_coco_categories(coco["categories"]).flip_indices
     paper = PaperMethod(pipeline, perm)
     limits = Limits()
     stats = {name: {"iou": [], "lost": 0, "kp_ok": 0, "kp_n": 0, "lr_ok": 0, "lr_n": 0} for name in ("ours", "paper")}
     pair_idx = [i for i, j in enumerate(perm) if i != j]
     for n, (image, anns) in enumerate(items):
         anns = [a for a in anns if isinstance(a["segmentation"], list)]
-        instances = [instance_from_annotation(a, perms, *image.shape[:2]) for a in anns]
+        instances = [instance_from_annotation(a, perm) for a in anns]
         for c in range(copies):
             seed = 1000 * n + c
             truth = measured_matrix(pipeline, seed, image)

@@ -194,7 +194,7 @@ def score_on_test_set(checkpoint: Path, test_json: Path, tolerance: float) -> tu
     import numpy as np
 
     from backend.regions import simplify_outline
-    from multitask.dataset import read_image
+    from combined_coco.images import read_image
     from multitask.evaluate import evaluate_checkpoint
     from multitask.inference import Predictor
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from combined_coco.brush_rle import coco_rle_area_bbox, merge_coco_rles
+from combined_coco.dataset import rle_area_bbox, rle_decode, rle_merge
 from combined_coco.geometry import FlatPolygon, polygons_area, polygons_bbox
 from combined_coco.issues import Issue
 from combined_coco.labelstudio import KeypointRegion, ShapeRegion, TaskRegions
@@ -126,8 +126,8 @@ def _iou(a: list[float], b: list[float]) -> float:
 def _instance(members: list[ShapeRegion]) -> Instance:
     label = members[0].label
     if members[0].kind == "brush":
-        rle = members[0].rle if len(members) == 1 else merge_coco_rles([s.rle for s in members])  # type: ignore[misc]
-        area, bbox = coco_rle_area_bbox(rle)  # type: ignore[arg-type]
+        rle = members[0].rle if len(members) == 1 else rle_merge([s.rle for s in members])  # type: ignore[misc]
+        area, bbox = rle_area_bbox(rle)  # type: ignore[arg-type]
         return Instance(label, members, [], rle, bbox, area)
     # Polygons define the object; a rectangle only stands in when nothing else was drawn.
     outline = [s for s in members if s.kind == "polygon"] or members
@@ -238,12 +238,9 @@ def _contains(inst: Instance, x: float, y: float) -> bool:
 
 
 def _mask_at(inst: Instance, x: float, y: float) -> bool:
-    from pycocotools import mask as mask_utils
-
     if inst._mask is None:
-        rle = inst.rle
-        assert rle is not None
-        inst._mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+        assert inst.rle is not None
+        inst._mask = rle_decode(inst.rle)
     h, w = inst.rle["size"]  # type: ignore[index]
     return bool(inst._mask[min(int(y), h - 1), min(int(x), w - 1)])  # type: ignore[index]
 

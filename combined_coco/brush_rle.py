@@ -2,13 +2,12 @@
 
 Label Studio stores a brush mask as its own bit-packed RLE of the RGBA canvas (``value.rle``); COCO
 needs pycocotools' column-major RLE. We decode with label_studio_sdk's reference decoder (so a change
-in Label Studio's format is fixed in one place upstream) and encode with pycocotools.
+in Label Studio's format is fixed in one place upstream) and encode with :func:`combined_coco.dataset.rle_encode`.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from pycocotools import mask as mask_utils
+from combined_coco.dataset import rle_encode
 
 
 class BrushDecodeError(ValueError):
@@ -37,21 +36,7 @@ def ls_brush_to_coco_rle(rle: list[int] | None, width: int, height: int) -> dict
         raise BrushDecodeError(
             f"brush RLE holds {flat.size} values, expected {width}x{height}x4 = {width * height * 4}"
         )
-    mask = np.asfortranarray(flat.reshape(height, width, 4)[:, :, 3] > 0, dtype=np.uint8)
+    mask = flat.reshape(height, width, 4)[:, :, 3] > 0
     if not mask.any():
         raise BrushDecodeError("brush mask is empty")
-    encoded = mask_utils.encode(mask)
-    return {"size": [int(height), int(width)], "counts": encoded["counts"].decode("ascii")}
-
-
-def coco_rle_area_bbox(rle: dict) -> tuple[float, list[float]]:
-    """Pixel count and COCO ``[x, y, w, h]`` of a COCO RLE with str counts."""
-    coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return float(mask_utils.area(coded)), [float(v) for v in mask_utils.toBbox(coded)]
-
-
-def merge_coco_rles(rles: list[dict]) -> dict:
-    """Union of several masks of one object (brush strokes linked to each other)."""
-    coded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
-    merged = mask_utils.merge(coded, intersect=False)
-    return {"size": list(rles[0]["size"]), "counts": merged["counts"].decode("ascii")}
+    return rle_encode(mask)

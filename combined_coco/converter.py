@@ -21,7 +21,6 @@ import gc
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from combined_coco.association import Instance, assign_keypoints, group_instances
+from combined_coco.dataset import write_json
 from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
 from combined_coco.issues import ConversionError, Issue, shown
 from combined_coco.labelstudio import (
@@ -389,7 +389,7 @@ def convert_export_file(
         if tasks and not result.coco["images"] and result.errors:
             shown = "\n".join(str(i) for i in result.errors[:5])
             raise ConversionError(f"no task of {input_path} could be converted; first problems:\n{shown}")
-        write_json_atomic(result.coco, output_path)
+        write_json(output_path, result.coco)
         if images_dir is not None:
             result.write_embedded_images(images_dir)
     return result
@@ -439,17 +439,3 @@ def read_export(input_path: str | os.PathLike) -> list:
     if tasks and not any(isinstance(t, dict) for t in tasks):
         raise ConversionError(f"{path} is a list without task objects; is it a Label Studio JSON export?")
     return tasks
-
-
-def write_json_atomic(data: dict, output_path: str | os.PathLike) -> None:
-    """Write to a temporary file next to the target and rename it, so readers never see half a file."""
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, ensure_ascii=False))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,30 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     ``name`` is how errors refer to the image (default: the path, or "the image" for bytes).
     Raises FileNotFoundError for a missing path, :class:`ImageReadError` for anything else.
     """
-    if isinstance(source, bytes):
-        label, stream = name or "the image", io.BytesIO(source)
-    else:
-        label, stream = name or str(source), Path(source)
-        if not stream.is_file():
-            raise FileNotFoundError(f"cannot read image {label}: no such file; check the image root and the file_name")
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise FileNotFoundError(f"cannot read image {name or source}: no such file; check the image root and the file_name")
+    return _decode(source, max_pixels, name, lambda image: _rgb8(ImageOps.exif_transpose(image)))
+
+
+def read_depth_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """HxW depth values of an image file exactly as stored (a 16-bit PNG stays uint16; of a colour
+    file the blue channel, the one this project's earlier OpenCV reader took). No EXIF rotation and
+    no conversion: a depth sensor's map holds measurements, not a photo's pixels; the caller aligns
+    it with the photo."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"cannot read depth image {path}: no such file")
+    depth = _decode(path, max_pixels, None, np.array)
+    if depth.ndim == 3:  # Pillow gives RGB(A); OpenCV's first channel was blue
+        depth = depth[..., 2 if depth.shape[2] >= 3 else 0]
+    return depth
+
+
+def _decode(
+    source: str | Path | bytes, max_pixels: int, name: str | None, convert: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """Open (header only), check the pixel count, then decode with ``convert``."""
+    label = name or ("the image" if isinstance(source, bytes) else str(source))
+    stream = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is the one in force
@@ -65,7 +84,7 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         if width * height > max_pixels:
             raise ImageTooLarge(label, (width, height), max_pixels)
         try:
-            return _rgb8(ImageOps.exif_transpose(image))
+            return convert(image)
         except Exception as exc:
             raise ImageReadError(f"{label}: the image cannot be decoded ({exc})") from None
 

@@ -12,6 +12,8 @@ import math
 from numbers import Real
 from typing import Iterator
 
+from combined_coco.dataset import rle_decode, rle_encode, rle_text
+
 _BBOX_SLACK = 1e-3  # pixels; float rounding of clipped coordinates
 
 # What pycocotools' C code can take without overflowing or exhausting memory (it checks neither):
@@ -250,8 +252,6 @@ def _check_rle(segmentation: dict, rle: dict) -> None:
     """pycocotools decodes an RLE without bounds checks (runs longer than the image overwrite memory)
     and turns a corrupt one into garbage without complaint: the runs must cover the image exactly,
     and a valid compressed RLE re-encodes to itself."""
-    from pycocotools import mask as mask_utils
-
     h, w = segmentation["size"]
     runs = segmentation["counts"]
     if isinstance(runs, str):
@@ -262,9 +262,8 @@ def _check_rle(segmentation: dict, rle: dict) -> None:
         raise ValueError(f"RLE runs sum to {sum(runs)}, not {h} x {w}")
     if isinstance(segmentation["counts"], list):
         return
-    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    again = mask_utils.encode(mask_utils.decode({"size": [h, w], "counts": counts}))
-    if again["counts"] != counts:
+    counts = rle_text(rle)["counts"]
+    if rle_encode(rle_decode({"size": [h, w], "counts": counts}))["counts"] != counts:
         raise ValueError("counts is not a valid compressed COCO RLE of this size")
 
 

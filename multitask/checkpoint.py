@@ -2,8 +2,8 @@
 
 The ML backend loads a checkpoint without any other file, so the schema (``Schema.to_dict()``) and the
 :class:`~multitask.model.ModelConfig` travel inside it; ``model_version`` is the string shown on
-Label Studio predictions. Writes are atomic (temporary file in the same folder, then ``os.replace``)
-so a crash or a concurrent reader never sees half a file.
+Label Studio predictions. Writes are atomic (:func:`combined_coco.dataset.write_atomic`) so a crash
+or a concurrent reader never sees half a file.
 
 Loading uses ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values
 only, so a file dropped into a shared model volume cannot run code when the ML backend loads it.
@@ -11,9 +11,7 @@ only, so a file dropped into a shared model volume cannot run code when the ML b
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from combined_coco.dataset import write_atomic
 from combined_coco.schema import Schema
 from multitask.model import ModelConfig, build_model
 
@@ -61,17 +60,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 
 def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` of a checkpoint dict (any engine's, see ``multitask.engines``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(payload, f))
 
 
 # Checkpoints written before the numpy RNG state was stored as lists hold one uint32 numpy array;

@@ -9,63 +9,16 @@ skipped (the model never learns from them), as are boxes with no width or height
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
+from combined_coco.dataset import decode_segmentation, keypoint_array, read_combined_coco, swap_left_right
 from combined_coco.images import check_image_size, read_image
-from combined_coco.schema import Schema
 
 Target = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class KeypointLayout:
-    """Where each category's listed keypoints go in the global K list (handles both file layouts)."""
-
-    num_keypoints: int
-    positions: dict[int, list[int]]  # category id -> global index of each listed keypoint
-
-    @classmethod
-    def from_coco(cls, categories: Sequence[dict], schema: Schema) -> "KeypointLayout":
-        index = {name: i for i, name in enumerate(schema.keypoint_names)}
-        return cls(schema.num_keypoints, {c["id"]: [index[n] for n in c.get("keypoints") or []] for c in categories})
-
-    def global_keypoints(self, annotation: dict) -> np.ndarray:
-        """[K,3] float32 (x, y, v); zeros where the annotation has no keypoint."""
-        out = np.zeros((self.num_keypoints, 3), np.float32)
-        flat = annotation.get("keypoints") or []
-        positions = self.positions.get(annotation["category_id"], [])
-        if flat:
-            if len(flat) != 3 * len(positions):
-                raise ValueError(
-                    f"annotation {annotation.get('id')}: {len(flat) // 3} keypoints, but category"
-                    f" {annotation['category_id']} lists {len(positions)}"
-                )
-            out[positions] = np.asarray(flat, np.float32).reshape(-1, 3)
-        return out
-
-
-def read_combined_coco(path: str | Path) -> tuple[dict, Schema]:
-    """The file and its schema (parsed once here, passed along)."""
-    data = json.loads(Path(path).read_text())
-    return data, Schema.from_coco_categories(data["categories"])
-
-
-def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
-    """Polygons (rasterized by pycocotools) or RLE (compressed or not) -> uint8 [H,W] mask."""
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle).astype(np.uint8)
 
 
 def hflip(image: torch.Tensor, target: Target, flip_indices: Sequence[int]) -> tuple[torch.Tensor, Target]:
@@ -80,7 +33,7 @@ def hflip(image: torch.Tensor, target: Target, flip_indices: Sequence[int]) -> t
     keypoints = target["keypoints"].clone()
     labeled = keypoints[..., 2] > 0
     keypoints[..., 0] = torch.where(labeled, width - keypoints[..., 0], keypoints[..., 0])
-    keypoints = keypoints[:, list(flip_indices)]
+    keypoints = swap_left_right(keypoints, flip_indices)
     flipped = {**target, "boxes": boxes, "masks": target["masks"].flip(-1), "keypoints": keypoints}
     return image.flip(-1), flipped
 
@@ -95,8 +48,7 @@ class CombinedCocoDataset(torch.utils.data.Dataset):
     def __init__(self, annotation_file: str | Path, image_root: str | Path | None = None, hflip_prob: float = 0.0):
         self.path = Path(annotation_file)
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
-        self.coco, self.schema = read_combined_coco(self.path)
-        self.layout = KeypointLayout.from_coco(self.coco["categories"], self.schema)
+        self.coco, self.schema = read_combined_coco(self.path)  # global keypoint layout, whatever the file's
         self.hflip_prob = hflip_prob
         self.flip_indices = self.schema.flip_indices
         self.images = sorted(self.coco["images"], key=lambda im: im["id"])
@@ -130,7 +82,7 @@ class CombinedCocoDataset(torch.utils.data.Dataset):
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
             "masks": torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)),
             "keypoints": torch.from_numpy(
-                np.stack([self.layout.global_keypoints(a) for a in anns]) if anns else np.zeros((0, k, 3), np.float32)
+                np.stack([keypoint_array(a, k) for a in anns]) if anns else np.zeros((0, k, 3), np.float32)
             ),
             "image_id": torch.tensor(image_id),
         }

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from combined_coco.dataset import global_layout, keypoint_array, read_combined_coco, rle_encode
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
-from multitask.dataset import KeypointLayout, read_combined_coco
 from multitask.inference import Predictor
 
 DEFAULT_OKS_SIGMA = 0.05
@@ -62,11 +61,9 @@ def oks_sigmas(schema: Schema, sigmas: Sigmas = None) -> np.ndarray:
 def global_ground_truth(coco: dict, schema: Schema) -> dict:
     """A copy of the file in the global keypoint layout with ``num_keypoints`` recomputed (COCOeval
     ignores ground truth with ``num_keypoints == 0`` for keypoints, so it must be right)."""
-    layout = KeypointLayout.from_coco(coco["categories"], schema)
-    gt = copy.deepcopy(coco)
-    gt["categories"] = schema.to_coco_categories("global")
+    gt = copy.deepcopy(global_layout(coco, schema))
     for ann in gt["annotations"]:
-        keypoints = layout.global_keypoints(ann)
+        keypoints = keypoint_array(ann, schema.num_keypoints)
         ann["keypoints"] = keypoints.ravel().tolist()
         ann["num_keypoints"] = int((keypoints[:, 2] > 0).sum())
         ann.setdefault("iscrowd", 0)
@@ -115,8 +112,7 @@ def instances_to_detections(image_id: int, instances: Sequence) -> list[dict]:
     dets = []
     for inst in instances:
         x1, y1, x2, y2 = inst.box
-        rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode()
+        rle = rle_encode(inst.mask)
         keypoints = inst.keypoints.astype(float).copy()
         keypoints[:, 2] = inst.keypoint_present.astype(float)
         dets.append(

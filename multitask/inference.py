@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import shapely
 import torch
-from pycocotools import mask as mask_utils
 from shapely.geometry import Polygon
 
+from combined_coco.dataset import rle_encode
 from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask.checkpoint import load_checkpoint
@@ -241,14 +241,13 @@ class Predictor:
 
 def instance_to_json(instance: Instance) -> dict:
     """JSON form of an instance (mask as compressed COCO RLE), as written by ``predict --out``."""
-    rle = mask_utils.encode(np.asfortranarray(instance.mask.astype(np.uint8)))
     return {
         "category_id": instance.category_id,
         "label": instance.label,
         "score": round(instance.score, 5),
         "box": [round(v, 2) for v in instance.box],
         "polygons": instance.polygons,
-        "mask_rle": {"size": rle["size"], "counts": rle["counts"].decode()},
+        "mask_rle": rle_encode(instance.mask),
         "keypoints": np.round(instance.keypoints, 3).tolist(),
         "keypoint_present": instance.keypoint_present.tolist(),
     }

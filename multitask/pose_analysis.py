@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from multitask.dataset import KeypointLayout, decode_segmentation, read_combined_coco
+from combined_coco.dataset import decode_segmentation, keypoint_array, read_combined_coco, rle_decode
+from combined_coco.images import read_depth_image
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,7 @@ def load_aligned_depth(path: str | Path, height: int, width: int) -> np.ndarray:
     object edges). A half-resolution map of an odd-sized photo (quokka: 480x321 for 960x643) is one
     row short after x2; the last row is repeated.
     """
-    depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        raise FileNotFoundError(f"cannot read depth image {path}")
-    if depth.ndim == 3:
-        depth = depth[..., 0]
+    depth = read_depth_image(path)
     factor_y, factor_x = round(height / depth.shape[0]), round(width / depth.shape[1])
     up = np.repeat(np.repeat(depth, factor_y, axis=0), factor_x, axis=1)[:height, :width]
     return np.pad(up, ((0, height - up.shape[0]), (0, width - up.shape[1])), mode="edge")
@@ -146,18 +141,17 @@ def _objects_from_predictions(data: dict, index: int) -> AnalysisInput:
     for inst in image["instances"]:
         kp = np.asarray(inst["keypoints"], float).reshape(-1, 3)
         present = np.asarray(inst["keypoint_present"], bool)
-        mask = mask_utils.decode(inst["mask_rle"])
+        mask = rle_decode(inst["mask_rle"])
         objects.append((inst["label"], mask, kp[present, :2], [n for n, p in zip(names, present) if p]))
     return objects, (image["height"], image["width"])
 
 
 def _objects_from_coco(path: Path, image_id: int) -> AnalysisInput:
     coco, schema = read_combined_coco(path)
-    layout = KeypointLayout.from_coco(coco["categories"], schema)
     info = next(im for im in coco["images"] if im["id"] == image_id)
     objects = []
     for ann in (a for a in coco["annotations"] if a["image_id"] == image_id and not a.get("iscrowd")):
-        kp = layout.global_keypoints(ann)
+        kp = keypoint_array(ann, schema.num_keypoints)
         present = kp[:, 2] > 0
         mask = decode_segmentation(ann["segmentation"], info["height"], info["width"])
         label = schema.category_by_id(ann["category_id"]).name

@@ -14,13 +14,13 @@ background (blurred blotches, a grating, noise) with unlabeled clutter (lines, r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from combined_coco.dataset import rle_encode, write_json
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Category, Schema
 
@@ -76,10 +76,9 @@ def synthetic_coco(
             canvas[y0 : y0 + size // 8, x0 : x0 + size // 6] = (40, 60, 220)
             box_mask = np.zeros((size, size), np.uint8)
             box_mask[y0 : y0 + size // 8, x0 : x0 + size // 6] = 1
-            box_rle = mask_utils.encode(np.asfortranarray(box_mask))
-            counts = {"size": box_rle["size"], "counts": box_rle["counts"].decode()}
+            box_rle = rle_encode(box_mask)
             box = [float(x0), float(y0), float(size // 6), float(size // 8)]
-            annotations.append(_annotation(len(annotations) + 1, image_id, 2, counts, box, box_rle, [0.0] * 9))
+            annotations.append(_annotation(len(annotations) + 1, image_id, 2, box_rle, box, box_rle, [0.0] * 9))
         pixels.append(canvas)
     return _dataset("synthetic multitask sample", SCHEMA, images, annotations), pixels
 
@@ -206,9 +205,7 @@ def write_synthetic_dataset(
     coco, pixels = synthetic_coco(num_images, size, seed, scenes)
     for info, image in zip(coco["images"], pixels):
         cv2.imwrite(str(out / info["file_name"]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    path = out / "annotations.json"
-    path.write_text(json.dumps(coco))
-    return path
+    return write_json(out / "annotations.json", coco)
 
 
 EXAMPLE = """example:

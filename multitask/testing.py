@@ -26,6 +26,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn,
 )
 
+from combined_coco.dataset import write_atomic
 from multitask.pretrained import weights_file
 
 _DETECTOR: dict[WeightsEnum, Callable[[], nn.Module]] = {
@@ -57,10 +58,7 @@ def write_stand_in(weights: WeightsEnum, seed: int = 0) -> Path:
     """
     torch.manual_seed(seed)
     state = {k: v for k, v in _DETECTOR[weights]().state_dict().items() if not k.endswith("num_batches_tracked")}
-    path = weights_file(weights)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(legacy_names(state), path)
-    return path
+    return write_atomic(weights_file(weights), lambda f: torch.save(legacy_names(state), f))
 
 
 def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml", seed: int = 0) -> Path:
@@ -69,7 +67,6 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     (a pickle of ``{"model": {name: numpy array}, "__author__": ...}``, COCO's 80 classes and 17
     keypoints), so Detectron2's own checkpointer finds it there and never downloads. Written once.
     """
-    import os
     import pickle
     from urllib.parse import urlparse
 
@@ -91,12 +88,7 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     model = build_model(cfg)
     zero_residual_scales(model)  # activations in the range a trained file's have
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    with tmp.open("wb") as f:
-        pickle.dump({"model": state, "__author__": "stand-in for the Detectron2 Model Zoo"}, f)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: pickle.dump({"model": state, "__author__": "stand-in for the Detectron2 Model Zoo"}, f))
 
 
 def write_coco_stand_ins(engine: str, backbone: str) -> list[Path]:

@@ -49,9 +49,9 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from combined_coco.dataset import read_combined_coco
 from combined_coco.schema import Schema
 from multitask.checkpoint import FORMAT, read_payload, save_payload
-from multitask.dataset import read_combined_coco
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
 from multitask.inference import Instance, InstanceMaker, check_rgb_image

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from augmentation.dataset_augment import flip_permutations, instance_from_annotation
+from augmentation.dataset_augment import instance_from_annotation
 from augmentation.geometry_transform import Instance, Limits, augment_sample, map_points
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import clean_polygons, polygons_area
+from combined_coco.schema import Schema
 
 from tests.augmentation.truth import iou, measured_matrix, rasterize
 
@@ -57,12 +58,12 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
 def test_polygons_masks_and_keypoints_follow_the_pixels(synthetic: Path) -> None:
     coco, items = _load(synthetic)
     compose = build_pipeline(GEOMETRIC)
-    perms = flip_permutations(coco["categories"])
+    flip_indices = Schema.from_coco_categories(coco["categories"]).flip_indices
     limits = Limits()
     poly_ious, rle_ious, rle_shift, kp_errors, lost, kinds = [], [], [], [], 0, set()
     for image, anns in items:
         h, w = image.shape[:2]
-        instances = [instance_from_annotation(a, perms, h, w) for a in anns]
+        instances = [instance_from_annotation(a, flip_indices) for a in anns]
         for seed in range(10):
             sample = augment_sample(compose, image, instances, seed, limits)
             truth = measured_matrix(GEOMETRIC, seed, image)
@@ -219,11 +220,11 @@ def test_non_affine_steps_go_through_the_instance_mask(synthetic: Path, distorti
     compose = build_pipeline(data)
     truth_compose = A.from_dict(data)
     coco, items = _load(synthetic)
-    perms = flip_permutations(coco["categories"])
+    flip_indices = Schema.from_coco_categories(coco["categories"]).flip_indices
     ious, kp_errors = [], []
     for image, anns in items[:2]:
         h, w = image.shape[:2]
-        instances = [instance_from_annotation(a, perms, h, w) for a in anns]
+        instances = [instance_from_annotation(a, flip_indices) for a in anns]
         rasters = [rasterize(a["segmentation"], h, w).astype(np.uint8) for a in anns]
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5)
         for seed in range(2):

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+from combined_coco.dataset import read_combined_coco
+from combined_coco.images import read_image
 from multitask import engines
-from multitask.dataset import read_combined_coco, read_image
 from multitask.evaluate import coco_evaluate, instances_to_detections
 from multitask.synthetic import SCHEMA, write_synthetic_dataset
 from multitask.train import TrainConfig

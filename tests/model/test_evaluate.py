@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from multitask.dataset import decode_segmentation
+from combined_coco.dataset import decode_segmentation
 from multitask.evaluate import coco_evaluate, format_table, oks_sigmas
 from multitask.synthetic import SCHEMA
 
