@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from backend.testing import (
+from tests.support.backend import (
     GENERIC_CONFIG,
     TrainedProject,
     retrieve_predictions,
@@ -21,7 +21,7 @@ from backend.testing import (
     stop_shared_processes,
 )
 from combined_coco.schema import Schema
-from stack.testing import LabelStudioServer
+from tests.support.labelstudio import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
