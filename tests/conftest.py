@@ -30,6 +30,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.support.backend import TrainedProject, shared_trained_project, stop_shared_processes
 from tests.support.labelstudio import LabelStudioServer, LabelStudioStartError, shared_label_studio
 from tests.support.processes import stop_process
 
@@ -109,6 +110,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     server = getattr(item, "funcargs", {}).get("label_studio")
     if report.failed and isinstance(server, LabelStudioServer):
         report.sections.append(("Label Studio log (tail)", server.log_tail()))
+
+
+@pytest.fixture(scope="session")
+def trained(
+    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedProject]:
+    """The backend end-to-end journey (label -> connect backend -> Start Training -> new version), once per
+    session for ``tests/integration`` and ``tests/browser``; its backend and worker stop before Redis does."""
+    yield shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
+    stop_shared_processes()
 
 
 def start_worker(redis_url: str, queues: str, log: Path, *, burst: bool = False) -> subprocess.Popen:

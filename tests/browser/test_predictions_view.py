@@ -1,6 +1,6 @@
 """A real browser opens a new, unlabeled task and sees the model's polygon and keypoints pre-drawn.
 
-Reuses the trained project of the backend end-to-end journey (:func:`tests.support.backend.shared_trained_project`;
+Reuses the trained project of the backend end-to-end journey (the session fixture ``trained``;
 trained here if the integration test did not run in this session), logs in to Label Studio as the
 admin in headless Debian chromium and opens the task in the labeling editor. The screenshot is saved
 as ``artifacts/predictions_view.png``.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from tests.support.backend import TrainedProject, retrieve_predictions, shared_trained_project, stop_shared_processes
+from tests.support.backend import TrainedProject, retrieve_predictions
 from tests.support.labelstudio import CHROMIUM, LabelStudioServer, logged_in_page
 
 if TYPE_CHECKING:
@@ -23,16 +23,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.labelstudio, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
-
-
-@pytest.fixture(scope="session")
-def trained(
-    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TrainedProject]:
-    project = shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
-    retrieve_predictions(label_studio, project.project_id)
-    yield project
-    stop_shared_processes()
 
 
 @pytest.fixture
@@ -46,6 +36,7 @@ def page(label_studio: LabelStudioServer) -> Iterator["Page"]:
 def test_new_task_opens_with_predicted_polygon_and_keypoints(
     page: "Page", label_studio: LabelStudioServer, trained: TrainedProject
 ) -> None:
+    retrieve_predictions(label_studio, trained.project_id)
     task_id = trained.new_task_ids[0]
     stored = label_studio.client.predictions.list(task=task_id)
     [prediction] = [p for p in stored if p.model_version == trained.model_version]

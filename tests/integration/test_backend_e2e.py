@@ -26,14 +26,6 @@ from tests.support.labelstudio import LabelStudioServer
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")
-def trained(
-    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TrainedProject]:
-    yield shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
-    stop_shared_processes()
-
-
 def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_factory: pytest.TempPathFactory) -> None:
     assert trained.untrained_predictions == 0  # before training: no (empty) predictions were stored
     assert trained.model_version.startswith("v0001-")
