@@ -34,10 +34,10 @@ from augmentation import jobs  # noqa: E402
 from augmentation.dataset_augment import instance_from_annotation  # noqa: E402
 from augmentation.geometry_transform import Limits, augment_sample, map_points  # noqa: E402
 from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
-from augmentation.synthetic import make_dataset  # noqa: E402
 from combined_coco.geometry import clean_polygons, polygons_area  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 from jobqueue.connection import EmbeddedRedis, connect  # noqa: E402
+from multitask.synthetic import write_parts_dataset  # noqa: E402
 from tests.augmentation.truth import iou, measured_matrix, rasterize  # noqa: E402
 
 
@@ -250,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = read_pipeline("medium")
     with tempfile.TemporaryDirectory() as tmp:
-        coco_path = make_dataset(Path(tmp) / "data", args.images, 1280, 720, n_objects=8, seed=11)
+        coco_path = write_parts_dataset(Path(tmp) / "data", args.images, 1280, 720, n_objects=8, seed=11)
         coco, items = load(coco_path)
         cores = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {min(cores)})
@@ -270,7 +270,7 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
         os.sched_setaffinity(0, cores)
         if args.scaling_images:
-            scale_path = make_dataset(Path(tmp) / "scale", args.scaling_images, 1280, 720, 8, seed=12, suffix=".jpg")
+            scale_path = write_parts_dataset(Path(tmp) / "scale", args.scaling_images, 1280, 720, 8, seed=12, suffix=".jpg")
             rates = scaling(scale_path, args.copies, Path(tmp))
             print(f"\nload average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, submit to merged json, incl. JPEG I/O\n")

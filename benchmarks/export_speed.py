@@ -24,7 +24,7 @@ keypoints nested via parentID, half placed by position) and times:
 Best of --repeat runs each. Target: (b) <= 1.5 x (a).
 
 End-to-end mode (``--labelstudio``): what a user waits for after pressing Export. Starts a real Label Studio
-with the plugin (``stack.testing.shared_label_studio``: same command, env and settings module
+with the plugin (``tests.support.labelstudio.shared_label_studio``: same command, env and settings module
 ``export_plugin.settings`` as the local stack and the integration tests; first start runs the migrations),
 creates a project with labeling_configs/generic.xml, imports the same generated tasks with their annotations
 through the import API (batches of --import-batch), then times the Export dialog's request
@@ -213,13 +213,13 @@ def _server_cpu_seconds() -> float:
 def end_to_end(args: argparse.Namespace) -> None:
     import requests
 
-    from stack.testing import shared_label_studio
+    from tests.support.labelstudio import shared_label_studio
 
     config = CONFIG.read_text()
     schema = Schema.from_label_config(config)
     if args.data_dir is None:
         root = Path(tempfile.mkdtemp(prefix="export-bench-"))
-        # Registered before the server starts, so it runs after stack.testing's atexit stop (LIFO).
+        # Registered before the server starts, so it runs after tests.support.labelstudio's atexit stop (LIFO).
         atexit.register(shutil.rmtree, root, ignore_errors=True)
     else:
         root = args.data_dir

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.model_store import ModelStore  # noqa: E402
-from backend.testing import GENERIC_CONFIG, MediaServer, random_checkpoint, start_backend, synthetic_image  # noqa: E402
+from tests.support.backend import GENERIC_CONFIG, MediaServer, random_checkpoint, start_backend, synthetic_image  # noqa: E402
 
 TOKEN = "bench-token"
 PROJECT = 1

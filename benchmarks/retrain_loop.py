@@ -41,11 +41,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.testing import Process, backend_env, start_backend, start_worker  # noqa: E402
+from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
 from combined_coco.config_from_schema import config_from_description  # noqa: E402
 from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
-from stack.testing import LabelStudioServer, shared_label_studio  # noqa: E402
+from tests.support.labelstudio import LabelStudioServer, shared_label_studio  # noqa: E402
 
 EXAMPLE = """example:
   python benchmarks/retrain_loop.py --quick                  # a few minutes: checks the loop works, AP is noise
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for process in (worker, backend):
             if process is not None:
                 process.stop()
-        redis.stop()  # Label Studio is stopped at exit (stack.testing registers it)
+        redis.stop()  # Label Studio is stopped at exit (tests.support.labelstudio registers it)
     report(results, describe_load(samples))
     print(f"total {time.monotonic() - started:.0f} s", flush=True)
     return 0

@@ -1,4 +1,6 @@
-"""A tiny synthetic combined COCO dataset: the small-data path that shows the model learning on CPU.
+"""Synthetic combined COCO datasets with known truth: the one generator of the project's demo, tests and benchmarks.
+
+The sample (:func:`synthetic_coco`): a tiny dataset, the small-data path that shows the model learning on CPU.
 
 Each image holds one red ellipse (``disc``, keypoints ``left``/``right`` at the ends of its major axis
 and ``top``) and, from the second image on, a blue rectangle (``plate``, no keypoints), on a grey
@@ -9,6 +11,11 @@ and instances without keypoints are exercised. ``python -m multitask synthetic O
 retrain benchmark: :data:`SCENE_SCHEMA` adds upright triangles (``apex``, ``base_left``,
 ``base_right``), each image holds several objects of each class in jittered colours, on a textured
 background (blurred blotches, a grating, noise) with unlabeled clutter (lines, rings, blobs).
+
+:func:`write_parts_dataset`, for the augmentation fidelity tests and benchmark: textured star-shaped
+parts (:data:`PARTS_SCHEMA`) placed anywhere, many touching or crossing the image border; some are
+two-part instances (one object, two polygons), some are stored as RLE masks. Each part has four
+keypoints, a left/right pair among them, so flips can be checked.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from combined_coco.dataset import rle_encode, write_json
-from combined_coco.geometry import polygons_bbox
+from combined_coco.dataset import rle_area_bbox, rle_encode, rle_text, write_json
+from combined_coco.geometry import clean_polygons, polygons_area, polygons_bbox
 from combined_coco.schema import Category, Schema
 
 SCHEMA = Schema(
@@ -38,6 +45,9 @@ SCENE_SCHEMA = Schema(
     skeleton=SCHEMA.skeleton + ((3, 4), (3, 5)),
     flip_pairs=SCHEMA.flip_pairs + ((4, 5),),
 )
+
+_PART_KEYPOINTS = ("left", "right", "centre", "tip")
+PARTS_SCHEMA = Schema((Category(1, "part", _PART_KEYPOINTS),), _PART_KEYPOINTS, ((2, 3),), ((0, 1),))
 
 
 def _ellipse(rng: np.random.Generator, size: int) -> tuple[list[float], list[float]]:
@@ -201,11 +211,91 @@ def write_synthetic_dataset(
 ) -> Path:
     """Write images and ``annotations.json`` into ``out_dir``; returns the json path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    coco, pixels = synthetic_coco(num_images, size, seed, scenes)
-    for info, image in zip(coco["images"], pixels):
-        cv2.imwrite(str(out / info["file_name"]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return write_json(out / "annotations.json", coco)
+    return _write(*synthetic_coco(num_images, size, seed, scenes), out, out / "annotations.json")
+
+
+def parts_coco(
+    num_images: int, width: int = 1280, height: int = 720, n_objects: int = 8, seed: int = 0, suffix: str = ".png"
+) -> tuple[dict, list[np.ndarray]]:
+    """The parts dataset (module docstring) and its RGB images (file names ``synthetic_0001<suffix>`` ...)."""
+    rng = np.random.default_rng(seed)
+    images, annotations, pixels = [], [], []
+    for i in range(1, num_images + 1):
+        image, anns = _parts_image(rng, width, height, n_objects)
+        images.append({"id": i, "file_name": f"synthetic_{i:04d}{suffix}", "width": width, "height": height})
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": i, **ann})
+        pixels.append(image)
+    return _dataset("synthetic", PARTS_SCHEMA, images, annotations), pixels
+
+
+def write_parts_dataset(
+    out_dir: Path, n_images: int, width: int = 1280, height: int = 720, n_objects: int = 8, seed: int = 0,
+    suffix: str = ".png",
+) -> Path:
+    """Write ``out_dir/images/synthetic_NNNN<suffix>`` and ``out_dir/coco.json``; returns the json path."""
+    return _write(*parts_coco(n_images, width, height, n_objects, seed, suffix), out_dir / "images", out_dir / "coco.json")
+
+
+def _write(coco: dict, pixels: list[np.ndarray], image_dir: Path, path: Path) -> Path:
+    """The RGB ``pixels`` as ``image_dir/<file_name>`` and ``coco`` as ``path``; returns ``path``."""
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for info, image in zip(coco["images"], pixels, strict=True):
+        cv2.imwrite(str(image_dir / info["file_name"]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return write_json(path, coco)
+
+
+def _parts_image(rng: np.random.Generator, width: int, height: int, n_objects: int) -> tuple[np.ndarray, list[dict]]:
+    """A textured RGB image of parts and their annotations (without ids)."""
+    image = (rng.integers(0, 60, (height, width, 3))).astype(np.uint8)  # drawn in OpenCV's BGR order
+    annotations = []
+    for k in range(n_objects):
+        radius = float(rng.uniform(0.06, 0.16) * min(width, height))
+        # a third of the objects are centred within one radius of a border
+        if k % 3 == 0:
+            near_left = rng.random() < 0.5
+            cx = float(rng.uniform(-0.3 * radius, radius) if near_left else rng.uniform(width - radius, width + 0.3 * radius))
+            cy = float(rng.uniform(0, height))
+        else:
+            cx, cy = float(rng.uniform(0, width)), float(rng.uniform(0, height))
+        parts = [_star(rng, cx, cy, radius)]
+        if k % 4 == 1:  # two-part object: a second blob beside the first
+            parts.append(_star(rng, cx + 1.6 * radius, cy, 0.5 * radius))
+        polygons = clean_polygons([p.ravel().tolist() for p in parts], width, height, min_area=4.0).polygons
+        if not polygons:
+            continue
+        colour = rng.integers(80, 255, 3).tolist()
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        mask = mask_utils.decode(rle).astype(bool)
+        texture = rng.integers(-25, 25, (height, width, 1))
+        image[mask] = np.clip(np.array(colour) + texture[mask], 0, 255).astype(np.uint8)
+        ann = {"category_id": 1, "iscrowd": 0, "keypoints": _part_keypoints(rng, cx, cy, radius, width, height)}
+        if k % 5 == 2:  # stored as a brush mask
+            area, bbox = rle_area_bbox(rle)
+            ann.update(segmentation=rle_text(rle), area=area, bbox=bbox)
+        else:
+            ann.update(segmentation=polygons, area=polygons_area(polygons), bbox=polygons_bbox(polygons))
+        ann["num_keypoints"] = sum(1 for v in ann["keypoints"][2::3] if v > 0)
+        annotations.append(ann)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), annotations
+
+
+def _star(rng: np.random.Generator, cx: float, cy: float, radius: float) -> np.ndarray:
+    n = int(rng.integers(10, 20))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = radius * rng.uniform(0.6, 1.0, n)
+    return np.c_[cx + radii * np.cos(angles), cy + radii * np.sin(angles)]
+
+
+def _part_keypoints(rng: np.random.Generator, cx: float, cy: float, radius: float, w: int, h: int) -> list[float]:
+    """left/right are left/right of the object's centre *in the object's own frame* (x- / x+)."""
+    r = 0.4 * radius
+    pts = [(cx - r, cy), (cx + r, cy), (cx, cy), (cx, cy - r)]
+    out: list[float] = []
+    for x, y in pts:
+        inside = 0 <= x < w and 0 <= y < h and rng.random() > 0.1
+        out += [float(x), float(y), 2.0] if inside else [0.0, 0.0, 0.0]
+    return out
 
 
 EXAMPLE = """example:

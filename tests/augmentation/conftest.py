@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from augmentation.synthetic import make_dataset
 from combined_coco.geometry import polygons_area, polygons_bbox
 from combined_coco.schema import Schema
+from multitask.synthetic import write_parts_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 QUOKKA = REPO.parent / "shared" / "data" / "quokka"
@@ -18,7 +18,7 @@ QUOKKA = REPO.parent / "shared" / "data" / "quokka"
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 images 640x360, 8 objects each: border-crossing, two-part and RLE instances."""
-    return make_dataset(tmp_path_factory.mktemp("synthetic"), n_images=4, width=640, height=360, n_objects=8)
+    return write_parts_dataset(tmp_path_factory.mktemp("synthetic"), n_images=4, width=640, height=360, n_objects=8)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from augmentation import jobs
-from augmentation.synthetic import make_dataset
 from jobqueue.connection import connect
+from multitask.synthetic import write_parts_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def _kill_with_horse(pid: int) -> None:
 
 
 def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_factory, tmp_path: Path) -> None:
-    coco = make_dataset(tmp_path / "data", n_images=6, width=1280, height=720, n_objects=6, seed=3)
+    coco = write_parts_dataset(tmp_path / "data", n_images=6, width=1280, height=720, n_objects=6, seed=3)
     images = coco.parent / "images"
     conn = connect(redis_url)
     kwargs = dict(pipeline="medium", copies=3, seed=7, shard_size=3)
@@ -73,7 +73,7 @@ def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_fac
 
 
 def test_failed_images_are_reported_by_id_and_block_the_merge(redis_url, worker_factory, tmp_path: Path) -> None:
-    coco = make_dataset(tmp_path / "data", n_images=4, width=320, height=200, n_objects=3, seed=1)
+    coco = write_parts_dataset(tmp_path / "data", n_images=4, width=320, height=200, n_objects=3, seed=1)
     (coco.parent / "images" / "synthetic_0003.png").unlink()
     conn = connect(redis_url)
     worker_factory("augment")

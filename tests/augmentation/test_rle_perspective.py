@@ -17,8 +17,8 @@ from pycocotools import mask as mask_utils
 
 from augmentation.geometry_transform import Instance, augment_sample, warped_area
 from augmentation.pipelines import build_pipeline
-from augmentation.synthetic import make_dataset
 from combined_coco.geometry import polygons_area
+from multitask.synthetic import write_parts_dataset
 
 from tests.augmentation.truth import rasterize
 
@@ -28,7 +28,7 @@ def _as_rle(polygons: list, height: int, width: int) -> dict:
 
 
 def test_polygon_and_rle_twins_agree_after_perspective(tmp_path: Path) -> None:
-    coco = json.loads(make_dataset(tmp_path, n_images=2, width=320, height=240, n_objects=8).read_text())
+    coco = json.loads(write_parts_dataset(tmp_path, n_images=2, width=320, height=240, n_objects=8).read_text())
     compose = build_pipeline(A.to_dict(A.Compose([A.Perspective(scale=(0.1, 0.15), border_mode=0, p=1)])))
     compared, kept = 0, 0
     for im in coco["images"]:

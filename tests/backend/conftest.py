@@ -10,7 +10,7 @@ import redis
 from tests.backend.backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
 
 from backend.settings import Settings
-from backend.testing import MediaServer
+from tests.support.backend import MediaServer
 from combined_coco.schema import Schema
 
 

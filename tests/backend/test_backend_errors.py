@@ -15,7 +15,7 @@ from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
-from backend.testing import random_checkpoint
+from tests.support.backend import random_checkpoint
 from combined_coco.schema import Schema
 
 

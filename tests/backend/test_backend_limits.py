@@ -19,7 +19,7 @@ from tests.backend.backend_fakes import GENERIC, FakePredictor, animal, make_bac
 from backend.request_guard import MAX_JSON_DEPTH, json_too_deep
 from backend.settings import Settings
 from combined_coco.schema import Schema
-from stack.testing import free_port
+from tests.support.processes import free_port
 
 
 async def _call(app: Any, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, int]:

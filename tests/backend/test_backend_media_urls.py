@@ -18,7 +18,7 @@ from tests.backend.backend_fakes import FakePredictor, animal, make_backend, png
 
 from backend.labelstudio import MEDIA_PATHS, LabelStudioClient, MediaError, UnsafeMediaUrl, resolve_media_url
 from backend.settings import Settings
-from backend.testing import MediaServer
+from tests.support.backend import MediaServer
 from combined_coco.schema import Schema
 
 

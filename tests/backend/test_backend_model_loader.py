@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.model_store import load_multitask_predictor
-from backend.testing import random_checkpoint
+from tests.support.backend import random_checkpoint
 
 
 def test_loader_drops_low_scores_inside_the_model(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from backend.model_store import ModelStore
 from backend.preannotation import preannotate_after_publish
 from backend.settings import Settings
-from stack.testing import free_port
+from tests.support.processes import free_port
 
 
 class Recorder:

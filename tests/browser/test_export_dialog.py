@@ -15,7 +15,7 @@ import pytest
 from combined_coco.labelstudio import keypoint_result, polygon_result
 from export_plugin.export_format import FORMAT_INFO
 from stack.services import REPO
-from stack.testing import CHROMIUM, LabelStudioServer, logged_in_page, png_bytes, session_label_studio
+from tests.support.labelstudio import CHROMIUM, LabelStudioServer, logged_in_page, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio]
 
@@ -27,11 +27,6 @@ RESULT = [
     polygon_result("poly2", "animal", [(90, 20), (150, 20), (150, 90), (90, 90)], *SIZE),
     keypoint_result("kp2", "nose", 120, 50, *SIZE),
 ]
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
-    return session_label_studio(tmp_path_factory)
 
 
 def test_export_dialog_offers_and_downloads_coco_combined(label_studio: LabelStudioServer) -> None:

@@ -1,6 +1,6 @@
 """A real browser opens a new, unlabeled task and sees the model's polygon and keypoints pre-drawn.
 
-Reuses the trained project of the backend end-to-end journey (:func:`backend.testing.shared_trained_project`;
+Reuses the trained project of the backend end-to-end journey (the session fixture ``trained``;
 trained here if the integration test did not run in this session), logs in to Label Studio as the
 admin in headless Debian chromium and opens the task in the labeling editor. The screenshot is saved
 as ``artifacts/predictions_view.png``.
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from backend.testing import TrainedProject, retrieve_predictions, shared_trained_project, stop_shared_processes
-from stack.testing import CHROMIUM, LabelStudioServer, logged_in_page, session_label_studio
+from tests.support.backend import TrainedProject, retrieve_predictions
+from tests.support.labelstudio import CHROMIUM, LabelStudioServer, logged_in_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -25,37 +25,25 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 
 
-@pytest.fixture(scope="session")
-def ls(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
-    return session_label_studio(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def trained(ls: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedProject]:
-    project = shared_trained_project(ls, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
-    retrieve_predictions(ls, project.project_id)
-    yield project
-    stop_shared_processes()
-
-
 @pytest.fixture
-def page(ls: LabelStudioServer) -> Iterator["Page"]:
+def page(label_studio: LabelStudioServer) -> Iterator["Page"]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (scripts/test.sh installs it)")
-    with logged_in_page(ls) as page:
+    with logged_in_page(label_studio) as page:
         yield page
 
 
 def test_new_task_opens_with_predicted_polygon_and_keypoints(
-    page: "Page", ls: LabelStudioServer, trained: TrainedProject
+    page: "Page", label_studio: LabelStudioServer, trained: TrainedProject
 ) -> None:
+    retrieve_predictions(label_studio, trained.project_id)
     task_id = trained.new_task_ids[0]
-    stored = ls.client.predictions.list(task=task_id)
+    stored = label_studio.client.predictions.list(task=task_id)
     [prediction] = [p for p in stored if p.model_version == trained.model_version]
     types = [r["type"] for r in prediction.result]
     assert "polygonlabels" in types and "keypointlabels" in types, types
 
-    page.goto(f"{ls.url}/projects/{trained.project_id}/data?task={task_id}")
+    page.goto(f"{label_studio.url}/projects/{trained.project_id}/data?task={task_id}")
     # The editor copies the prediction into a draft; its Regions panel nests each keypoint under its object.
     items = page.locator(".lsf-outliner-item")
     ARTIFACTS.mkdir(exist_ok=True)

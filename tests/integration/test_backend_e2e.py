@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from backend.testing import (
+from tests.support.backend import (
     GENERIC_CONFIG,
     TrainedProject,
     retrieve_predictions,
@@ -21,17 +21,9 @@ from backend.testing import (
     stop_shared_processes,
 )
 from combined_coco.schema import Schema
-from stack.testing import LabelStudioServer
+from tests.support.labelstudio import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def trained(
-    label_studio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TrainedProject]:
-    yield shared_trained_project(label_studio, redis_url, tmp_path_factory.getbasetemp() / "backend-e2e")
-    stop_shared_processes()
 
 
 def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from backend.model_store import ModelStore
-from backend.testing import (
+from tests.support.backend import (
     GENERIC_CONFIG,
     MediaServer,
     backend_env,
@@ -25,7 +25,7 @@ from backend.testing import (
     start_backend,
     synthetic_image,
 )
-from stack.testing import LabelStudioServer
+from tests.support.labelstudio import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio]
 

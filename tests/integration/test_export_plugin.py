@@ -20,7 +20,7 @@ import requests
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from export_plugin.export_format import FORMAT_INFO, FORMAT_NAME
 from stack.services import REPO
-from stack.testing import LabelStudioServer, png_bytes
+from tests.support.labelstudio import LabelStudioServer, png_bytes
 
 pytestmark = pytest.mark.labelstudio
 

@@ -17,7 +17,7 @@ import requests
 from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
 from stack.services import REPO
-from stack.testing import LabelStudioServer, png_bytes
+from tests.support.labelstudio import LabelStudioServer, png_bytes
 
 pytestmark = pytest.mark.labelstudio
 

@@ -28,7 +28,7 @@ from jobqueue.connection import connect
 from stack.demo import DEMO_IMAGE, DEMO_TITLE
 from stack.selfcheck import check_worker
 from stack.services import REPO
-from stack.testing import free_port
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

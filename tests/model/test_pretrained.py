@@ -24,7 +24,7 @@ from multitask.pretrained import (
     transfer_weights,
 )
 from multitask.synthetic import SCHEMA
-from multitask.testing import legacy_names, write_stand_in
+from tests.support.weights import legacy_names, write_stand_in
 
 CONFIG = ModelConfig.for_schema(SCHEMA, min_size=64, max_size=64)
 

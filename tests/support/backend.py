@@ -28,9 +28,10 @@ from PIL import Image, ImageDraw
 
 from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
-from stack.testing import LabelStudioServer, free_port, stop_process
+from tests.support.labelstudio import LabelStudioServer
+from tests.support.processes import free_port, stop_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
 TRAIN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs trains 5-20x slower than idle
 
@@ -42,7 +43,7 @@ FAST_TRAINING_ENV = {
     "TRAIN_MAX_SIZE": "224",
     "TRAIN_LR": "0.02",
     "TRAIN_AUGMENT_COPIES": "1",  # the augmentation step of a run, at its smallest
-    # Random weights: offline, COCO weights could only be a random-valued stand-in (multitask.testing), whose
+    # Random weights: offline, COCO weights could only be a random-valued stand-in (tests.support.weights), whose
     # frozen, un-normalised backbone learns less in 30 steps than a random one with trainable batch norm.
     # The COCO path through torchvision's loader is tested in tests/model/test_pretrained.py and
     # tests/backend/test_training_runs.py.
@@ -312,7 +313,7 @@ def _place_coco_stand_in(env: dict[str, str]) -> None:
     published COCO files go into the ``TORCH_HOME`` / ``FVCORE_CACHE`` this process and the worker
     share (the test session sets scratch ones), so the engine's own loader runs in the worker."""
     from backend.settings import Settings
-    from multitask.testing import write_coco_stand_ins
+    from tests.support.weights import write_coco_stand_ins
 
     for cache in ("TORCH_HOME", "FVCORE_CACHE"):
         if env.get(cache) != os.environ.get(cache) or not env.get(cache):

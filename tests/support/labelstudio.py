@@ -1,7 +1,6 @@
 """One real Label Studio process with the export plugin, shared by every test folder of a pytest session.
 
-The integration tests (``tests/integration``) and the browser test (``tests/browser``) live in different
-conftest scopes, so each declares its own ``label_studio`` fixture; both return :func:`shared_label_studio`,
+The session fixture ``label_studio`` (``tests/conftest.py``) and the benchmarks call :func:`shared_label_studio`,
 which starts the process once per Python process (first start: Label Studio's migrations, ~90 s on 2 cores)
 and stops it at exit. It is started exactly like the local stack (:mod:`stack.services`).
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 import atexit
 import io
 import os
-import socket
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ import requests
 from label_studio_sdk import LabelStudio
 
 from stack.services import Credentials, label_studio_command, label_studio_env, wait_for_http
+from tests.support.processes import free_port, stop_process
 
 if TYPE_CHECKING:
-    import pytest
     from playwright.sync_api import Page
 
 START_TIMEOUT_S = 300  # migrations on a busy 2-core machine
@@ -99,16 +97,6 @@ def png_bytes(size: tuple[int, int], color: tuple[int, int, int] = (90, 140, 60)
     return buf.getvalue()
 
 
-def session_label_studio(tmp_path_factory: "pytest.TempPathFactory") -> LabelStudioServer:
-    """Body of a session fixture: the shared server, or a failed test showing Label Studio's log."""
-    import pytest
-
-    try:
-        return shared_label_studio(tmp_path_factory.getbasetemp() / "label-studio")
-    except LabelStudioStartError as exc:
-        pytest.fail(f"Label Studio did not start: {exc}")
-
-
 @contextmanager
 def logged_in_page(ls: LabelStudioServer, viewport: tuple[int, int] = (1400, 900)) -> Iterator["Page"]:
     """A headless Debian chromium page, logged in to ``ls`` as the admin through the login form."""
@@ -145,19 +133,3 @@ def _start(root: Path) -> LabelStudioServer:
         raise LabelStudioStartError(f"{exc}\n--- {log} ---\n{log.read_text(errors='replace')[-5000:]}") from None
     client = LabelStudio(base_url=url, api_key=creds.token)
     return LabelStudioServer(url, creds.email, creds.password, creds.token, data_dir, log, client, env)
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` s: test services must not outlive the session."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
