@@ -36,7 +36,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from augmentation.geometry_transform import Instance, Limits, augment_sample
+from augmentation.albumentations_steps import augment_sample
+from augmentation.geometry_transform import InstanceGeometry, Limits
 from augmentation.pipelines import build_pipeline, read_pipeline
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
@@ -135,15 +136,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 
 
-def instance_from_annotation(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> Instance:
+def instance_from_annotation(ann: dict, perms: dict[int, list[int]], height: int, width: int) -> InstanceGeometry:
     """What the augmenter needs of a combined COCO annotation (uncompressed RLE is compressed first)."""
     seg = ann["segmentation"]
     perm = perms.get(ann["category_id"], [])
     kps = list(ann.get("keypoints") or [])
     if isinstance(seg, dict):
         rle = seg if isinstance(seg["counts"], str) else mask_utils.frPyObjects(seg, height, width)
-        return Instance([], rle, kps, perm)
-    return Instance([list(p) for p in seg], None, kps, perm)
+        return InstanceGeometry([], rle, kps, perm)
+    return InstanceGeometry([list(p) for p in seg], None, kps, perm)
 
 
 def _without_id(ann: dict) -> dict:
