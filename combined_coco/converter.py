@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from combined_coco.association import Instance, assign_keypoints, group_instances
+from combined_coco.association import AssociatedObject, assign_keypoints, group_instances
 from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
 from combined_coco.issues import ConversionError, Issue, shown
 from combined_coco.ls_regions import TaskRegions, clean_shapes, parse_results, result_size, size_fits
@@ -292,7 +292,7 @@ def _regions(
     return regions
 
 
-def _annotation(inst: Instance, ann_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
+def _annotation(inst: AssociatedObject, ann_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
     category = schema.category(inst.label)
     names = schema.keypoint_names if layout == "global" else category.keypoints
     keypoints: list[float] = []

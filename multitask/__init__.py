@@ -2,7 +2,7 @@
 
 Submodules: ``model`` (architecture), ``pretrained`` (COCO/ImageNet weights through torch's cache,
 weight transfer), ``dataset`` (combined COCO reader), ``train``, ``evaluate``, ``inference`` (the
-backend's ``Predictor``), ``pose_analysis`` (paper section IV.C), ``checkpoint``, ``synthetic`` (tiny
+backend's ``TorchvisionPredictor``), ``pose_analysis`` (paper section IV.C), ``checkpoint``, ``synthetic`` (tiny
 demo data), ``testing`` (stand-in weight files for offline tests). Import them directly; this
 package root stays import-light so ``combined_coco`` users never pay for torch.
 """

@@ -30,7 +30,7 @@ from pycocotools.cocoeval import COCOeval
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
 from multitask.dataset import KeypointLayout, read_combined_coco
-from multitask.inference import Predictor
+from multitask.inference import TorchvisionPredictor
 
 DEFAULT_OKS_SIGMA = 0.05
 IOU_TYPES = ("bbox", "segm", "keypoints")
@@ -159,7 +159,7 @@ def evaluate_checkpoint(
     score_threshold: float = 0.05,
 ) -> dict:
     """Predict every image of ``dataset`` with the checkpoint and score it."""
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold)
+    predictor = TorchvisionPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold)
     coco, schema = read_combined_coco(dataset)
     if schema != predictor.schema:
         raise ValueError(f"{dataset}'s categories/keypoints differ from those the checkpoint was trained on")
