@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from augmentation.geometry_transform import Instance, Limits, augment_sample
+from augmentation.albumentations_steps import augment_sample
+from augmentation.geometry_transform import InstanceGeometry, Limits
 from augmentation.pipelines import build_pipeline, read_pipeline
 from combined_coco.dataset import read_combined_coco, rle_compressed, write_atomic, write_json
 from combined_coco.images import check_image_size, read_image
@@ -107,14 +108,14 @@ def augmented_name(file_name: str, image_id: int, copy_index: int) -> str:
     return str(rel.with_name(f"{rel.stem}__img{image_id}_aug{copy_index}{rel.suffix or '.jpg'}"))
 
 
-def instance_from_annotation(ann: dict, flip_indices: Sequence[int]) -> Instance:
+def instance_from_annotation(ann: dict, flip_indices: Sequence[int]) -> InstanceGeometry:
     """What the augmenter needs of a combined COCO annotation in the global keypoint layout
     (uncompressed RLE is compressed first)."""
     seg = ann["segmentation"]
     kps = list(ann.get("keypoints") or [])
     if isinstance(seg, dict):
-        return Instance([], rle_compressed(seg), kps, flip_indices)
-    return Instance([list(p) for p in seg], None, kps, flip_indices)
+        return InstanceGeometry([], rle_compressed(seg), kps, flip_indices)
+    return InstanceGeometry([list(p) for p in seg], None, kps, flip_indices)
 
 
 def _without_id(ann: dict) -> dict:

@@ -1,16 +1,9 @@
-"""Apply one sampled Albumentations transform to an image and to the geometry of its instances.
+"""Carry the geometry of an image's instances through geometric steps: polygons, RLE masks, keypoints.
 
-Albumentations transforms the image. The geometry does NOT go through Albumentations' keypoint
-or mask code: after the call we read the parameters it actually sampled
-(``Compose(save_applied_params=True)``) and turn every applied geometric step into a 3x3 matrix in
-COCO continuous pixel coordinates (docs/FORMAT.md). Why:
+A step is a 3x3 matrix in COCO continuous pixel coordinates (docs/FORMAT.md) or a :class:`Remap`, each
+with the frame (output shape) it is clipped to; :mod:`augmentation.albumentations_steps` reads them from
+what Albumentations applied. Nothing here knows Albumentations.
 
-- Albumentations' keypoint math mixes conventions. Flips/rot90/affine treat a keypoint as a pixel
-  index (``x' = W - 1 - x``), but resizes scale it as a continuous coordinate (``x' = s * x``). No
-  single half-pixel shift makes both right, so a crop-resize pipeline drifts by up to ``(s-1)/2`` px
-  per step. Building each step's matrix ourselves, in one convention, removes the drift.
-- Polygon vertices are mapped, never "removed as invisible", so vertex counts cannot misalign and
-  an object that leaves the frame is clipped (shapely) instead of losing vertices.
 - Consecutive steps are multiplied into one matrix applied to all vertices at once (fast), but only
   as long as no step cuts: a step whose output frame does not contain its whole input (Rotate, an
   Affine scale-up, a crop) ends the product, and polygons, masks and keypoints are clipped to that
@@ -32,31 +25,24 @@ pixel grid, not exact, which is why the presets use affine/perspective steps onl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, cached_property
-from typing import Any, Callable, Sequence
+from functools import cached_property
 
-import albumentations as A
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-import shapely
-from shapely.geometry import Polygon
 
 from combined_coco.dataset import rle_text, swap_left_right
-from combined_coco.geometry import FlatPolygon, clean_polygons, polygons_area, polygons_bbox
+from combined_coco.geometry import FlatPolygon, clean_polygons, mask_to_polygons, polygons_area, polygons_bbox
 
 Matrix = np.ndarray  # 3x3 float64, continuous COCO pixel coordinates in -> out
 Shape = tuple[int, int]  # (height, width)
 Window = tuple[np.ndarray, int, int]  # a mask crop and its offset (x0, y0) in its frame
 
 
-class UnsupportedTransform(ValueError):
-    """A transform whose effect on geometry this module cannot compute exactly."""
-
-
 @dataclass
-class Instance:
+class InstanceGeometry:
     """One object of an image, as the augmenter sees it.
 
     ``polygons`` is empty for RLE instances, ``rle`` is None for polygon instances. ``keypoints``
@@ -113,150 +99,9 @@ class Sample:
     mirrored: bool
 
 
-# ---- matrices -------------------------------------------------------------------------------
-def _translate(dx: float, dy: float) -> Matrix:
+# ---- steps ------------------------------------------------------------------------------------
+def translate(dx: float, dy: float) -> Matrix:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
-def _scale(sx: float, sy: float) -> Matrix:
-    return np.diag([sx, sy, 1.0])
-
-
-def _linear(a: float, b: float, c: float, d: float, tx: float, ty: float) -> Matrix:
-    return np.array([[a, b, tx], [c, d, ty], [0.0, 0.0, 1.0]])
-
-
-def from_pixel_index_matrix(m: np.ndarray) -> Matrix:
-    """OpenCV's warp matrices map pixel indices (centre of pixel ``(c, r)`` is ``(c, r)``); COCO
-    puts that centre at ``(c + 0.5, r + 0.5)``. Conjugating by the half-pixel shift converts."""
-    full = np.eye(3)
-    full[: m.shape[0], :] = m
-    return _translate(0.5, 0.5) @ full @ _translate(-0.5, -0.5)
-
-
-def _hflip(h: int, w: int) -> Matrix:
-    return _linear(-1, 0, 0, 1, w, 0)
-
-
-def _vflip(h: int, w: int) -> Matrix:
-    return _linear(1, 0, 0, -1, 0, h)
-
-
-def _transpose(h: int, w: int) -> Matrix:
-    return _linear(0, 1, 1, 0, 0, 0)
-
-
-def _rot90(k: int, h: int, w: int) -> Matrix:
-    """``np.rot90(img, k)``: counter-clockwise quarter turns."""
-    return {
-        0: np.eye(3),
-        1: _linear(0, 1, -1, 0, 0, w),
-        2: _linear(-1, 0, 0, -1, w, h),
-        3: _linear(0, -1, 1, 0, h, 0),
-    }[k % 4]
-
-
-_D4: dict[str, Callable[[int, int], Matrix]] = {
-    "e": lambda h, w: np.eye(3),
-    "r90": lambda h, w: _rot90(1, h, w),
-    "r180": lambda h, w: _rot90(2, h, w),
-    "r270": lambda h, w: _rot90(3, h, w),
-    "v": _vflip,
-    "h": _hflip,
-    "t": _transpose,
-    "hvt": lambda h, w: _transpose(h, w) @ _rot90(2, h, w),
-}
-
-
-def _crop(params: dict) -> Matrix:
-    x1, y1 = params["crop_coords"][:2]
-    pad = params.get("pad_params")
-    before = _translate(pad["pad_left"], pad["pad_top"]) if pad else np.eye(3)
-    return _translate(-x1, -y1) @ before
-
-
-def _resize(in_shape: Shape, out_shape: Shape) -> Matrix:
-    """cv2.resize maps continuous coordinates by the exact size ratio (pixel areas line up)."""
-    return _scale(out_shape[1] / in_shape[1], out_shape[0] / in_shape[0])
-
-
-def _crop_resize(params: dict, out_shape: Shape) -> Matrix:
-    x1, y1, x2, y2 = params["crop_coords"]
-    return _resize((y2 - y1, x2 - x1), out_shape) @ _translate(-x1, -y1)
-
-
-def _rotate(params: dict) -> Matrix:
-    m = from_pixel_index_matrix(params["matrix"])
-    if params.get("x_min", -1) != -1:  # crop_border=True: a crop follows the rotation
-        m = _translate(-params["x_min"], -params["y_min"]) @ m
-    return m
-
-
-def _perspective(params: dict, out_shape: Shape) -> Matrix:
-    """With ``keep_size`` Albumentations rescales ``(max_width, max_height)`` back to the input size
-    *inside* OpenCV's pixel-index matrix; without it the scale is 1."""
-    rescale = _scale(out_shape[1] / params["max_width"], out_shape[0] / params["max_height"])
-    return from_pixel_index_matrix(rescale @ params["matrix"])
-
-
-# name -> (params, input shape, output shape) -> matrix
-StepRule = Callable[[dict, Shape, Shape], Matrix]
-MATRIX_RULES: dict[str, StepRule] = {
-    "HorizontalFlip": lambda p, i, o: _hflip(*i),
-    "VerticalFlip": lambda p, i, o: _vflip(*i),
-    "Transpose": lambda p, i, o: _transpose(*i),
-    "RandomRotate90": lambda p, i, o: _rot90(p["factor"], *i),
-    "D4": lambda p, i, o: _D4[str(p["group_element"])](*i),
-    "SquareSymmetry": lambda p, i, o: _D4[str(p["group_element"])](*i),
-    "Affine": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
-    "ShiftScaleRotate": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
-    "SafeRotate": lambda p, i, o: from_pixel_index_matrix(p["matrix"]),
-    "Perspective": lambda p, i, o: _perspective(p, o),
-    "Rotate": lambda p, i, o: _rotate(p),
-    "Resize": lambda p, i, o: _resize(i, o),
-    "LongestMaxSize": lambda p, i, o: _resize(i, o),
-    "SmallestMaxSize": lambda p, i, o: _resize(i, o),
-    "RandomScale": lambda p, i, o: _resize(i, o),
-    "RandomResizedCrop": lambda p, i, o: _crop_resize(p, o),
-    "RandomSizedCrop": lambda p, i, o: _crop_resize(p, o),
-    "RandomCrop": lambda p, i, o: _crop(p),
-    "CenterCrop": lambda p, i, o: _crop(p),
-    "Crop": lambda p, i, o: _crop(p),
-    "RandomCropFromBorders": lambda p, i, o: _crop(p),
-    "PadIfNeeded": lambda p, i, o: _translate(p["pad_left"], p["pad_top"]),
-    "Pad": lambda p, i, o: _translate(p["pad_left"], p["pad_top"]),
-}
-
-# Dual transforms that hide pixels but move nothing.
-GEOMETRY_NEUTRAL = frozenset({"CoarseDropout", "GridDropout", "XYMasking", "PixelDropout", "Erasing"})
-
-# Non-affine warps (all sample the input through per-pixel maps ``map_x``/``map_y``): no matrix
-# exists, so instances go through their masks and are re-polygonized (see module docstring).
-NON_AFFINE = frozenset({"GridDistortion", "OpticalDistortion", "ElasticTransform", "ThinPlateSpline", "PiecewiseAffine"})
-
-
-@cache
-def is_pixel_level(name: str) -> bool:
-    """Image-only transforms change colours, never positions."""
-    cls = getattr(A, name, None)
-    return isinstance(cls, type) and issubclass(cls, A.ImageOnlyTransform)
-
-
-def step_kind(name: str) -> str:
-    """``"pixel"``, ``"matrix"``, ``"remap"``, ``"neutral"``; raises :class:`UnsupportedTransform` otherwise."""
-    if is_pixel_level(name):
-        return "pixel"
-    if name in MATRIX_RULES:
-        return "matrix"
-    if name in NON_AFFINE:
-        return "remap"
-    if name in GEOMETRY_NEUTRAL:
-        return "neutral"
-    raise UnsupportedTransform(
-        f"{name} moves pixels in a way this project does not map onto polygons and keypoints. Supported"
-        f" geometric transforms: {', '.join(sorted(MATRIX_RULES | dict.fromkeys(NON_AFFINE)))};"
-        " any pixel-level transform is fine."
-    )
 
 
 @dataclass(frozen=True)
@@ -278,34 +123,6 @@ def cuts(m: Matrix, in_shape: Shape, out_shape: Shape) -> bool:
     corners = map_points(m, np.array([[0.0, 0.0], [w, 0.0], [0.0, h], [w, h]]))
     tol = 1e-6 * max(h, w, oh, ow)
     return bool((corners < -tol).any() or (corners[:, 0] > ow + tol).any() or (corners[:, 1] > oh + tol).any())
-
-
-def applied_steps(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shape) -> list[Step]:
-    """The geometric steps Albumentations applied, in order; geometry is clipped after each returned step.
-
-    Consecutive matrices are multiplied into one until a step cuts (:func:`cuts`): that step closes
-    the product at its own output frame, so content it cut off cannot come back when a later step
-    shows the area beyond it. Each step's input shape is its recorded ``shape``; its output shape is
-    the next step's input (or the final image's shape for the last one), so resizes need no rounding guess.
-    """
-    in_shapes = [tuple(params["shape"][:2]) for _, params in applied]
-    out_shapes = in_shapes[1:] + [out_shape]
-    steps: list[Step] = []
-    current, pending = np.eye(3), False
-    for (name, params), i, o in zip(applied, in_shapes, out_shapes):
-        kind = step_kind(name)
-        if kind == "matrix":
-            step = MATRIX_RULES[name](params, i, o)
-            current, pending = step @ current, True
-            if cuts(step, i, o):
-                steps.append((current, o))
-                current, pending = np.eye(3), False
-        elif kind == "remap":
-            if pending:
-                steps.append((current, i))
-            steps.append((Remap(params["map_x"], params["map_y"]), o))
-            current, pending = np.eye(3), False
-    return steps + [(current, out_shape)] if pending or not steps else steps
 
 
 def map_points(m: Matrix, xy: np.ndarray) -> np.ndarray:
@@ -330,7 +147,9 @@ def is_mirroring(m: Matrix) -> bool:
 
 
 # ---- instances ------------------------------------------------------------------------------
-def _transform_polygons(steps: Sequence[Step], polygons: list[FlatPolygon], limits: Limits) -> tuple[list[FlatPolygon], float] | None:
+def _transform_polygons(
+    steps: Sequence[Step], polygons: list[FlatPolygon], limits: Limits
+) -> tuple[list[FlatPolygon], float] | None:
     """Polygons through each step, clipped to each step's frame (shapely only where a vertex left it)."""
     current = polygons
     clipped = False
@@ -347,7 +166,8 @@ def _transform_polygons(steps: Sequence[Step], polygons: list[FlatPolygon], limi
     area = polygons_area(current)
     if clipped:  # the share left is measured against the whole object, transformed but not clipped
         total = product(steps)
-        full = polygons_area([map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons])
+        full = polygons_area([map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist()
+                              for p in polygons])
     else:
         full = area
     if area < limits.min_area or area < limits.min_visible * full:
@@ -368,7 +188,7 @@ def _warp_window(source: Window, m: Matrix, out_shape: Shape) -> Window | None:
     if x1 <= x0 or y1 <= y0:
         return None
     # window pixel index -> continuous -> matrix -> continuous -> source-window pixel index
-    to_index = _translate(-x0 - 0.5, -y0 - 0.5) @ m @ _translate(sx0 + 0.5, sy0 + 0.5)
+    to_index = translate(-x0 - 0.5, -y0 - 0.5) @ m @ translate(sx0 + 0.5, sy0 + 0.5)
     size = (int(x1 - x0), int(y1 - y0))
     if np.allclose(to_index[2], [0.0, 0.0, 1.0]):
         window = cv2.warpAffine(crop, to_index[:2], size, flags=cv2.INTER_NEAREST)
@@ -414,7 +234,7 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
     return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
-def _transform_rle(inst: Instance, steps: Sequence[Step], limits: Limits) -> tuple[dict, float, list[float]] | None:
+def _transform_rle(inst: InstanceGeometry, steps: Sequence[Step], limits: Limits) -> tuple[dict, float, list[float]] | None:
     window: Window | None = inst.mask_window
     for m, shape in steps:
         window = _warp_window(window, m, shape)
@@ -465,23 +285,21 @@ def _mask_through(mask: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
         if isinstance(step, Remap):
             mask = cv2.remap(mask, step.map_x, step.map_y, cv2.INTER_NEAREST, borderValue=0)
         else:
-            to_index = _translate(-0.5, -0.5) @ step @ _translate(0.5, 0.5)
+            to_index = translate(-0.5, -0.5) @ step @ translate(0.5, 0.5)
             mask = cv2.warpPerspective(mask, to_index, (w, h), flags=cv2.INTER_NEAREST)
     return mask
 
 
 def _mask_polygons(mask: np.ndarray, limits: Limits) -> list[FlatPolygon]:
-    """Outer outlines of a mask. Contours run through boundary pixel *centres*, half a pixel inside
-    the mask's edge, so each is grown by half a pixel (mitre joins keep the vertex count)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    grown = [shapely.make_valid(Polygon(c[:, 0, :] + 0.5)).buffer(0.5, join_style="mitre") for c in contours if len(c) >= 3]
-    parts = [p for g in grown for p in getattr(g, "geoms", [g]) if isinstance(p, Polygon) and not p.is_empty]
-    flat = [np.asarray(p.exterior.coords[:-1]).ravel().tolist() for p in parts]
+    """Outer outlines of a mask (every corner kept), clipped to its frame: growing the pixel-centre
+    contours by half a pixel can reach half a pixel past the frame."""
     h, w = mask.shape
-    return clean_polygons(flat, w, h, min_area=limits.min_part_area).polygons
+    return clean_polygons(mask_to_polygons(mask, None, limits.min_part_area), w, h, min_area=limits.min_part_area).polygons
 
 
-def _transform_by_mask(inst: Instance, steps: Sequence[Step], in_shape: Shape, limits: Limits) -> tuple[list | dict, float, list[float]] | None:
+def _transform_by_mask(
+    inst: InstanceGeometry, steps: Sequence[Step], in_shape: Shape, limits: Limits
+) -> tuple[list | dict, float, list[float]] | None:
     h, w = in_shape
     if inst.rle is not None:
         source = mask_utils.decode(inst.rle)
@@ -516,30 +334,17 @@ def _transform_keypoints(steps: Sequence[Step], kps: list[float], perm: Sequence
     return out.ravel().tolist()
 
 
-def augment_sample(
-    compose: A.Compose,
-    image: np.ndarray,
-    instances: Sequence[Instance],
-    seed: int,
-    limits: Limits = Limits(),
+def transform_sample(
+    out_image: np.ndarray, in_shape: Shape, steps: Sequence[Step], instances: Sequence[InstanceGeometry], limits: Limits
 ) -> Sample:
-    """Sample one transform with ``seed`` and apply it to the image and every instance.
-
-    ``compose`` must have been built by :func:`augmentation.pipelines.load_pipeline` (it records the
-    applied parameters and contains only supported transforms).
-    """
-    compose.set_random_seed(seed)
-    result = compose(image=image)
-    out_image = result["image"]
-    out_shape: Shape = out_image.shape[:2]
-    steps = applied_steps(result["applied_transforms"], out_shape)
+    """Every instance of an image of ``in_shape`` through ``steps``, which made ``out_image``."""
     remapped = any(isinstance(step, Remap) for step, _ in steps)
     mirrored = sum(is_mirroring(step) for step, _ in steps if not isinstance(step, Remap)) % 2 == 1
 
     transformed: list[TransformedInstance | None] = []
     for inst in instances:
         if remapped:
-            got = _transform_by_mask(inst, steps, image.shape[:2], limits)
+            got = _transform_by_mask(inst, steps, in_shape, limits)
         elif inst.rle is not None:
             got = _transform_rle(inst, steps, limits)
         else:

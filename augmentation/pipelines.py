@@ -16,7 +16,7 @@ import albumentations as A
 import cv2
 import yaml
 
-from augmentation.geometry_transform import UnsupportedTransform, step_kind
+from augmentation.albumentations_steps import UnsupportedTransform, step_kind
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 

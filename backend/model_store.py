@@ -24,12 +24,10 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
-
-import numpy as np
+from typing import Callable
 
 from combined_coco.dataset import write_atomic
-from combined_coco.schema import Schema
+from multitask.engines import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +42,6 @@ class ModelUnavailable(RuntimeError):
     """The published version and every older one failed to load; the message says what to do."""
 # Fields every version summary has (null when a version predates them or did not measure them).
 SUMMARY_KEYS = ("started_from", "steps", "training_set_fit", "heldout", "beat_previous", "train_seconds")
-
-
-class Predictor(Protocol):
-    """What the backend needs from a loaded model (every engine's predictor provides it, see ``multitask.engines``)."""
-
-    schema: Schema
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[list]:
-        """One list of instances per RGB uint8 image."""
-        ...
 
 
 PredictorLoader = Callable[[Path], Predictor]

@@ -26,17 +26,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import shapely
-from shapely.geometry import Polygon
 
+from combined_coco.geometry import largest_polygon, simplify_outline
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from combined_coco.schema import Controls, Schema
 
 log = logging.getLogger(__name__)
 
 
-class Instance(Protocol):
-    """The fields of ``multitask.inference.Instance`` that become regions (pixel coordinates)."""
+class PredictedObject(Protocol):
+    """The fields of ``multitask.inference.DetectedInstance`` that become regions (pixel coordinates)."""
 
     label: str
     score: float
@@ -47,7 +46,7 @@ class Instance(Protocol):
 
 
 def task_regions(
-    instances: Iterable[Instance],
+    instances: Iterable[PredictedObject],
     model_schema: Schema,
     project_schema: Schema,
     width: int,
@@ -71,7 +70,7 @@ def task_regions(
             )
             continue
         parent_id = None
-        polygon = _largest_polygon(inst.polygons)
+        polygon = largest_polygon(inst.polygons)
         if polygon is not None:
             polygon = simplify_outline(polygon, polygon_tolerance)
         if controls.polygon and inst.label in controls.polygon_labels and polygon is not None:
@@ -88,7 +87,7 @@ def task_regions(
 
 
 def _keypoint_regions(
-    image: _ImageRegions, inst: Instance, model_schema: Schema, project_schema: Schema, parent_id: str
+    image: _ImageRegions, inst: PredictedObject, model_schema: Schema, project_schema: Schema, parent_id: str
 ) -> Iterable[dict[str, Any]]:
     applicable = set(project_schema.category(inst.label).keypoints)
     for k, name in enumerate(model_schema.keypoint_names):
@@ -98,41 +97,6 @@ def _keypoint_regions(
         # the keypoint head scores are heatmap logits; Label Studio shows region scores as 0..1
         score = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
         yield image.keypoint(name, x, y, score, parent_id)
-
-
-def _largest_polygon(polygons: Sequence[Sequence[float]]) -> np.ndarray | None:
-    """Label Studio draws one outline per region: keep the largest part of a split mask."""
-    best, best_area = None, 0.0
-    for flat in polygons:
-        pts = np.asarray(flat, dtype=float).reshape(-1, 2)
-        if len(pts) < 3:
-            continue
-        x, y = pts[:, 0], pts[:, 1]
-        area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-        if best is None or area > best_area:
-            best, best_area = pts, area
-    return best
-
-
-def simplify_outline(points: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker with ``tolerance`` pixels; the outline stays a valid polygon (no self-crossing).
-
-    ``preserve_topology`` keeps a valid input valid; an invalid one (a mask contour touching itself) is
-    repaired first and its largest part kept, as Label Studio draws one outline per region.
-    """
-    if tolerance <= 0 or len(points) <= 4:
-        return points
-    outline = Polygon(points)
-    if not outline.is_valid:
-        repaired = shapely.make_valid(outline)
-        parts = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon)]
-        if not parts:
-            return points
-        outline = max(parts, key=lambda g: g.area)
-    simple = outline.simplify(tolerance, preserve_topology=True)
-    if not isinstance(simple, Polygon) or simple.is_empty:
-        return points
-    return np.asarray(simple.exterior.coords)[:-1]
 
 
 class _ImageRegions:

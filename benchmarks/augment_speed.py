@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from augmentation import jobs  # noqa: E402
+from augmentation.albumentations_steps import augment_sample  # noqa: E402
 from augmentation.dataset_augment import instance_from_annotation  # noqa: E402
-from augmentation.geometry_transform import Limits, augment_sample, map_points  # noqa: E402
+from augmentation.geometry_transform import Limits, map_points  # noqa: E402
 from augmentation.pipelines import build_pipeline, read_pipeline  # noqa: E402
 from combined_coco.geometry import clean_polygons, polygons_area  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402

@@ -41,9 +41,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
-from combined_coco.config_from_schema import config_from_description  # noqa: E402
+from combined_coco.config_from_description import config_from_description  # noqa: E402
 from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
+from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer, shared_label_studio  # noqa: E402
 
@@ -193,14 +193,14 @@ def score_on_test_set(checkpoint: Path, test_json: Path, tolerance: float) -> tu
     """AP of a served checkpoint on the fixed test set, and polygon vertex medians before/after simplification."""
     import numpy as np
 
-    from backend.regions import simplify_outline
+    from combined_coco.geometry import simplify_outline
     from combined_coco.images import read_image
     from multitask.evaluate import evaluate_checkpoint
-    from multitask.inference import Predictor
+    from multitask.inference import TorchvisionPredictor
 
     results = evaluate_checkpoint(checkpoint, test_json)
     ap = {f"{kind}_AP": float(results[kind]["AP"]) for kind in ("bbox", "segm", "keypoints") if kind in results}
-    predictor = Predictor.from_checkpoint(checkpoint, score_threshold=0.3)
+    predictor = TorchvisionPredictor.from_checkpoint(checkpoint, score_threshold=0.3)
     raw, simple = [], []
     for info in json.loads(test_json.read_text())["images"]:
         for inst in predictor.predict([read_image(test_json.parent / info["file_name"])])[0]:

@@ -36,7 +36,7 @@ _INDEX_FROM = 16
 
 
 @dataclass
-class Instance:
+class AssociatedObject:
     """One object: its regions, COCO geometry and the keypoints assigned to it (by name)."""
 
     label: str
@@ -53,7 +53,7 @@ class Instance:
         return [r.id for r in self.regions] + [k.id for k in self.keypoints.values()]
 
 
-def group_instances(regions: TaskRegions) -> tuple[list[Instance], dict[str, Instance]]:
+def group_instances(regions: TaskRegions) -> tuple[list[AssociatedObject], dict[str, AssociatedObject]]:
     """Instances in drawing order, and region id -> instance for every shape region."""
     shapes = {s.id: s for s in regions.shapes}
     parent = {sid: sid for sid in shapes}
@@ -80,8 +80,8 @@ def group_instances(regions: TaskRegions) -> tuple[list[Instance], dict[str, Ins
         groups.setdefault(find(s.id), []).append(s)
     _merge_matching_rectangles(list(groups.values()))
 
-    instances: list[Instance] = []
-    by_region: dict[str, Instance] = {}
+    instances: list[AssociatedObject] = []
+    by_region: dict[str, AssociatedObject] = {}
     for members in groups.values():
         if not members:
             continue
@@ -123,25 +123,25 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def _instance(members: list[ShapeRegion]) -> Instance:
+def _instance(members: list[ShapeRegion]) -> AssociatedObject:
     label = members[0].label
     if members[0].kind == "brush":
         rle = members[0].rle if len(members) == 1 else rle_merge([s.rle for s in members])  # type: ignore[misc]
         area, bbox = rle_area_bbox(rle)  # type: ignore[arg-type]
-        return Instance(label, members, [], rle, bbox, area)
+        return AssociatedObject(label, members, [], rle, bbox, area)
     # Polygons define the object; a rectangle only stands in when nothing else was drawn.
     outline = [s for s in members if s.kind == "polygon"] or members
     polygons = [p for s in outline for p in s.polygons]
     single = outline[0].area if len(outline) == 1 and len(polygons) == 1 else None
     area = single if single is not None else polygons_area(polygons)
-    return Instance(label, members, polygons, None, polygons_bbox(polygons), area)
+    return AssociatedObject(label, members, polygons, None, polygons_bbox(polygons), area)
 
 
 def assign_keypoints(
     task_id: int | None,
     regions: TaskRegions,
-    instances: list[Instance],
-    by_region: dict[str, Instance],
+    instances: list[AssociatedObject],
+    by_region: dict[str, AssociatedObject],
     schema: Schema,
     tolerance: float,
     issues: list[Issue],
@@ -160,7 +160,7 @@ def assign_keypoints(
     assert regions.width is not None and regions.height is not None
     max_distance = tolerance * math.hypot(regions.width, regions.height)
 
-    placed: list[tuple[KeypointRegion, Instance]] = []
+    placed: list[tuple[KeypointRegion, AssociatedObject]] = []
     by_position: list[KeypointRegion] = []
     for kp in regions.keypoints:
         target = by_region.get(kp.parent_id) if kp.parent_id else None
@@ -197,7 +197,9 @@ def assign_keypoints(
             target.keypoints[kp.label] = kp
 
 
-def _nearby(keypoints: list[KeypointRegion], instances: list[Instance], max_distance: float) -> list[list[Instance]]:
+def _nearby(
+    keypoints: list[KeypointRegion], instances: list[AssociatedObject], max_distance: float
+) -> list[list[AssociatedObject]]:
     """Per keypoint, in drawing order, the instances whose box lies within ``max_distance`` of it (per
     axis): every instance that can contain the point or be near enough for the nearest rule."""
     if len(instances) < _INDEX_FROM or not keypoints:
@@ -209,13 +211,13 @@ def _nearby(keypoints: list[KeypointRegion], instances: list[Instance], max_dist
                         xy[:, 1] + max_distance)
     which, found = tree.query(reach)  # pairs whose envelopes intersect
     pairs = np.lexsort((found, which))  # by keypoint, then drawing order (ties resolve as without the index)
-    out: list[list[Instance]] = [[] for _ in keypoints]
+    out: list[list[AssociatedObject]] = [[] for _ in keypoints]
     for k, i in zip(which[pairs].tolist(), found[pairs].tolist()):
         out[k].append(instances[i])
     return out
 
 
-def _by_position(kp: KeypointRegion, candidates: list[Instance], max_distance: float) -> Instance | None:
+def _by_position(kp: KeypointRegion, candidates: list[AssociatedObject], max_distance: float) -> AssociatedObject | None:
     """The smallest candidate containing the point, else the nearest within ``max_distance``."""
     inside = [i for i in candidates if _contains(i, kp.x, kp.y)]
     if inside:
@@ -228,7 +230,7 @@ def _by_position(kp: KeypointRegion, candidates: list[Instance], max_distance: f
     return best
 
 
-def _contains(inst: Instance, x: float, y: float) -> bool:
+def _contains(inst: AssociatedObject, x: float, y: float) -> bool:
     bx, by, bw, bh = inst.bbox
     if not (bx <= x <= bx + bw and by <= y <= by + bh):
         return False
@@ -237,7 +239,7 @@ def _contains(inst: Instance, x: float, y: float) -> bool:
     return any(point_in_polygon(x, y, p) for p in inst.polygons)
 
 
-def _mask_at(inst: Instance, x: float, y: float) -> bool:
+def _mask_at(inst: AssociatedObject, x: float, y: float) -> bool:
     if inst._mask is None:
         assert inst.rle is not None
         inst._mask = rle_decode(inst.rle)
@@ -245,7 +247,7 @@ def _mask_at(inst: Instance, x: float, y: float) -> bool:
     return bool(inst._mask[min(int(y), h - 1), min(int(x), w - 1)])  # type: ignore[index]
 
 
-def _distance(inst: Instance, x: float, y: float) -> float:
+def _distance(inst: AssociatedObject, x: float, y: float) -> float:
     if inst.rle is not None:  # brushes: distance to the mask's box is close enough for a tolerance test
         bx, by, bw, bh = inst.bbox
         return math.hypot(max(bx - x, 0.0, x - bx - bw), max(by - y, 0.0, y - by - bh))

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from combined_coco.config_from_schema import config_from_description, load_description
+from combined_coco.config_from_description import config_from_description, load_description
 from combined_coco.converter import ConversionError, convert_export_file
 from combined_coco.schema import SchemaError
 from combined_coco.validate import MAX_IMAGE_SIDE, validate_coco
@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("coco", type=Path)
 
     mk = sub.add_parser(
-        "make-config", help="write a labeling config from a YAML/JSON schema",
+        "make-config", help="write a labeling config from a YAML/JSON description",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a Label Studio labeling config from a short YAML/JSON description "
                     "(categories with their keypoints, flip_pairs, skeleton).",
         epilog="example:\n  python -m combined_coco make-config labeling_configs/diesel_engine.yaml"
                " -o labeling_configs/diesel_engine.xml",
     )
-    mk.add_argument("schema", type=Path, help="YAML or JSON description")
+    mk.add_argument("description", type=Path, help="YAML or JSON description")
     mk.add_argument("-o", "--output", type=Path, help="XML file to write (default: print)")
 
     args = parser.parse_args(argv)
@@ -120,11 +120,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _make_config(args: argparse.Namespace) -> int:
     try:
-        xml = config_from_description(load_description(args.schema))
+        xml = config_from_description(load_description(args.description))
     except OSError as exc:
-        return _fail(f"cannot read {args.schema}: {exc.strerror or exc}")
+        return _fail(f"cannot read {args.description}: {exc.strerror or exc}")
     except SchemaError as exc:
-        return _fail(f"{args.schema}: {exc}")
+        return _fail(f"{args.description}: {exc}")
     if args.output is None:
         sys.stdout.write(xml)
     else:

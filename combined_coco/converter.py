@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from combined_coco.association import Instance, assign_keypoints, group_instances
+from combined_coco.association import AssociatedObject, assign_keypoints, group_instances
 from combined_coco.dataset import write_json
 from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
 from combined_coco.issues import ConversionError, Issue, shown
@@ -299,7 +299,7 @@ def _regions(
     return regions
 
 
-def _coco_object(inst: Instance, object_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
+def _coco_object(inst: AssociatedObject, object_id: int, image_id: int, schema: Schema, layout: KeypointLayout) -> dict:
     """One COCO ``annotations`` item (an object; "annotation" in this module is Label Studio's)."""
     category = schema.category(inst.label)
     names = schema.keypoint_names if layout == "global" else category.keypoints

@@ -1,14 +1,18 @@
-"""Polygon geometry shared by the converter and augmentation: clip, repair, bbox, area.
+"""Polygon geometry shared by the converter, augmentation, the model and the backend: clip, repair,
+bbox, area, simplification, and polygons traced from masks.
 
 Coordinates are COCO continuous pixels (see docs/FORMAT.md). COCO polygons cannot carry holes, so a
 repaired or clipped shape keeps the exterior ring of each part; a shape cut in two stays ONE
 instance with two polygons.
+
+OpenCV is imported only by :func:`mask_to_polygons`: it is an optional dependency (``augment``,
+``model`` extras) and this module also runs inside Label Studio's process, which never traces masks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import shapely
@@ -118,3 +122,71 @@ def polygons_area(polygons: Sequence[FlatPolygon]) -> float:
 def polygon_geometry(polygons: Sequence[FlatPolygon]) -> shapely.Geometry:
     """One shapely geometry for an instance, for containment and distance tests."""
     return shapely.union_all([shapely.make_valid(Polygon(to_points(p))) for p in polygons if len(p) >= 6])
+
+
+def largest_polygon(polygons: Sequence[FlatPolygon]) -> np.ndarray | None:
+    """The ``(N, 2)`` vertices of the polygon with the largest area (None without one of 3+ vertices):
+    Label Studio draws one outline per region, so a split mask keeps its largest part."""
+    best, best_area = None, 0.0
+    for flat in polygons:
+        if len(flat) < 6:
+            continue
+        area = polygons_area([flat])
+        if best is None or area > best_area:
+            best, best_area = np.asarray(flat, dtype=float).reshape(-1, 2), area
+    return best
+
+
+def simplify_outline(points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker with ``tolerance`` pixels; the outline stays a valid polygon (no self-crossing).
+
+    ``preserve_topology`` keeps a valid input valid; an invalid one (a mask contour touching itself) is
+    repaired first and its largest part kept, as Label Studio draws one outline per region.
+    """
+    if tolerance <= 0 or len(points) <= 4:
+        return points
+    outline = Polygon(points)
+    if not outline.is_valid:
+        repaired = shapely.make_valid(outline)
+        parts = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon)]
+        if not parts:
+            return points
+        outline = max(parts, key=lambda g: g.area)
+    simple = outline.simplify(tolerance, preserve_topology=True)
+    if not isinstance(simple, Polygon) or simple.is_empty:
+        return points
+    return np.asarray(simple.exterior.coords)[:-1]
+
+
+def mask_to_polygons(mask: np.ndarray, tolerance: float | None = 0.5, min_area: float = 4.0) -> list[FlatPolygon]:
+    """Outer contours of a mask as flat polygons tracing the pixels' outer boundary.
+
+    ``cv2.findContours`` returns the *pixel indices* of the mask's boundary pixels, i.e. points at pixel
+    centres ``(col + 0.5, row + 0.5)``, half a pixel inside the mask's outline. A polygon through them
+    would lose half a pixel all round (on a 10 px wide object, 10 % of its area), so each contour is
+    shifted to pixel centres and grown by 0.5 px (mitred, so corners stay corners): the polygon traces
+    the *outer boundary* of the pixels, like a polygon an annotator draws around an object, and
+    rasterizing it again with pycocotools gives back the same pixels. Holes are not represented
+    (``RETR_EXTERNAL``), as in COCO polygons.
+
+    ``tolerance`` is the ``approxPolyDP`` epsilon in pixels; None keeps every corner of the pixel
+    outline (``CHAIN_APPROX_SIMPLE``). Parts enclosing less than ``min_area`` px^2 (specks) are dropped.
+    """
+    import cv2
+
+    mode = cv2.CHAIN_APPROX_SIMPLE if tolerance is None else cv2.CHAIN_APPROX_NONE
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, mode)
+    polygons = []
+    for contour in contours:
+        if tolerance is not None:
+            contour = cv2.approxPolyDP(contour, tolerance, True)
+        points = contour.reshape(-1, 2).astype(np.float64) + 0.5
+        if len(points) >= 3:
+            outline = Polygon(points)
+        else:  # a one- or two-pixel-thick line: its centre line, grown to its pixels
+            outline = shapely.LineString(points) if len(points) == 2 else shapely.Point(points[0])
+        grown = outline.buffer(0.5, join_style="mitre", cap_style="square", mitre_limit=2.0)
+        for part in getattr(grown, "geoms", [grown]):
+            if part.area >= min_area:
+                polygons.append(_exterior_flat(part))
+    return polygons

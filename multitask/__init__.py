@@ -2,7 +2,7 @@
 
 Submodules: ``model`` (architecture), ``pretrained`` (COCO/ImageNet weights through torch's cache,
 weight transfer), ``dataset`` (combined COCO reader), ``train``, ``evaluate``, ``inference`` (the
-backend's ``Predictor``), ``pose_analysis`` (paper section IV.C), ``checkpoint``, ``synthetic`` (the
+backend's ``TorchvisionPredictor``), ``pose_analysis`` (paper section IV.C), ``checkpoint``, ``synthetic`` (the
 synthetic datasets of the demo, tests and benchmarks). Import them directly; this
 package root stays import-light so ``combined_coco`` users never pay for torch.
 """

@@ -29,7 +29,7 @@ from pycocotools.cocoeval import COCOeval
 from combined_coco.dataset import global_layout, keypoint_array, read_combined_coco, rle_encode
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
-from multitask.inference import Predictor
+from multitask.inference import TorchvisionPredictor
 
 DEFAULT_OKS_SIGMA = 0.05
 IOU_TYPES = ("bbox", "segm", "keypoints")
@@ -156,7 +156,7 @@ def evaluate_checkpoint(
     max_detections: int | None = None,
 ) -> dict:
     """Predict every image of ``dataset`` with the checkpoint and score it."""
-    predictor = Predictor.from_checkpoint(
+    predictor = TorchvisionPredictor.from_checkpoint(
         checkpoint, device=device, score_threshold=score_threshold, max_detections=max_detections
     )
     coco, schema = read_combined_coco(dataset)

@@ -1,13 +1,7 @@
-"""Inference API used by the ML backend: images in, :class:`Instance` lists out.
+"""Inference API used by the ML backend: images in, :class:`DetectedInstance` lists out.
 
-Polygon convention (COCO continuous coordinates, docs/FORMAT.md): ``cv2.findContours`` returns the
-*pixel indices* of the mask's boundary pixels, i.e. points at pixel centres ``(col + 0.5, row + 0.5)``,
-half a pixel inside the mask's outline. A polygon through them would lose half a pixel all round
-(on a 10 px wide object, 10 % of its area). We therefore shift the simplified contour to pixel centres
-and grow it by 0.5 px (mitred, so corners stay corners): the polygon traces the *outer boundary* of
-the mask's pixels, like a polygon an annotator draws around an object, and rasterizing it again with
-pycocotools gives back the same pixels (tests check the round trip). Holes are not represented
-(``RETR_EXTERNAL``), as in COCO polygons.
+Polygons trace the outer boundary of each mask's pixels (COCO continuous coordinates, docs/FORMAT.md):
+:func:`combined_coco.geometry.mask_to_polygons`.
 
 Keypoint scores are the keypoint head's heatmap logits (torchvision's ``keypoints_scores``), not
 probabilities. A keypoint is *present* only if it applies to the predicted category
@@ -22,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
-import shapely
 import torch
-from shapely.geometry import Polygon
 
 from combined_coco.dataset import rle_encode
+from combined_coco.geometry import mask_to_polygons
 from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask.checkpoint import load_checkpoint
@@ -38,7 +30,7 @@ CANDIDATE_SCORE_FLOOR = 0.05
 
 
 @dataclass
-class Instance:
+class DetectedInstance:
     """One detected object in pixel coordinates of the input image."""
 
     category_id: int
@@ -59,13 +51,13 @@ class Detections(list):
     tells the user to train longer or lower the threshold rather than to look for a bug.
     """
 
-    def __init__(self, instances: Sequence["Instance"] = (), candidates: int = 0) -> None:
+    def __init__(self, instances: Sequence["DetectedInstance"] = (), candidates: int = 0) -> None:
         super().__init__(instances)
         self.candidates = candidates
 
 
 class InstanceMaker:
-    """One detection (in input-image pixels) -> :class:`Instance`, by the rules every engine's predictor
+    """One detection (in input-image pixels) -> :class:`DetectedInstance`, by the rules every engine's predictor
     shares: the label from the schema, polygons from the mask, and keypoints present only where the
     category has them and, with ``keypoint_threshold``, where their score reaches it."""
 
@@ -81,18 +73,19 @@ class InstanceMaker:
 
     def __call__(
         self, category_id: int, score: float, box: Sequence[float], mask: np.ndarray, keypoints: np.ndarray
-    ) -> Instance:
+    ) -> DetectedInstance:
         """``mask``: bool [H, W]; ``keypoints``: [K, 3] x, y, score in COCO coordinates."""
         present = self._applicable[category_id].copy()
         if self.keypoint_threshold is not None:
             present &= keypoints[:, 2] >= self.keypoint_threshold
-        return Instance(
+        return DetectedInstance(
             category_id=category_id,
             label=self.schema.category_by_id(category_id).name,
             score=float(score),
             box=tuple(float(v) for v in box),
             mask=mask,
-            polygons=mask_to_polygons(mask, self.polygon_tolerance),
+            # 0.01 px is far below a pixel and keeps predictions and ``predict --out`` compact
+            polygons=[[round(v, 2) for v in p] for p in mask_to_polygons(mask, self.polygon_tolerance)],
             keypoints=keypoints.astype(np.float32),
             keypoint_present=present,
         )
@@ -104,29 +97,7 @@ def check_rgb_image(image: np.ndarray) -> None:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
 
 
-def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 4.0) -> list[list[float]]:
-    """Outer contours of a bool mask as flat polygons tracing the pixels' outer boundary.
-
-    ``tolerance`` is the ``approxPolyDP`` epsilon in pixels; contours enclosing less than ``min_area``
-    px^2 (specks) are dropped.
-    """
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    polygons = []
-    for contour in contours:
-        points = cv2.approxPolyDP(contour, tolerance, True).reshape(-1, 2).astype(np.float64) + 0.5
-        if len(points) >= 3:
-            outline = Polygon(points)
-        else:  # a one- or two-pixel-thick line: its centre line, grown to its pixels
-            outline = shapely.LineString(points) if len(points) == 2 else shapely.Point(points[0])
-        grown = outline.buffer(0.5, join_style="mitre", cap_style="square", mitre_limit=2.0)
-        for part in getattr(grown, "geoms", [grown]):
-            if part.area >= min_area:
-                xy = np.asarray(part.exterior.coords)[:-1]
-                polygons.append([round(float(v), 2) for v in xy.ravel()])
-    return polygons
-
-
-class Predictor:
+class TorchvisionPredictor:
     """A trained multi-task model with its schema, ready for batched prediction.
 
     ``score_threshold`` drops low-scoring detections; ``mask_threshold`` binarizes the mask
@@ -194,7 +165,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: float | int | None
-    ) -> "Predictor":
+    ) -> "TorchvisionPredictor":
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)
         return cls(model, checkpoint.schema, checkpoint.model_version, device, score_threshold, **options)
@@ -218,7 +189,7 @@ class Predictor:
         array = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # from_numpy warns on read-only
         return torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255.0)
 
-    def _instances(self, output: dict[str, torch.Tensor]) -> list[Instance]:
+    def _instances(self, output: dict[str, torch.Tensor]) -> list[DetectedInstance]:
         keep = output["scores"] >= self.score_threshold
         out = {k: v[keep].cpu() for k, v in output.items()}
         k = self.schema.num_keypoints
@@ -239,7 +210,7 @@ class Predictor:
         ]
 
 
-def instance_to_json(instance: Instance) -> dict:
+def instance_to_json(instance: DetectedInstance) -> dict:
     """JSON form of an instance (mask as compressed COCO RLE), as written by ``predict --out``."""
     return {
         "category_id": instance.category_id,

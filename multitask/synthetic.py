@@ -129,12 +129,10 @@ def _scene_coco(num_images: int, size: int, seed: int) -> tuple[dict, list[np.nd
             cv2.fillPoly(canvas, [(outline - 0.5).round().astype(np.int32)], fill)
             polygon = outline.ravel().round(2).tolist()
             rle = mask_utils.frPyObjects([polygon], size, size)[0]
-            xy = np.asarray(polygon).reshape(-1, 2)
-            (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
-            bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]  # the polygon's, not its pixels'
+            bbox = polygons_bbox([polygon])  # the polygon's, not its pixels'
             kps = [round(float(v), 2) for v in keypoints]
             ann = _annotation(len(annotations) + 1, i + 1, int(category_id), [polygon], bbox, rle, kps)
-            ann["area"] = 0.5 * abs(float(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1))))
+            ann["area"] = polygons_area([polygon])
             annotations.append(ann)
         images.append({"id": i + 1, "file_name": f"img_{i:03d}.png", "width": size, "height": size})
         pixels.append(np.clip(canvas + rng.normal(0, 8, canvas.shape), 0, 255).astype(np.uint8))

@@ -3,7 +3,7 @@
 An engine trains from a combined COCO file + its schema + a :class:`~multitask.train.TrainConfig`
 to a checkpoint, evaluates a checkpoint (COCO AP for bbox, segm and keypoints, with the OKS sigmas of
 :func:`multitask.evaluate.oks_sigmas`) and loads a checkpoint into a predictor that returns
-:class:`multitask.inference.Instance` lists. Callers (the ML backend, ``python -m multitask``, the
+:class:`multitask.inference.DetectedInstance` lists. Callers (the ML backend, ``python -m multitask``, the
 benchmarks) choose the engine by name when training (``engine`` in the training config,
 ``TRAIN_ENGINE`` in the backend) and by what the checkpoint says it is when loading; nothing outside
 an engine's own module knows anything engine-specific.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from combined_coco.schema import Schema
-    from multitask.inference import Instance
+    from multitask.inference import DetectedInstance
     from multitask.train import TrainConfig
 
 DEFAULT_ENGINE = "torchvision"
@@ -54,7 +54,7 @@ class Predictor(Protocol):
     schema: Schema
     model_version: str
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Instance]]:
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[DetectedInstance]]:
         """``images``: HxWx3 uint8 RGB arrays; one list of instances per image."""
         ...
 

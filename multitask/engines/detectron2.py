@@ -54,7 +54,7 @@ from combined_coco.schema import Schema
 from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
-from multitask.inference import Instance, InstanceMaker, check_rgb_image
+from multitask.inference import DetectedInstance, InstanceMaker, check_rgb_image
 from multitask.pretrained import DOWNLOAD_TIMEOUT_S, RANDOM_INIT, PretrainedWeightsUnavailable, TransferReport
 from multitask.train import TrainConfig, pick_device
 
@@ -431,10 +431,10 @@ def read_checkpoint(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     return Loaded(cfg, data["model"], Schema.from_dict(data["schema"]), data["model_version"])
 
 
-class Predictor:
-    """Detectron2's ``DefaultPredictor`` (its resize and input format) returning :class:`Instance` lists.
+class Detectron2Predictor:
+    """Detectron2's ``DefaultPredictor`` (its resize and input format) returning :class:`DetectedInstance` lists.
 
-    Options as :class:`multitask.inference.Predictor`: ``score_threshold`` and ``max_detections`` act
+    Options as :class:`multitask.inference.TorchvisionPredictor`: ``score_threshold`` and ``max_detections`` act
     inside the ROI heads (``SCORE_THRESH_TEST``, ``DETECTIONS_PER_IMAGE``), ``mask_threshold`` when
     pasting masks; keypoint scores are heatmap logits, as in the torchvision engine.
     """
@@ -463,9 +463,9 @@ class Predictor:
         self._make_instance = InstanceMaker(self.schema, keypoint_threshold, polygon_tolerance)
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Instance]]:
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[DetectedInstance]]:
         """``images``: HxWx3 uint8 RGB arrays (any sizes); one list of instances per image."""
-        results: list[list[Instance]] = []
+        results: list[list[DetectedInstance]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             inputs = [self._input(image) for image in chunk]
@@ -482,7 +482,7 @@ class Predictor:
         tensor = torch.as_tensor(np.ascontiguousarray(resized).transpose(2, 0, 1).astype("float32"))
         return {"image": tensor.to(self._d2.cfg.MODEL.DEVICE), "height": height, "width": width}
 
-    def _instances(self, output: Any, height: int, width: int) -> list[Instance]:
+    def _instances(self, output: Any, height: int, width: int) -> list[DetectedInstance]:
         k = self.schema.num_keypoints
         logits = None
         if output.has("pred_keypoint_heatmaps") and len(output):
@@ -520,8 +520,8 @@ def _quiet_checkpointer() -> Iterator[None]:
 
 def load_predictor(
     checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
-) -> Predictor:
-    return Predictor(checkpoint, device, score_threshold, **options)
+) -> Detectron2Predictor:
+    return Detectron2Predictor(checkpoint, device, score_threshold, **options)
 
 
 def evaluate(

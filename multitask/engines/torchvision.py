@@ -12,7 +12,7 @@ from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.engines import ProgressCallback, Sigmas
 from multitask.evaluate import evaluate_checkpoint
-from multitask.inference import Predictor
+from multitask.inference import TorchvisionPredictor
 from multitask.model import BACKBONES, ModelConfig, build_model
 from multitask.train import TrainConfig
 from multitask.train import train as _train
@@ -46,8 +46,8 @@ def evaluate(
 
 def load_predictor(
     checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
-) -> Predictor:
-    return Predictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold, **options)
+) -> TorchvisionPredictor:
+    return TorchvisionPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold, **options)
 
 
 def random_checkpoint(

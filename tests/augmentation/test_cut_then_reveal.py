@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from augmentation.geometry_transform import Instance, augment_sample
+from augmentation.albumentations_steps import augment_sample
+from augmentation.geometry_transform import InstanceGeometry
 from augmentation.pipelines import build_pipeline
 
 from tests.augmentation.truth import iou, label_image, rasterize, warped_labels
@@ -22,7 +23,7 @@ from tests.augmentation.truth import iou, label_image, rasterize, warped_labels
 BORDER = cv2.BORDER_CONSTANT
 
 
-def _scene(height: int = 180, width: int = 240) -> tuple[np.ndarray, list[list | dict], list[Instance]]:
+def _scene(height: int = 180, width: int = 240) -> tuple[np.ndarray, list[list | dict], list[InstanceGeometry]]:
     """Non-overlapping star-shaped objects on a 4x3 grid, half of them pushed against a border,
     every third one stored as RLE; keypoints are pixel centres well inside their object."""
     rng = np.random.default_rng(7)
@@ -51,10 +52,10 @@ def _scene(height: int = 180, width: int = 240) -> tuple[np.ndarray, list[list |
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
             segs.append(rle)
-            instances.append(Instance([], rle, kps, [0, 1, 2, 3]))
+            instances.append(InstanceGeometry([], rle, kps, [0, 1, 2, 3]))
         else:
             segs.append(polygon)
-            instances.append(Instance(polygon, None, kps, [0, 1, 2, 3]))
+            instances.append(InstanceGeometry(polygon, None, kps, [0, 1, 2, 3]))
     return image, segs, instances
 
 
@@ -132,9 +133,9 @@ def test_translate_down_and_back_up_keeps_only_what_stayed(as_rle: bool) -> None
     kps = [50.0, 65.0, 2.0, 50.0, 95.0, 2.0]  # one in the half that stays, one in the half cut off
     if as_rle:
         rle = mask_utils.encode(np.asfortranarray(rasterize(square, 100, 100).astype(np.uint8)))
-        inst = Instance([], rle, kps, [0, 1])
+        inst = InstanceGeometry([], rle, kps, [0, 1])
     else:
-        inst = Instance(square, None, kps, [0, 1])
+        inst = InstanceGeometry(square, None, kps, [0, 1])
     pipeline = A.to_dict(
         A.Compose(
             [

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from augmentation import AugmentationFailed, PipelineError, augment_dataset, load_pipeline
 from augmentation.cli import main as cli_main
 from augmentation.dataset_augment import sample_seed
-from augmentation.geometry_transform import augment_sample
+from augmentation.albumentations_steps import augment_sample
 from augmentation.pipelines import preset_names
 from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
+from augmentation.albumentations_steps import augment_sample
 from augmentation.dataset_augment import instance_from_annotation
-from augmentation.geometry_transform import Instance, Limits, augment_sample, map_points
+from augmentation.geometry_transform import InstanceGeometry, Limits, map_points
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import clean_polygons, polygons_area
 from combined_coco.schema import Schema
@@ -123,7 +124,7 @@ def test_resize_chain_does_not_drift() -> None:
     data = A.to_dict(A.Compose(steps))
     image = np.zeros((360, 640, 3), np.uint8)
     square = [[100.0, 100.0, 140.0, 100.0, 140.0, 140.0, 100.0, 140.0]]
-    sample = augment_sample(build_pipeline(data), image, [Instance(square, None, [120.0, 120.0, 2.0], [0])], 0)
+    sample = augment_sample(build_pipeline(data), image, [InstanceGeometry(square, None, [120.0, 120.0, 2.0], [0])], 0)
     assert np.allclose(sample.instances[0].segmentation, square, atol=1e-9)
     assert np.allclose(sample.instances[0].keypoints, [120.0, 120.0, 2.0])
     assert np.allclose(measured_matrix(data, 0, image), np.eye(3), atol=1e-2)
@@ -147,7 +148,7 @@ def test_mirroring_swaps_left_and_right(transform: A.BasicTransform, swaps: bool
     image = np.zeros((100, 200, 3), np.uint8)
     body = [[50.0, 20.0, 150.0, 20.0, 150.0, 80.0, 50.0, 80.0]]
     left, right = (70.0, 50.0), (130.0, 50.0)
-    inst = Instance(body, None, [*left, 2.0, *right, 1.0], [1, 0])
+    inst = InstanceGeometry(body, None, [*left, 2.0, *right, 1.0], [1, 0])
     data = A.to_dict(A.Compose([transform]))
     sample = augment_sample(build_pipeline(data), image, [inst], 0)
     truth = measured_matrix(data, 0, image)
@@ -186,7 +187,7 @@ EVERY_RULE = {
 
 
 def test_every_matrix_rule_is_covered() -> None:
-    from augmentation.geometry_transform import MATRIX_RULES
+    from augmentation.albumentations_steps import MATRIX_RULES
 
     assert set(EVERY_RULE) == set(MATRIX_RULES)
 

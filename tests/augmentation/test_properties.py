@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from augmentation.geometry_transform import Instance, augment_sample, window_rle
+from augmentation.albumentations_steps import augment_sample
+from augmentation.geometry_transform import InstanceGeometry, window_rle
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import polygons_area
 
@@ -37,7 +38,7 @@ polygon = st.lists(st.tuples(coord, coord), min_size=3, max_size=8).map(lambda p
 @given(polygons=st.lists(polygon, min_size=1, max_size=2), seed=st.integers(0, 2**31 - 1))
 def test_any_sample_gives_a_valid_clipped_instance_or_a_drop(polygons: list[list[float]], seed: int) -> None:
     kps = [60.0, 50.0, 2.0, 80.0, 50.0, 1.0, 0.0, 0.0, 0.0]
-    sample = augment_sample(PIPELINE, IMAGE, [Instance(polygons, None, kps, [1, 0, 2])], seed)
+    sample = augment_sample(PIPELINE, IMAGE, [InstanceGeometry(polygons, None, kps, [1, 0, 2])], seed)
     h, w = sample.image.shape[:2]
     out = sample.instances[0]
     if out is None:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from augmentation.geometry_transform import Instance, augment_sample, warped_area
+from augmentation.albumentations_steps import augment_sample
+from augmentation.geometry_transform import InstanceGeometry, warped_area
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import polygons_area
 from multitask.synthetic import write_parts_dataset
@@ -35,8 +36,8 @@ def test_polygon_and_rle_twins_agree_after_perspective(tmp_path: Path) -> None:
         h, w = im["height"], im["width"]
         image = np.zeros((h, w, 3), np.uint8)
         polygons = [a["segmentation"] for a in coco["annotations"] if a["image_id"] == im["id"] and isinstance(a["segmentation"], list)]
-        as_polygons = [Instance(p, None, [], []) for p in polygons]
-        as_rle = [Instance([], _as_rle(p, h, w), [], []) for p in polygons]
+        as_polygons = [InstanceGeometry(p, None, [], []) for p in polygons]
+        as_rle = [InstanceGeometry([], _as_rle(p, h, w), [], []) for p in polygons]
         for seed in range(40):
             by_polygon = augment_sample(compose, image, as_polygons, seed).instances
             by_mask = augment_sample(compose, image, as_rle, seed).instances

@@ -40,7 +40,7 @@ class FakeInstance:
 
 @dataclass
 class FakePredictor:
-    """Same interface as ``multitask.inference.Predictor``; returns ``instances`` for every image."""
+    """Same interface as ``multitask.engines.Predictor``; returns ``instances`` for every image."""
 
     schema: Schema
     instances: list[FakeInstance] = field(default_factory=list)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
-from backend.regions import simplify_outline
+from combined_coco.geometry import simplify_outline
 
 
 def _contour_of_mask(mask: np.ndarray) -> np.ndarray:

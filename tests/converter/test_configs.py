@@ -10,7 +10,7 @@ import yaml
 from label_studio_sdk.label_interface import LabelInterface
 
 from combined_coco.cli import main
-from combined_coco.config_from_schema import config_from_description
+from combined_coco.config_from_description import config_from_description
 from combined_coco.schema import Schema, SchemaError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"

@@ -11,9 +11,10 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from combined_coco.geometry import mask_to_polygons
 from combined_coco.images import read_image
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from multitask.inference import CANDIDATE_SCORE_FLOOR, Instance, Predictor, mask_to_polygons
+from multitask.inference import CANDIDATE_SCORE_FLOOR, DetectedInstance, TorchvisionPredictor
 from multitask.model import ModelConfig
 from multitask.synthetic import SCHEMA
 
@@ -40,13 +41,13 @@ def test_round_trip_keeps_outputs_schema_and_version(
 
 
 def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
-    predictor = Predictor.from_checkpoint(checkpoint_path, device="cpu", score_threshold=0.0)
+    predictor = TorchvisionPredictor.from_checkpoint(checkpoint_path, device="cpu", score_threshold=0.0)
     assert predictor.schema == SCHEMA and predictor.model_version == "multitask-test-v1"
     big = np.zeros((90, 160, 3), np.uint8)
     results = predictor.predict([read_image(synthetic_json.parent / "img_000.png"), big, big])
     assert len(results) == 3 and all(len(r) == 5 for r in results)
     inst = results[1][0]
-    assert isinstance(inst, Instance)
+    assert isinstance(inst, DetectedInstance)
     assert inst.mask.shape == (90, 160) and inst.mask.dtype == bool
     assert inst.keypoints.shape == (3, 3) and inst.keypoint_present.shape == (3,)
     x1, y1, x2, y2 = inst.box
@@ -55,13 +56,13 @@ def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
         applicable = SCHEMA.category_by_id(instance.category_id).keypoints
         assert instance.keypoint_present.tolist() == [n in applicable for n in SCHEMA.keypoint_names]
         assert instance.label == SCHEMA.category_by_id(instance.category_id).name
-    assert Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big]) == [[]]
+    assert TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big]) == [[]]
 
 
 def test_an_empty_result_counts_the_candidates_under_the_threshold(checkpoint_path: Path) -> None:
     big = np.zeros((90, 160, 3), np.uint8)
-    [everything] = Predictor.from_checkpoint(checkpoint_path, score_threshold=CANDIDATE_SCORE_FLOOR).predict([big])
-    [none] = Predictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big])
+    [everything] = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=CANDIDATE_SCORE_FLOOR).predict([big])
+    [none] = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big])
     assert none == [] and none.candidates == len(everything) > 0
     assert everything.candidates == len(everything)
 
@@ -69,9 +70,9 @@ def test_an_empty_result_counts_the_candidates_under_the_threshold(checkpoint_pa
 def test_limits_apply_inside_the_model_and_keep_the_same_objects(checkpoint_path: Path, synthetic_json: Path) -> None:
     """Stopping low scores in RoIHeads must not change which objects come back, only the time."""
     image = read_image(synthetic_json.parent / "img_000.png")
-    everything = Predictor.from_checkpoint(checkpoint_path, score_threshold=0.0).predict([image])[0]
+    everything = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=0.0).predict([image])[0]
     cut = sorted(i.score for i in everything)[len(everything) // 2]
-    fast = Predictor.from_checkpoint(checkpoint_path, score_threshold=cut, max_detections=2)
+    fast = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=cut, max_detections=2)
     assert fast.model.roi_heads.score_thresh == cut and fast.model.roi_heads.detections_per_img == 2
     image.setflags(write=False)  # images decoded by PIL/cv2 may be read-only: no torch warning, no error
     with warnings.catch_warnings():

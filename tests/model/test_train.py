@@ -12,7 +12,7 @@ import torch
 from combined_coco.images import read_image
 from multitask.checkpoint import load_checkpoint
 from multitask.dataset import CombinedCocoDataset
-from multitask.inference import Predictor
+from multitask.inference import TorchvisionPredictor
 from multitask.model import build_model
 from multitask.pretrained import CLASS_DEPENDENT_PREFIXES, initialize
 from multitask.synthetic import write_synthetic_dataset
@@ -34,7 +34,7 @@ def test_overfit_one_image_recovers_box_and_keypoints(tmp_path: Path) -> None:
     last = np.mean([h["loss"] for h in history[-10:]])
     assert last < 0.3 * first, (first, last)
 
-    predictor = Predictor.from_checkpoint(checkpoint, score_threshold=0.5)
+    predictor = TorchvisionPredictor.from_checkpoint(checkpoint, score_threshold=0.5)
     instances = predictor.predict([read_image(dataset.parent / "img_000.png")])[0]
     assert instances, "no detection above 0.5 after overfitting"
     best = instances[0]
