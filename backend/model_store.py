@@ -29,6 +29,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from combined_coco.schema import Schema
+from multitask import defaults
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ PredictorLoader = Callable[[Path], Predictor]
 
 def load_multitask_predictor(
     checkpoint: Path,
-    score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
+    score_threshold: float = defaults.SCORE_THRESHOLD,
+    mask_threshold: float = defaults.MASK_THRESHOLD,
     keypoint_threshold: float | None = None,
-    max_objects: int = 100,
+    max_objects: int = defaults.MAX_DETECTIONS,
 ) -> Predictor:
     """The real loader, by the engine the checkpoint names; torch is imported only by processes that
     actually load a model."""

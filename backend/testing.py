@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from combined_coco.schema import Schema
+from multitask import defaults
 from stack.testing import LabelStudioServer, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +55,9 @@ FAST_TRAINING_ENV = {
 }
 
 
-def random_checkpoint(path: Path, seed: int = 0, min_size: int = 320, max_size: int = 512) -> Path:
+def random_checkpoint(
+    path: Path, seed: int = 0, min_size: int = defaults.BACKEND_MIN_SIZE, max_size: int = defaults.BACKEND_MAX_SIZE
+) -> Path:
     """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
     from multitask import engines
 
