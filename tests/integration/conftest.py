@@ -8,7 +8,7 @@ process is shared with ``tests/browser`` (see ``stack.testing``) and stopped whe
     @pytest.mark.labelstudio
     def test_something(label_studio):
         project = label_studio.client.projects.create(title="demo", label_config=xml)
-        requests.get(f"{label_studio.url}/api/projects/{project.id}", headers=label_studio.headers)
+        httpx.get(f"{label_studio.url}/api/projects/{project.id}", headers=label_studio.headers)
 """
 
 from __future__ import annotations
