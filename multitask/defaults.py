@@ -19,8 +19,8 @@ SEED = 0
 MIN_SIZE = 512
 MAX_SIZE = 853
 # The ML backend trains on a CPU worker while annotators wait for the next pre-annotations; at
-# 320/512 an image has 2.7x fewer pixels than at the CLI's 512/853, so a run takes minutes, not tens of
-# minutes (README: TRAIN_MIN_SIZE, TRAIN_MAX_SIZE).
+# 320/512 an image has 2.7x fewer pixels than at the CLI's 512/853, and the backbone's cost grows with
+# the pixels (README: TRAIN_MIN_SIZE, TRAIN_MAX_SIZE).
 BACKEND_MIN_SIZE = 320
 BACKEND_MAX_SIZE = 512
 

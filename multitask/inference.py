@@ -191,7 +191,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", score_threshold: float = defaults.SCORE_THRESHOLD, **options: float | int | None
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        score_threshold: float = defaults.SCORE_THRESHOLD,
+        **options: float | int | None,
     ) -> "Predictor":
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)
