@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from combined_coco.dataset import write_atomic
+from multitask import defaults
 from multitask.engines import Predictor
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ PredictorLoader = Callable[[Path], Predictor]
 
 def load_multitask_predictor(
     checkpoint: Path,
-    score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
+    score_threshold: float = defaults.SCORE_THRESHOLD,
+    mask_threshold: float = defaults.MASK_THRESHOLD,
     keypoint_threshold: float | None = None,
-    max_objects: int = 100,
+    max_objects: int = defaults.MAX_DETECTIONS,
 ) -> Predictor:
     """The real loader, by the engine the checkpoint names; torch is imported only by processes that
     actually load a model."""

@@ -2,113 +2,198 @@
 
 The server and the RQ workers are separate processes (possibly on separate machines); both build
 :class:`Settings` from the same environment so that they agree on where models live and how to
-reach Label Studio. Nothing else in ``backend`` reads ``os.environ``.
+reach Label Studio. Nothing else in ``backend`` reads ``os.environ``. Each field names its variable
+(the Label Studio ML-backend names documented in README); defaults shared with the ``python -m multitask``
+CLI come from :mod:`multitask.defaults`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobqueue.connection import data_dir
-from multitask.engines import ENGINE_NAMES, default_backbone
+from multitask import defaults
+from multitask.engines import DEFAULT_ENGINE, ENGINE_NAMES, default_backbone
 
 
 class SettingsError(ValueError):
     """An environment variable has a value the backend cannot use; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    label_studio_url: str | None
-    label_studio_api_key: str | None
-    model_dir: Path
-    retrain_every: int = 0  # 0: annotation events never trigger training on their own
-    basic_auth_user: str | None = None
-    basic_auth_pass: str | None = None
-    bearer_token: str | None = None
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 50 * 1024 * 1024
-    media_timeout: float = 30.0
+def _whole_number(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            raw = int(raw)
+        except ValueError:
+            raise ValueError("is not a whole number") from None
+    if isinstance(raw, int) and raw < 0:
+        raise ValueError("must not be negative")
+    return raw
+
+
+def _number(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("is not a number") from None
+    return raw
+
+
+def _share(raw: Any) -> Any:
+    value = _number(raw)
+    if not 0.0 <= value < 1.0:
+        raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def _flag(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("is not true/false")
+
+
+# Typed env values whose errors say what is wrong in words (the variable name is added by _one_line),
+# so a typo fails at start-up in one line, not mid-request or as a pydantic traceback.
+Count = Annotated[int, BeforeValidator(_whole_number)]
+Number = Annotated[float, BeforeValidator(_number)]
+Share = Annotated[float, BeforeValidator(_share)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class _MappingSource(EnvSettingsSource):
+    """The environment source of pydantic-settings, reading a given mapping instead of ``os.environ``
+    (names case-sensitive, as on Linux; an empty value is left out, so the field keeps its default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._variables.items() if value}
+
+
+class Settings(BaseSettings):
+    """Each field reads the variable named by its ``validation_alias`` (and can be set by its own name)."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, case_sensitive=True, env_ignore_empty=True)
+
+    label_studio_url: str | None = Field(None, validation_alias="LABEL_STUDIO_URL")
+    label_studio_api_key: str | None = Field(None, validation_alias="LABEL_STUDIO_API_KEY")
+    model_dir: Path = Field(default_factory=lambda: data_dir() / "models", validation_alias="MODEL_DIR")
+    # 0: annotation events never trigger training on their own
+    retrain_every: Count = Field(0, validation_alias="RETRAIN_EVERY")
+    basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
+    basic_auth_pass: str | None = Field(None, validation_alias="BASIC_AUTH_PASS")
+    bearer_token: str | None = Field(None, validation_alias="ML_BACKEND_TOKEN")
+    max_image_pixels: Count = Field(40_000_000, validation_alias="MAX_IMAGE_PIXELS")
+    max_image_bytes: Count = Field(50 * 1024 * 1024, validation_alias="MAX_IMAGE_BYTES")
+    media_timeout: Number = Field(30.0, validation_alias="MEDIA_TIMEOUT")
     # 100 tasks with their data plus the labeling config are well under 1 MB; the cap bounds what an
     # anonymous or broken client can make the server buffer and parse.
-    max_request_bytes: int = 10 * 1024 * 1024
-    predict_queue: int = 16  # /predict requests running or waiting; more get 503 + Retry-After
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5  # mask probability that counts as inside the object's polygon
-    max_objects: int = 50  # per image, highest scores first: hundreds of regions make the editor sluggish
-    keypoint_threshold: float | None = None  # heatmap logit a keypoint must reach; None: every applicable one
-    polygon_tolerance_px: float = 1.5  # Douglas-Peucker tolerance: about the vertices a person would click
-    preannotate_after_training: bool = True  # write the new version's predictions to unannotated tasks
-    train_engine: str = "torchvision"  # torchvision | detectron2 (multitask.engines)
-    train_backbone: str = "mobilenet_v3_large_fpn"  # default: the engine's (multitask.engines.default_backbone)
-    train_init: str = "coco"  # coco | imagenet | none | path to a weights file (multitask.pretrained)
-    train_steps: int = 300  # a project's first run (or one whose classes/keypoints changed)
-    retrain_steps: int = 100  # a run that continues from the current version (same classes and keypoints)
-    retrain_lr: float | None = None  # its learning rate; None: a tenth of train_lr (see retrain_learning_rate)
-    holdout_min_tasks: int = 10  # annotated tasks needed before a share of them is held out for scoring
-    holdout_share: float = 0.2  # share of tasks held out (by a hash of the task id)
-    train_threads: int = 0  # torch threads in a training job; 0: every core the worker may use
-    train_batch_size: int = 2
-    train_lr: float = 0.01
-    train_min_size: int = 320
-    train_max_size: int = 512
-    train_augment_copies: int = 0  # 0: train on the annotated images only
-    train_device: str = "cpu"
-    train_seed: int = 0
-    train_job_timeout: int = 3 * 3600  # seconds an RQ training job may run
-    train_heartbeat_seconds: int = 60  # a running job silent this long is dead (worker killed, Redis lost)
+    max_request_bytes: Count = Field(10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
+    # /predict requests running or waiting; more get 503 + Retry-After
+    predict_queue: Count = Field(16, validation_alias="PREDICT_QUEUE")
+    score_threshold: Number = Field(defaults.SCORE_THRESHOLD, validation_alias="SCORE_THRESHOLD")
+    # mask probability that counts as inside the object's polygon
+    mask_threshold: Number = Field(defaults.MASK_THRESHOLD, validation_alias="MASK_THRESHOLD")
+    # per image, highest scores first: hundreds of regions make the editor sluggish (the model's own cap is
+    # defaults.MAX_DETECTIONS)
+    max_objects: Count = Field(50, validation_alias="MAX_OBJECTS_PER_IMAGE")
+    # heatmap logit a keypoint must reach; None: every applicable one
+    keypoint_threshold: Number | None = Field(None, validation_alias="KEYPOINT_THRESHOLD")
+    # Douglas-Peucker tolerance: about the vertices a person would click
+    polygon_tolerance_px: Number = Field(1.5, validation_alias="POLYGON_TOLERANCE_PX")
+    # write the new version's predictions to unannotated tasks
+    preannotate_after_training: Flag = Field(True, validation_alias="PREANNOTATE_AFTER_TRAINING")
+    train_engine: str = Field(DEFAULT_ENGINE, validation_alias="TRAIN_ENGINE")  # multitask.engines
+    # "": the engine's (multitask.engines.default_backbone)
+    train_backbone: str = Field("", validate_default=True, validation_alias="TRAIN_BACKBONE")
+    # coco | imagenet | none | path to a weights file (multitask.pretrained)
+    train_init: str = Field(defaults.INIT, validation_alias="TRAIN_INIT")
+    # a project's first run (or one whose classes/keypoints changed); the CLI's TrainConfig.steps is longer
+    train_steps: Count = Field(300, validation_alias="TRAIN_STEPS")
+    # a run that continues from the current version (same classes and keypoints)
+    retrain_steps: Count = Field(100, validation_alias="RETRAIN_STEPS")
+    # its learning rate; None: a tenth of train_lr (see retrain_learning_rate)
+    retrain_lr: Number | None = Field(None, validation_alias="RETRAIN_LR")
+    # annotated tasks needed before a share of them is held out for scoring
+    holdout_min_tasks: Count = Field(10, validation_alias="HOLDOUT_MIN_TASKS")
+    holdout_share: Share = Field(0.2, validation_alias="HOLDOUT_SHARE")  # share of tasks held out (by a hash of the task id)
+    # torch threads in a training job; 0: every core the worker may use
+    train_threads: Count = Field(0, validation_alias="TRAIN_THREADS")
+    train_batch_size: Count = Field(defaults.BATCH_SIZE, validation_alias="TRAIN_BATCH_SIZE")
+    train_lr: Number = Field(defaults.LEARNING_RATE, validation_alias="TRAIN_LR")
+    # smaller than the CLI's (TrainConfig); multitask.defaults says why
+    train_min_size: Count = Field(defaults.BACKEND_MIN_SIZE, validation_alias="TRAIN_MIN_SIZE")
+    train_max_size: Count = Field(defaults.BACKEND_MAX_SIZE, validation_alias="TRAIN_MAX_SIZE")
+    # 0: train on the annotated images only
+    train_augment_copies: Count = Field(0, validation_alias="TRAIN_AUGMENT_COPIES")
+    # not the CLI's "auto": a worker shares its machine, a GPU is chosen explicitly
+    train_device: str = Field("cpu", validation_alias="TRAIN_DEVICE")
+    train_seed: Count = Field(defaults.SEED, validation_alias="TRAIN_SEED")
+    train_job_timeout: Count = Field(3 * 3600, validation_alias="TRAIN_JOB_TIMEOUT")  # seconds an RQ training job may run
+    # a running job silent this long is dead (worker killed, Redis lost)
+    train_heartbeat_seconds: Count = Field(60, validation_alias="TRAIN_HEARTBEAT_SECONDS")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        reader = _Reader(env)
-        url = env.get("LABEL_STUDIO_URL") or None
-        engine = env.get("TRAIN_ENGINE") or cls.train_engine
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``Settings(...)`` takes the given values only (tests build variants); :meth:`from_env` reads variables."""
+        return (init_settings,)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """From the environment variables (``os.environ`` unless ``env``); an empty variable means its default."""
+        return cls(**_MappingSource(cls, os.environ if env is None else env)())
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _without_trailing_slash(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else None
+
+    @field_validator("model_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()
+
+    @field_validator("train_engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
         if engine not in ENGINE_NAMES:
             raise SettingsError(f"TRAIN_ENGINE={engine!r} is not an engine; choose one of {list(ENGINE_NAMES)}")
-        return cls(
-            label_studio_url=url.rstrip("/") if url else None,
-            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
-            model_dir=Path(env.get("MODEL_DIR") or data_dir() / "models").resolve(),
-            retrain_every=reader.int("RETRAIN_EVERY", 0),
-            basic_auth_user=env.get("BASIC_AUTH_USER") or None,
-            basic_auth_pass=env.get("BASIC_AUTH_PASS") or None,
-            bearer_token=env.get("ML_BACKEND_TOKEN") or None,
-            max_image_pixels=reader.int("MAX_IMAGE_PIXELS", cls.max_image_pixels),
-            max_image_bytes=reader.int("MAX_IMAGE_BYTES", cls.max_image_bytes),
-            media_timeout=reader.float("MEDIA_TIMEOUT", cls.media_timeout),
-            max_request_bytes=reader.int("MAX_REQUEST_BYTES", cls.max_request_bytes),
-            predict_queue=reader.int("PREDICT_QUEUE", cls.predict_queue),
-            score_threshold=reader.float("SCORE_THRESHOLD", cls.score_threshold),
-            mask_threshold=reader.float("MASK_THRESHOLD", cls.mask_threshold),
-            max_objects=reader.int("MAX_OBJECTS_PER_IMAGE", cls.max_objects),
-            keypoint_threshold=reader.optional_float("KEYPOINT_THRESHOLD"),
-            polygon_tolerance_px=reader.float("POLYGON_TOLERANCE_PX", cls.polygon_tolerance_px),
-            preannotate_after_training=reader.bool("PREANNOTATE_AFTER_TRAINING", cls.preannotate_after_training),
-            train_engine=engine,
-            train_backbone=env.get("TRAIN_BACKBONE") or default_backbone(engine),
-            train_init=env.get("TRAIN_INIT") or cls.train_init,
-            train_steps=reader.int("TRAIN_STEPS", cls.train_steps),
-            retrain_steps=reader.int("RETRAIN_STEPS", cls.retrain_steps),
-            retrain_lr=reader.optional_float("RETRAIN_LR"),
-            holdout_min_tasks=reader.int("HOLDOUT_MIN_TASKS", cls.holdout_min_tasks),
-            holdout_share=reader.share("HOLDOUT_SHARE", cls.holdout_share),
-            train_threads=reader.int("TRAIN_THREADS", cls.train_threads),
-            train_batch_size=reader.int("TRAIN_BATCH_SIZE", cls.train_batch_size),
-            train_lr=reader.float("TRAIN_LR", cls.train_lr),
-            train_min_size=reader.int("TRAIN_MIN_SIZE", cls.train_min_size),
-            train_max_size=reader.int("TRAIN_MAX_SIZE", cls.train_max_size),
-            train_augment_copies=reader.int("TRAIN_AUGMENT_COPIES", 0),
-            train_device=env.get("TRAIN_DEVICE") or cls.train_device,
-            train_seed=reader.int("TRAIN_SEED", 0),
-            train_job_timeout=reader.int("TRAIN_JOB_TIMEOUT", cls.train_job_timeout),
-            train_heartbeat_seconds=reader.int("TRAIN_HEARTBEAT_SECONDS", cls.train_heartbeat_seconds),
-        )
+        return engine
 
-    def __post_init__(self) -> None:
+    @field_validator("train_backbone")
+    @classmethod
+    def _engine_backbone(cls, backbone: str, info: ValidationInfo) -> str:
+        return backbone or default_backbone(info.data.get("train_engine", DEFAULT_ENGINE))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         # Half a Basic Auth configuration used to fail open (no password: any password accepted;
         # no user: auth off). Refuse it here so the server never starts that way.
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -118,6 +203,7 @@ class Settings:
             raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
         if self.predict_queue < 1:
             raise SettingsError("PREDICT_QUEUE must be at least 1")
+        return self
 
     @property
     def retrain_learning_rate(self) -> float:
@@ -134,49 +220,14 @@ class Settings:
         return bool(self.basic_auth_user or self.bearer_token)
 
 
-class _Reader:
-    """Typed env lookups whose errors name the variable, so a typo fails at start-up, not mid-request."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def int(self, key: str, default: int) -> int:
-        raw = self._env.get(key)
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{key}={raw!r} is not a whole number") from None
-        if value < 0:
-            raise SettingsError(f"{key}={raw!r} must not be negative")
-        return value
-
-    def bool(self, key: str, default: bool) -> bool:
-        raw = (self._env.get(key) or "").strip().lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{key}={raw!r} is not true/false")
-
-    def float(self, key: str, default: float) -> float:
-        value = self.optional_float(key)
-        return default if value is None else value
-
-    def share(self, key: str, default: float) -> float:
-        value = self.float(key, default)
-        if not 0.0 <= value < 1.0:
-            raise SettingsError(f"{key}={value!r} must be at least 0 and below 1")
-        return value
-
-    def optional_float(self, key: str) -> float | None:
-        raw = self._env.get(key)
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise SettingsError(f"{key}={raw!r} is not a number") from None
+def _one_line(exc: ValidationError) -> str:
+    """The first problem as ``VARIABLE='value' what is wrong``; a check across variables says it in full."""
+    error = exc.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingsError):
+        return str(cause)
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if name in Settings.model_fields:  # set by field name (Settings(...)): report the variable anyway
+        name = str(Settings.model_fields[name].validation_alias)
+    what = str(cause) if cause is not None else error["msg"]
+    return f"{name}={error['input']!r} {what}"

@@ -211,7 +211,7 @@ def _server_cpu_seconds() -> float:
 
 
 def end_to_end(args: argparse.Namespace) -> None:
-    import requests
+    import httpx
 
     from tests.support.labelstudio import shared_label_studio
 
@@ -234,7 +234,7 @@ def end_to_end(args: argparse.Namespace) -> None:
              for t in make_export(args.tasks, args.objects, schema)]
     t0 = time.perf_counter()
     for i in range(0, len(tasks), args.import_batch):
-        resp = requests.post(f"{ls.url}/api/projects/{pid}/import", headers=ls.headers,
+        resp = httpx.post(f"{ls.url}/api/projects/{pid}/import", headers=ls.headers,
                              json=tasks[i:i + args.import_batch], timeout=1800)
         if resp.status_code >= 300:
             raise SystemExit(f"import failed: HTTP {resp.status_code}: {resp.text[:2000]}")
@@ -246,7 +246,7 @@ def end_to_end(args: argparse.Namespace) -> None:
 
     def export(fmt: str) -> tuple[float, float, bytes]:
         cpu, wall = _server_cpu_seconds(), time.perf_counter()
-        resp = requests.get(f"{ls.url}/api/projects/{pid}/export", params={"exportType": fmt},
+        resp = httpx.get(f"{ls.url}/api/projects/{pid}/export", params={"exportType": fmt},
                             headers=ls.headers, timeout=1800)
         body = resp.content  # the full body, as the browser downloads it
         wall, cpu = time.perf_counter() - wall, _server_cpu_seconds() - cpu

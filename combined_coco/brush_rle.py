@@ -16,8 +16,14 @@ class BrushDecodeError(ValueError):
 
 def ls_brush_to_coco_rle(rle: list[int] | None, width: int, height: int) -> dict:
     """COCO RLE ``{"size": [h, w], "counts": str}`` of the pixels with non-zero alpha."""
-    # Imported here: label_studio_sdk takes about a second to import and most projects draw no brushes.
-    from label_studio_sdk.converter.brush import decode_rle
+    # Imported here: label_studio_sdk takes about a second to import and most projects draw no brushes
+    # (and outside Label Studio it is the optional extra "brush").
+    try:
+        from label_studio_sdk.converter.brush import decode_rle
+    except ImportError:
+        raise ImportError(
+            "brush masks are decoded with label_studio_sdk, which is not installed: pip install 'ls-multitask[brush]'"
+        ) from None
 
     if not rle or not isinstance(rle, list):
         raise BrushDecodeError("no 'rle' list in the brush value")

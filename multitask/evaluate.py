@@ -29,6 +29,7 @@ from pycocotools.cocoeval import COCOeval
 from combined_coco.dataset import global_layout, keypoint_array, read_combined_coco, rle_encode
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
+from multitask import defaults
 from multitask.inference import TorchvisionPredictor
 
 DEFAULT_OKS_SIGMA = 0.05
@@ -152,7 +153,7 @@ def evaluate_checkpoint(
     image_root: str | Path | None = None,
     sigmas: Sigmas = None,
     device: str = "cpu",
-    score_threshold: float = 0.05,
+    score_threshold: float = defaults.BOX_SCORE_FLOOR,
     max_detections: int | None = None,
 ) -> dict:
     """Predict every image of ``dataset`` with the checkpoint and score it."""
@@ -188,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sigma", type=float, help=f"one OKS sigma for all keypoints (default {DEFAULT_OKS_SIGMA})")
     group.add_argument("--sigmas", type=json.loads, help="JSON list of K sigmas or {keypoint name: sigma}")
-    parser.add_argument("--score-threshold", type=float, default=0.05)
+    parser.add_argument("--score-threshold", type=float, default=defaults.BOX_SCORE_FLOOR)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("eval.json"), help="JSON results (default eval.json)")
 

@@ -23,10 +23,8 @@ from combined_coco.dataset import rle_encode
 from combined_coco.geometry import mask_to_polygons
 from combined_coco.images import read_image
 from combined_coco.schema import Schema
+from multitask import defaults
 from multitask.checkpoint import load_checkpoint
-
-# torchvision's default box score threshold: below it the detector itself does not consider a box a candidate.
-CANDIDATE_SCORE_FLOOR = 0.05
 
 
 @dataclass
@@ -45,7 +43,7 @@ class DetectedInstance:
 
 class Detections(list):
     """The instances of one image (a plain list) plus ``candidates``: how many detections the model had
-    before ``score_threshold`` (down to :data:`CANDIDATE_SCORE_FLOOR`, after NMS and the per-image cap).
+    before ``score_threshold`` (down to :data:`multitask.defaults.BOX_SCORE_FLOOR`, after NMS and the per-image cap).
 
     An empty list with ``candidates > 0`` means "the model saw objects but was not sure enough", which
     tells the user to train longer or lower the threshold rather than to look for a bug.
@@ -116,8 +114,8 @@ class TorchvisionPredictor:
         schema: Schema,
         model_version: str,
         device: str | torch.device = "cpu",
-        score_threshold: float = 0.5,
-        mask_threshold: float = 0.5,
+        score_threshold: float = defaults.SCORE_THRESHOLD,
+        mask_threshold: float = defaults.MASK_THRESHOLD,
         keypoint_threshold: float | None = None,
         polygon_tolerance: float = 0.5,
         batch_size: int = 2,
@@ -149,7 +147,7 @@ class TorchvisionPredictor:
 
         def postprocess(*args: object) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
             threshold = heads.score_thresh
-            heads.score_thresh = min(threshold, CANDIDATE_SCORE_FLOOR)
+            heads.score_thresh = min(threshold, defaults.BOX_SCORE_FLOOR)
             try:
                 boxes, scores, labels = original(*args)
             finally:
@@ -164,7 +162,11 @@ class TorchvisionPredictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: float | int | None
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        score_threshold: float = defaults.SCORE_THRESHOLD,
+        **options: float | int | None,
     ) -> "TorchvisionPredictor":
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)
@@ -234,7 +236,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("images", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=Path("preds.json"))
-    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--score-threshold", type=float, default=defaults.SCORE_THRESHOLD)
     parser.add_argument("--keypoint-threshold", type=float, help="minimum keypoint score (heatmap logit)")
     parser.add_argument("--device", default="cpu")
 

@@ -32,6 +32,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from combined_coco.schema import Schema
+from multitask import defaults
 
 Backbone = Literal["resnet50_fpn", "mobilenet_v3_large_fpn"]
 BACKBONES: tuple[str, ...] = ("resnet50_fpn", "mobilenet_v3_large_fpn")
@@ -57,13 +58,13 @@ class ModelConfig:
 
     num_classes: int  # object categories, without background
     num_keypoints: int
-    backbone: str = "mobilenet_v3_large_fpn"
-    min_size: int = 512
-    max_size: int = 853
+    backbone: str = defaults.BACKBONE
+    min_size: int = defaults.MIN_SIZE
+    max_size: int = defaults.MAX_SIZE
     frozen_bn: bool = False
     trainable_backbone_layers: int | None = None  # None: all when random, 3 when pretrained
-    detections_per_img: int = 100
-    box_score_thresh: float = 0.05
+    detections_per_img: int = defaults.MAX_DETECTIONS
+    box_score_thresh: float = defaults.BOX_SCORE_FLOOR
     rois_per_image: int | None = None  # RoIs sampled per training image; None: 128 light, 512 R50
 
     @classmethod

@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from combined_coco.schema import Schema
+from multitask import defaults
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from multitask.dataset import CombinedCocoDataset, collate
 from multitask.model import ModelConfig, build_model
@@ -44,22 +45,22 @@ class TrainConfig:
     dataset: str = ""  # combined COCO json
     image_root: str | None = None  # default: the json's folder
     output_dir: str = "runs/multitask"
-    backbone: str = "mobilenet_v3_large_fpn"
+    backbone: str = defaults.BACKBONE
     steps: int = 1000
     epochs: float | None = None  # overrides steps when set: ceil(epochs * images / batch_size)
-    batch_size: int = 2
-    lr: float = 0.01
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LEARNING_RATE
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     lr_decay_at: list[float] = field(default_factory=lambda: [0.7, 0.9])  # fractions of steps, x0.1 each
     clip_grad_norm: float | None = 10.0
-    min_size: int = 512
-    max_size: int = 853
+    min_size: int = defaults.MIN_SIZE
+    max_size: int = defaults.MAX_SIZE
     rois_per_image: int | None = None  # sampled RoIs per image (a quarter positive); None: backbone default
     hflip_prob: float = 0.5
-    seed: int = 0
-    init: str = "coco"  # coco | imagenet | none | path to a local weights file or multi-task checkpoint
+    seed: int = defaults.SEED
+    init: str = defaults.INIT  # coco | imagenet | none | path to a local weights file or multi-task checkpoint
     finetune_from: str | None = None  # a multi-task checkpoint to continue from (see start_model)
     resume: bool | str = False  # True: output_dir/last.pt if it exists; a path: that checkpoint
     device: str = "auto"  # auto | cpu | cuda | cuda:N

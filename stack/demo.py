@@ -6,7 +6,7 @@ the project instead of creating another one.
 
 from __future__ import annotations
 
-import requests
+import httpx
 from label_studio_sdk import LabelStudio
 
 from stack.services import REPO
@@ -30,7 +30,7 @@ def create_demo_project(client: LabelStudio, url: str, token: str) -> int:
         raise DemoError(f"the demo image {DEMO_IMAGE} is missing; clone the shared data beside the repository")
     project = client.projects.create(title=DEMO_TITLE, label_config=DEMO_CONFIG.read_text())
     with DEMO_IMAGE.open("rb") as image:
-        resp = requests.post(
+        resp = httpx.post(
             f"{url}/api/projects/{project.id}/import",
             headers={"Authorization": f"Token {token}"},
             files={DEMO_IMAGE.name: (DEMO_IMAGE.name, image, "image/jpeg")},

@@ -13,11 +13,11 @@ import os
 import secrets
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS_MODULE = "export_plugin.settings"
@@ -151,10 +151,9 @@ def wait_for_http(url: str, timeout: float, alive: Callable[[], bool] = lambda: 
         if not alive():
             raise RuntimeError(f"the process serving {url} exited before it answered")
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:  # not listening yet, or too slow to answer
             pass
         time.sleep(1)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from multitask import defaults
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_ENGINE = "torchvision"
 # name -> (module, default backbone). Modules are imported on first use.
 _ENGINES: dict[str, tuple[str, str]] = {
-    "torchvision": ("multitask.engines.torchvision", "mobilenet_v3_large_fpn"),
+    "torchvision": ("multitask.engines.torchvision", defaults.BACKBONE),
     "detectron2": ("multitask.engines.detectron2", "resnet50_fpn"),
 }
 ENGINE_NAMES: tuple[str, ...] = tuple(_ENGINES)
@@ -77,7 +79,7 @@ class Engine(Protocol):
         image_root: str | Path | None = None,
         sigmas: Sigmas = None,
         device: str = "cpu",
-        score_threshold: float = 0.05,
+        score_threshold: float = defaults.BOX_SCORE_FLOOR,
         max_detections: int | None = None,
     ) -> dict:
         """``{iou_type: {metric: value in [0, 1] or None}, "oks_sigmas": {...}, "model_version": ...}``.
@@ -94,7 +96,7 @@ class Engine(Protocol):
         ...
 
     def load_predictor(
-        self, checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
+        self, checkpoint: str | Path, device: str = "cpu", score_threshold: float = defaults.SCORE_THRESHOLD, **options: Any
     ) -> Predictor:
         """The checkpoint ready for :meth:`Predictor.predict`; ``options``: ``mask_threshold``,
         ``keypoint_threshold``, ``max_detections``."""

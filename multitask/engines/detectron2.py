@@ -51,6 +51,7 @@ import torch
 
 from combined_coco.dataset import read_combined_coco
 from combined_coco.schema import Schema
+from multitask import defaults
 from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
@@ -443,8 +444,8 @@ class Detectron2Predictor:
         self,
         checkpoint: str | Path,
         device: str = "cpu",
-        score_threshold: float = 0.5,
-        mask_threshold: float = 0.5,
+        score_threshold: float = defaults.SCORE_THRESHOLD,
+        mask_threshold: float = defaults.MASK_THRESHOLD,
         keypoint_threshold: float | None = None,
         polygon_tolerance: float = 0.5,
         batch_size: int = 2,
@@ -519,7 +520,7 @@ def _quiet_checkpointer() -> Iterator[None]:
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
+    checkpoint: str | Path, device: str = "cpu", score_threshold: float = defaults.SCORE_THRESHOLD, **options: Any
 ) -> Detectron2Predictor:
     return Detectron2Predictor(checkpoint, device, score_threshold, **options)
 
@@ -530,7 +531,7 @@ def evaluate(
     image_root: str | Path | None = None,
     sigmas: Sigmas = None,
     device: str = "cpu",
-    score_threshold: float = 0.05,
+    score_threshold: float = defaults.BOX_SCORE_FLOOR,
     max_detections: int | None = None,
 ) -> dict:
     """Detectron2's ``COCOEvaluator`` on ``dataset``; AP as fractions (like the torchvision engine), ``None``

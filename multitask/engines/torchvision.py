@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from combined_coco.schema import Schema
+from multitask import defaults
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.engines import ProgressCallback, Sigmas
 from multitask.evaluate import evaluate_checkpoint
@@ -38,14 +39,14 @@ def evaluate(
     image_root: str | Path | None = None,
     sigmas: Sigmas = None,
     device: str = "cpu",
-    score_threshold: float = 0.05,
+    score_threshold: float = defaults.BOX_SCORE_FLOOR,
     max_detections: int | None = None,
 ) -> dict:
     return evaluate_checkpoint(checkpoint, dataset, image_root, sigmas, device, score_threshold, max_detections)
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str = "cpu", score_threshold: float = 0.5, **options: Any
+    checkpoint: str | Path, device: str = "cpu", score_threshold: float = defaults.SCORE_THRESHOLD, **options: Any
 ) -> TorchvisionPredictor:
     return TorchvisionPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold, **options)
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
-import requests
 
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from export_plugin.export_format import FORMAT_INFO, FORMAT_NAME
@@ -78,14 +78,14 @@ def project(label_studio: LabelStudioServer) -> Project:
 
 def export_formats(ls: LabelStudioServer, project_id: int) -> dict[str, dict]:
     """What the Export dialog lists (it calls this endpoint)."""
-    resp = requests.get(f"{ls.url}/api/projects/{project_id}/export/formats", headers=ls.headers, timeout=30)
+    resp = httpx.get(f"{ls.url}/api/projects/{project_id}/export/formats", headers=ls.headers, timeout=30)
     resp.raise_for_status()
     return {f["name"]: f for f in resp.json()}
 
 
-def sync_export(ls: LabelStudioServer, project_id: int) -> requests.Response:
+def sync_export(ls: LabelStudioServer, project_id: int) -> httpx.Response:
     """The request the Export dialog's Export button makes for COCO combined."""
-    resp = requests.get(
+    resp = httpx.get(
         f"{ls.url}/api/projects/{project_id}/export",
         params={"exportType": FORMAT_NAME},
         headers=ls.headers,
@@ -162,15 +162,15 @@ def _wait_for(fetch, done, what: str, timeout: float = 120):
 def test_snapshot_export_and_convert(label_studio: LabelStudioServer, project: Project, tmp_path: Path):
     api = f"{label_studio.url}/api/projects/{project.id}/exports"
     h = label_studio.headers
-    snapshot = requests.post(f"{api}/", headers=h, json={"title": "snapshot"}, timeout=60)
+    snapshot = httpx.post(f"{api}/", headers=h, json={"title": "snapshot"}, timeout=60)
     assert snapshot.status_code == 201, snapshot.text
     pk = snapshot.json()["id"]
 
     def detail() -> dict:
-        return requests.get(f"{api}/{pk}", headers=h, timeout=30).json()
+        return httpx.get(f"{api}/{pk}", headers=h, timeout=30).json()
 
     _wait_for(detail, lambda d: d["status"] == "completed", "snapshot")
-    convert = requests.post(f"{api}/{pk}/convert", headers=h, json={"export_type": FORMAT_NAME}, timeout=120)
+    convert = httpx.post(f"{api}/{pk}/convert", headers=h, json={"export_type": FORMAT_NAME}, timeout=120)
     assert convert.status_code == 200, convert.text
     formats = _wait_for(
         detail,
@@ -180,7 +180,7 @@ def test_snapshot_export_and_convert(label_studio: LabelStudioServer, project: P
     converted = next(f for f in formats if f["export_type"] == FORMAT_NAME)
     assert converted["status"] == "completed", converted.get("traceback")
 
-    download = requests.get(f"{api}/{pk}/download", params={"exportType": FORMAT_NAME}, headers=h, timeout=60)
+    download = httpx.get(f"{api}/{pk}/download", params={"exportType": FORMAT_NAME}, headers=h, timeout=60)
     assert download.status_code == 200, download.text[:2000]
     check_combined_coco(download.json(), tmp_path)
 
@@ -189,8 +189,8 @@ def test_convert_rejects_format_for_project_without_keypoints(label_studio: Labe
     """Label Studio's own validation (ExportConvertSerializer) sees the format as disabled there."""
     pid = create_project(label_studio, "polygons only 2", POLYGON_ONLY_CONFIG)
     api = f"{label_studio.url}/api/projects/{pid}/exports"
-    pk = requests.post(f"{api}/", headers=label_studio.headers, json={}, timeout=60).json()["id"]
-    resp = requests.post(f"{api}/{pk}/convert", headers=label_studio.headers, json={"export_type": FORMAT_NAME}, timeout=60)
+    pk = httpx.post(f"{api}/", headers=label_studio.headers, json={}, timeout=60).json()["id"]
+    resp = httpx.post(f"{api}/{pk}/convert", headers=label_studio.headers, json={"export_type": FORMAT_NAME}, timeout=60)
     assert resp.status_code == 400
     assert "KeyPointLabels" in resp.text, resp.text
 
@@ -229,7 +229,7 @@ def test_every_annotation_of_a_task_is_exported(label_studio: LabelStudioServer)
     square = [(20, 20), (60, 20), (60, 60), (20, 60)]
     first = label_studio.annotate(task_id, [polygon_result("p1", "animal", square, *size)])
     second = label_studio.annotate(task_id, [polygon_result("p2", "tool", square, *size)])
-    resp = requests.post(f"{label_studio.url}/api/tasks/{task_id}/annotations", headers=label_studio.headers,
+    resp = httpx.post(f"{label_studio.url}/api/tasks/{task_id}/annotations", headers=label_studio.headers,
                          json={"result": [], "was_cancelled": True}, timeout=60)
     resp.raise_for_status()
     cancelled = resp.json()["id"]

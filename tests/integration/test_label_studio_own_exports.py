@@ -11,8 +11,8 @@ import io
 import json
 import zipfile
 
+import httpx
 import pytest
-import requests
 
 from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
@@ -35,11 +35,11 @@ def test_label_studio_coco_and_yolo_exports_answer_200(label_studio: LabelStudio
         keypoint_result("kp", category.keypoints[0], 60, 50, *SIZE, parent_id="poly"),
     ])  # fmt: skip
     export = f"{label_studio.url}/api/projects/{project.id}/export"
-    coco = requests.get(export, params={"exportType": "COCO"}, headers=label_studio.headers, timeout=120)
+    coco = httpx.get(export, params={"exportType": "COCO"}, headers=label_studio.headers, timeout=120)
     assert coco.status_code == 200, coco.text[:500]
     with zipfile.ZipFile(io.BytesIO(coco.content)) as archive:
         data = json.loads(archive.read("result.json"))
     keypointed = [a for a in data["annotations"] if a.get("keypoints")]
     assert keypointed and keypointed[0]["num_keypoints"] == 1
-    yolo = requests.get(export, params={"exportType": "YOLO"}, headers=label_studio.headers, timeout=120)
+    yolo = httpx.get(export, params={"exportType": "YOLO"}, headers=label_studio.headers, timeout=120)
     assert yolo.status_code == 200, yolo.text[:500]

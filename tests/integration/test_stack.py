@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-import requests
 
 from jobqueue.connection import connect
 from stack.demo import DEMO_IMAGE, DEMO_TITLE
@@ -80,9 +80,9 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
         database = next((data_dir / "label-studio").glob("*.sqlite3"))
         assert stat.S_IMODE(database.stat().st_mode) & 0o077 == 0, oct(database.stat().st_mode)
         headers = {"Authorization": f"Token {creds['token']}"}
-        [demo] = requests.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
+        [demo] = httpx.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
         assert demo["title"] == DEMO_TITLE and demo["task_number"] == 1
-        formats = requests.get(f"{url}/api/projects/{demo['id']}/export/formats", headers=headers, timeout=30).json()
+        formats = httpx.get(f"{url}/api/projects/{demo['id']}/export/formats", headers=headers, timeout=30).json()
         assert any(f["name"] == "COCO_COMBINED" and not f.get("disabled") for f in formats)
     finally:
         text = stop(proc, tmp_path / "first.out")
@@ -95,7 +95,7 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
         second = wait_for_banner(proc, tmp_path / "second.out")
         assert creds["password"] not in second and creds["token"] not in second  # printed once, at creation
         assert "credentials.json" in second
-        projects = requests.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
+        projects = httpx.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
         assert [p["id"] for p in projects] == [demo["id"]], "a restart must reuse the demo project"
     finally:
         stop(proc, tmp_path / "second.out")
@@ -124,9 +124,9 @@ def wait_for_health(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(url, timeout=5).status_code == 200:
+            if httpx.get(url, timeout=5).status_code == 200:
                 return
-        except requests.RequestException:
+        except httpx.HTTPError:
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
         time.sleep(0.2)
@@ -155,7 +155,7 @@ def test_failed_children_are_restarted_and_label_studio_stays_up(tmp_path: Path)
             recovery[name] = time.monotonic() - killed_at
             assert f"[stack] {name} (pid {victim}) was killed by SIGKILL" in out.read_text()
             assert started_pids(out.read_text())["label-studio"] == [ls_pid], "Label Studio must not be restarted"
-            assert requests.get(ls_health, timeout=10).status_code == 200
+            assert httpx.get(ls_health, timeout=10).status_code == 200
         print(f"recovery after SIGKILL (s): {recovery}")
     finally:
         text = stop(proc, out)

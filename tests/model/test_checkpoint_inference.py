@@ -14,7 +14,8 @@ from pycocotools import mask as mask_utils
 from combined_coco.geometry import mask_to_polygons
 from combined_coco.images import read_image
 from multitask.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from multitask.inference import CANDIDATE_SCORE_FLOOR, DetectedInstance, TorchvisionPredictor
+from multitask.defaults import BOX_SCORE_FLOOR
+from multitask.inference import DetectedInstance, TorchvisionPredictor
 from multitask.model import ModelConfig
 from multitask.synthetic import SCHEMA
 
@@ -61,7 +62,7 @@ def test_predictor_api(checkpoint_path: Path, synthetic_json: Path) -> None:
 
 def test_an_empty_result_counts_the_candidates_under_the_threshold(checkpoint_path: Path) -> None:
     big = np.zeros((90, 160, 3), np.uint8)
-    [everything] = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=CANDIDATE_SCORE_FLOOR).predict([big])
+    [everything] = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=BOX_SCORE_FLOOR).predict([big])
     [none] = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=1.01).predict([big])
     assert none == [] and none.candidates == len(everything) > 0
     assert everything.candidates == len(everything)

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
+from multitask import defaults
 from tests.support.labelstudio import LabelStudioServer
 from tests.support.processes import free_port, stop_process
 
@@ -56,7 +57,9 @@ FAST_TRAINING_ENV = {
 }
 
 
-def random_checkpoint(path: Path, seed: int = 0, min_size: int = 320, max_size: int = 512) -> Path:
+def random_checkpoint(
+    path: Path, seed: int = 0, min_size: int = defaults.BACKEND_MIN_SIZE, max_size: int = defaults.BACKEND_MAX_SIZE
+) -> Path:
     """A real checkpoint of the light model, untrained: same code path and cost as a trained one."""
     from multitask import engines
 

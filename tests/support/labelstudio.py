@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import requests
+import httpx
 from label_studio_sdk import LabelStudio
 
 from stack.services import Credentials, label_studio_command, label_studio_env, wait_for_http
@@ -57,8 +57,8 @@ class LabelStudioServer:
         """
         files = {name: (name, data, "application/octet-stream") for name, data in images.items()}
         url = f"{self.url}/api/projects/{project_id}/import"
-        requests.post(url, headers=self.headers, files=files, timeout=120).raise_for_status()
-        listed = requests.get(
+        httpx.post(url, headers=self.headers, files=files, timeout=120).raise_for_status()
+        listed = httpx.get(
             f"{self.url}/api/tasks", headers=self.headers, params={"project": project_id, "page_size": 10_000}, timeout=60
         )
         listed.raise_for_status()
@@ -68,7 +68,7 @@ class LabelStudioServer:
     def annotate(self, task_id: int, result: list[dict]) -> int:
         """Store an annotation as the labeling UI does; returns its id."""
         url = f"{self.url}/api/tasks/{task_id}/annotations"
-        resp = requests.post(url, headers=self.headers, json={"result": result}, timeout=60)
+        resp = httpx.post(url, headers=self.headers, json={"result": result}, timeout=60)
         resp.raise_for_status()
         return resp.json()["id"]
 
