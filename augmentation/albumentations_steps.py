@@ -159,7 +159,9 @@ GEOMETRY_NEUTRAL = frozenset({"CoarseDropout", "GridDropout", "XYMasking", "Pixe
 
 # Non-affine warps (all sample the input through per-pixel maps ``map_x``/``map_y``): no matrix
 # exists, so instances go through their masks and are re-polygonized (see :mod:`augmentation.geometry_transform`).
-NON_AFFINE = frozenset({"GridDistortion", "OpticalDistortion", "ElasticTransform", "ThinPlateSpline", "PiecewiseAffine"})
+NON_AFFINE = frozenset(
+    {"GridDistortion", "OpticalDistortion", "ElasticTransform", "ThinPlateSpline", "PiecewiseAffine"}
+)
 
 
 @cache
@@ -198,7 +200,9 @@ def applied_steps(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shap
     out_shapes = in_shapes[1:] + [out_shape]
     steps: list[Step] = []
     current, pending = np.eye(3), False
-    for (name, params), i, o in zip(applied, in_shapes, out_shapes, strict=False):  # no step applied: one out_shape, no input
+    for (name, params), i, o in zip(
+        applied, in_shapes, out_shapes, strict=False
+    ):  # no step applied: one out_shape, no input
         kind = step_kind(name)
         if kind == "matrix":
             step = MATRIX_RULES[name](params, i, o)
@@ -212,7 +216,6 @@ def applied_steps(applied: Sequence[tuple[str, dict[str, Any]]], out_shape: Shap
             steps.append((Remap(params["map_x"], params["map_y"]), o))
             current, pending = np.eye(3), False
     return steps + [(current, out_shape)] if pending or not steps else steps
-
 
 
 def augment_sample(

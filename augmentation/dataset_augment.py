@@ -25,9 +25,10 @@ the copy; annotation ids on the merge order. Re-running any shard gives the same
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -75,7 +76,7 @@ class Options:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Options":
+    def from_dict(cls, data: dict[str, Any]) -> Options:
         return cls(**{**data, "limits": Limits(**data["limits"])})
 
 
@@ -150,15 +151,22 @@ def augment_image(
     base_id = index * options.per_image + 1
     slots: list[int] = ([0] if options.keep_originals else []) + list(range(1, options.copies + 1))
     for slot, copy_index in enumerate(slots):
-        entry = {**source, "id": base_id + slot, "source_image_id": source["id"], "aug_copy": copy_index,
-                 "source_file_name": str(_relative(source["file_name"]))}
+        entry = {
+            **source,
+            "id": base_id + slot,
+            "source_image_id": source["id"],
+            "aug_copy": copy_index,
+            "source_file_name": str(_relative(source["file_name"])),
+        }
         if copy_index == 0:
             entry["file_name"] = str(_relative(source["file_name"]))
             write_atomic(images_out / entry["file_name"], src_path.read_bytes())
             out.images.append(entry)
             out.annotations += [{**_without_id(a), "image_id": entry["id"]} for a in annotations]
             continue
-        sample = augment_sample(compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits)
+        sample = augment_sample(
+            compose, image, instances, sample_seed(options.seed, source["id"], copy_index), options.limits
+        )
         entry["file_name"] = augmented_name(source["file_name"], source["id"], copy_index)
         entry["height"], entry["width"] = sample.image.shape[:2]
         write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
@@ -199,7 +207,14 @@ def augment_range(
         source = images[index]
         try:
             part = augment_image(
-                source, index, by_image.get(source["id"], []), flip_indices, compose, image_root, out_dir / IMAGES_DIR, options
+                source,
+                index,
+                by_image.get(source["id"], []),
+                flip_indices,
+                compose,
+                image_root,
+                out_dir / IMAGES_DIR,
+                options,
             )
         except Exception as exc:  # reported per image with its id; the caller decides whether to fail
             shard.failures.append({"image_id": source["id"], "error": f"{type(exc).__name__}: {exc}"})
@@ -249,7 +264,9 @@ def augment_dataset(
     options = Options(read_pipeline(pipeline), copies=copies, seed=seed, keep_originals=keep_originals)
     total = len(coco["images"])
     with tqdm(total=total, disable=not progress, unit="img", desc="augment") as bar:
-        shard = augment_range(coco, schema, Path(image_root), Path(out_dir), options, 0, total, lambda done: bar.update(1))
+        shard = augment_range(
+            coco, schema, Path(image_root), Path(out_dir), options, 0, total, lambda done: bar.update(1)
+        )
     if shard.failures:
         raise AugmentationFailed(shard.failures)
     out_path = Path(out_dir) / OUTPUT_JSON

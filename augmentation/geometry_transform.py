@@ -166,8 +166,9 @@ def _transform_polygons(
     area = polygons_area(current)
     if clipped:  # the share left is measured against the whole object, transformed but not clipped
         total = product(steps)
-        full = polygons_area([map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist()
-                              for p in polygons])
+        full = polygons_area(
+            [map_points(total, np.asarray(p, dtype=np.float64).reshape(-1, 2)).ravel().tolist() for p in polygons]
+        )
     else:
         full = area
     if area < limits.min_area or area < limits.min_visible * full:
@@ -234,7 +235,9 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
     return out, area, [float(v) for v in mask_utils.toBbox(out)]
 
 
-def _transform_rle(inst: InstanceGeometry, steps: Sequence[Step], limits: Limits) -> tuple[dict, float, list[float]] | None:
+def _transform_rle(
+    inst: InstanceGeometry, steps: Sequence[Step], limits: Limits
+) -> tuple[dict, float, list[float]] | None:
     window: Window | None = inst.mask_window
     for m, shape in steps:
         window = _warp_window(window, m, shape)
@@ -294,7 +297,9 @@ def _mask_polygons(mask: np.ndarray, limits: Limits) -> list[FlatPolygon]:
     """Outer outlines of a mask (every corner kept), clipped to its frame: growing the pixel-centre
     contours by half a pixel can reach half a pixel past the frame."""
     h, w = mask.shape
-    return clean_polygons(mask_to_polygons(mask, None, limits.min_part_area), w, h, min_area=limits.min_part_area).polygons
+    return clean_polygons(
+        mask_to_polygons(mask, None, limits.min_part_area), w, h, min_area=limits.min_part_area
+    ).polygons
 
 
 def _transform_by_mask(

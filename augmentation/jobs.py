@@ -19,9 +19,10 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import redis
@@ -215,8 +216,15 @@ def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
     for k, (start, end) in enumerate(shards):
         job_id = meta[f"job:{k}"]
         state = job_state(conn, job_id, (_key(run_id, f"alive:{k}"), heartbeat))
-        shard_rows.append({"index": k, "images": [start, end], "job_id": job_id, "state": state,
-                           "done": end - start if state == "finished" else done.get(k, 0)})
+        shard_rows.append(
+            {
+                "index": k,
+                "images": [start, end],
+                "job_id": job_id,
+                "state": state,
+                "done": end - start if state == "finished" else done.get(k, 0),
+            }
+        )
     merge_state = job_state(conn, meta["merge_job"])
     if meta.get("result"):
         state = "finished"
@@ -254,5 +262,7 @@ def wait(
         if status["state"] in ("finished", "failed"):
             return status
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"augmentation run {run_id} not done after {timeout} s: {status['done']}/{status['total']} images")
+            raise TimeoutError(
+                f"augmentation run {run_id} not done after {timeout} s: {status['done']}/{status['total']} images"
+            )
         time.sleep(poll)

@@ -9,8 +9,9 @@ industrial parts live in ``presets/{light,medium,heavy}.yaml``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -36,7 +37,9 @@ def read_pipeline(spec: str | Path) -> dict[str, Any]:
         raise PipelineError(f"pipeline {str(spec)!r} is neither a preset ({', '.join(preset_names())}) nor a YAML file")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or "transform" not in data:
-        raise PipelineError(f"{path}: expected Albumentations' serialized form with a top-level 'transform' key (A.to_dict)")
+        raise PipelineError(
+            f"{path}: expected Albumentations' serialized form with a top-level 'transform' key (A.to_dict)"
+        )
     return data
 
 

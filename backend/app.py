@@ -34,9 +34,9 @@ import redis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
 from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
@@ -138,7 +138,9 @@ def create_app(
             predicts_pending -= 1
         log.info(
             "predict: %d task(s), model %s, %.0f ms",
-            len(payload.get("tasks") or []), response["model_version"], 1000 * (time.perf_counter() - started),
+            len(payload.get("tasks") or []),
+            response["model_version"],
+            1000 * (time.perf_counter() - started),
         )
         return response
 
@@ -171,7 +173,10 @@ def create_app(
             raise HTTPException(410, f"training job {payload.get('job')!r} is unknown or expired") from None
         latest = job.latest_result()
         failure = latest.exc_string if latest is not None and latest.exc_string else None
-        return {"job_status": job.get_status(refresh=False).value, "error": failure and failure.strip().splitlines()[-1]}
+        return {
+            "job_status": job.get_status(refresh=False).value,
+            "error": failure and failure.strip().splitlines()[-1],
+        }
 
     @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:

@@ -82,7 +82,9 @@ class LabelStudioClient:
     def label_config(self, project_id: int) -> str:
         response = self._get(f"{self.base_url}/api/projects/{project_id}")
         if response.status_code != 200:
-            raise LabelStudioError(f"Label Studio project {project_id}: HTTP {response.status_code} {response.text[:200]}")
+            raise LabelStudioError(
+                f"Label Studio project {project_id}: HTTP {response.status_code} {response.text[:200]}"
+            )
         return response.json()["label_config"]
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:
@@ -248,4 +250,3 @@ def decode_image(data: bytes, max_pixels: int, task_id: Any = None) -> np.ndarra
         raise MediaError(f"task {task_id}: image is {size}over MAX_IMAGE_PIXELS={max_pixels}") from None
     except ImageReadError as exc:
         raise MediaError(str(exc)) from None
-

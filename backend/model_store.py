@@ -21,10 +21,10 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from combined_coco.dataset import write_atomic
 from multitask import defaults
@@ -41,6 +41,8 @@ _VERSION_NAME = re.compile(r"v\d+-[0-9A-Za-z]+")  # what publish() writes; a poi
 
 class ModelUnavailable(RuntimeError):
     """The published version and every older one failed to load; the message says what to do."""
+
+
 # Fields every version summary has (null when a version predates them or did not measure them).
 SUMMARY_KEYS = ("started_from", "steps", "training_set_fit", "heldout", "beat_previous", "train_seconds")
 
@@ -117,7 +119,7 @@ class ModelStore:
         folder = self.project_dir(project_id)
         folder.mkdir(parents=True, exist_ok=True)
         numbers = [int(m.group(1)) for v in self.versions(project_id) if (m := _VERSION_RE.match(v))]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         version = f"v{max(numbers, default=0) + 1:04d}-{stamp}"
         staging = folder / f".{version}.partial"
         staging.mkdir()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import ModelCache, ModelStore
@@ -44,8 +45,11 @@ def preannotate_after_publish(
         summary = _preannotate(project_id, version, settings, store, report)
     except Exception as exc:  # noqa: BLE001 -- never fails the published version; the reason goes to the status
         log.exception("project %s: pre-annotating tasks with %s failed", project_id, version)
-        return {"state": "failed", "error": f"pre-annotation failed ({exc}); the version is published, "
-                "use Retrieve Predictions in the Data Manager instead"}
+        return {
+            "state": "failed",
+            "error": f"pre-annotation failed ({exc}); the version is published, "
+            "use Retrieve Predictions in the Data Manager instead",
+        }
     log.info("project %s: pre-annotation with %s: %s", project_id, version, summary)
     return summary
 

@@ -67,8 +67,7 @@ def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
     if candidates == 0:
         return "the model found no object candidates at all -- train longer or label more images"
     return (
-        f"0 of {candidates} detections above SCORE_THRESHOLD={score_threshold:g} -- "
-        "train longer or lower the threshold"
+        f"0 of {candidates} detections above SCORE_THRESHOLD={score_threshold:g} -- train longer or lower the threshold"
     )
 
 
@@ -96,7 +95,7 @@ class PredictionService:
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         tasks = payload.get("tasks") or []
         if not isinstance(tasks, list) or not all(isinstance(task, dict) for task in tasks):
-            raise ValueError("'tasks' must be a list of Label Studio task objects ({\"id\": ..., \"data\": {...}})")
+            raise ValueError('\'tasks\' must be a list of Label Studio task objects ({"id": ..., "data": {...}})')
         if not isinstance(payload.get("label_config") or "", str):
             raise ValueError("'label_config' must be the project's labeling config as an XML string")
         project_id = project_id_of(payload)
@@ -132,15 +131,17 @@ class PredictionService:
             detections = instances.pop(0)
             found = sorted(detections, key=lambda inst: -float(inst.score))[: self._settings.max_objects]
             height, width = image.shape[:2]
-            regions = task_regions(
-                found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px
-            )
+            regions = task_regions(found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px)
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             if not regions:
                 item["empty_reason"] = empty_reason(detections, self._settings.score_threshold)
-                log.info("project %s, task %s: model %s predicts nothing: %s",
-                         project_id, task.get("id"), version, item["empty_reason"])
+                log.info(
+                    "project %s, task %s: model %s predicts nothing: %s",
+                    project_id,
+                    task.get("id"),
+                    version,
+                    item["empty_reason"],
+                )
             results.append(item)
         return {"results": results, "model_version": version}
-

@@ -66,7 +66,8 @@ def task_regions(
         if not project_schema.has_category(inst.label):
             log.warning(
                 "model predicts label %r, which the project's labeling config no longer has; skipped "
-                "(add it back to the config or retrain)", inst.label,
+                "(add it back to the config or retrain)",
+                inst.label,
             )
             continue
         parent_id = None
@@ -110,21 +111,50 @@ class _ImageRegions:
 
     def polygon(self, label: str, points: np.ndarray, score: float) -> dict[str, Any]:
         assert self.controls.polygon is not None
-        return polygon_result(_region_id(), label, [self._inside(x, y) for x, y in points], self.width, self.height,
-                              from_name=self.controls.polygon, to_name=self.controls.image, score=score)
+        return polygon_result(
+            _region_id(),
+            label,
+            [self._inside(x, y) for x, y in points],
+            self.width,
+            self.height,
+            from_name=self.controls.polygon,
+            to_name=self.controls.image,
+            score=score,
+        )
 
     def rectangle(self, label: str, box: Sequence[float], score: float) -> dict[str, Any]:
         assert self.controls.rectangle is not None
         x1, y1 = self._inside(box[0], box[1])
         x2, y2 = self._inside(box[2], box[3])
-        return rectangle_result(_region_id(), label, x1, y1, x2 - x1, y2 - y1, self.width, self.height,
-                                from_name=self.controls.rectangle, to_name=self.controls.image, score=score)
+        return rectangle_result(
+            _region_id(),
+            label,
+            x1,
+            y1,
+            x2 - x1,
+            y2 - y1,
+            self.width,
+            self.height,
+            from_name=self.controls.rectangle,
+            to_name=self.controls.image,
+            score=score,
+        )
 
     def keypoint(self, name: str, x: float, y: float, score: float, parent_id: str) -> dict[str, Any]:
         assert self.controls.keypoint is not None
         px, py = self._inside(x, y)
-        return keypoint_result(_region_id(), name, px, py, self.width, self.height, parent_id=parent_id,
-                               from_name=self.controls.keypoint, to_name=self.controls.image, score=score)
+        return keypoint_result(
+            _region_id(),
+            name,
+            px,
+            py,
+            self.width,
+            self.height,
+            parent_id=parent_id,
+            from_name=self.controls.keypoint,
+            to_name=self.controls.image,
+            score=score,
+        )
 
 
 def _region_id() -> str:

@@ -27,9 +27,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from rq import Queue
@@ -118,7 +119,9 @@ class Runs:
         except redis.RedisError as exc:
             raise RedisUnavailable(f"Redis is not reachable, training was not started ({exc})") from None
         if not enqueued:
-            log.info("project %s: training requested (%s) while a run is active; it will run once more", project_id, reason)
+            log.info(
+                "project %s: training requested (%s) while a run is active; it will run once more", project_id, reason
+            )
             return TriggerResult(False, None)
         log.info("project %s: training job %s queued (%s)", project_id, job_id, reason)
         return TriggerResult(True, job_id)

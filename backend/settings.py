@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     retrain_lr: Number | None = Field(None, validation_alias="RETRAIN_LR")
     # annotated tasks needed before a share of them is held out for scoring
     holdout_min_tasks: Count = Field(10, validation_alias="HOLDOUT_MIN_TASKS")
-    holdout_share: Share = Field(0.2, validation_alias="HOLDOUT_SHARE")  # share of tasks held out (by a hash of the task id)
+    holdout_share: Share = Field(
+        0.2, validation_alias="HOLDOUT_SHARE"
+    )  # share of tasks held out (by a hash of the task id)
     # torch threads in a training job; 0: every core the worker may use
     train_threads: Count = Field(0, validation_alias="TRAIN_THREADS")
     train_batch_size: Count = Field(defaults.BATCH_SIZE, validation_alias="TRAIN_BATCH_SIZE")
@@ -143,7 +145,9 @@ class Settings(BaseSettings):
     # not the CLI's "auto": a worker shares its machine, a GPU is chosen explicitly
     train_device: str = Field("cpu", validation_alias="TRAIN_DEVICE")
     train_seed: Count = Field(defaults.SEED, validation_alias="TRAIN_SEED")
-    train_job_timeout: Count = Field(3 * 3600, validation_alias="TRAIN_JOB_TIMEOUT")  # seconds an RQ training job may run
+    train_job_timeout: Count = Field(
+        3 * 3600, validation_alias="TRAIN_JOB_TIMEOUT"
+    )  # seconds an RQ training job may run
     # a running job silent this long is dead (worker killed, Redis lost)
     train_heartbeat_seconds: Count = Field(60, validation_alias="TRAIN_HEARTBEAT_SECONDS")
 

@@ -15,9 +15,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from rq import get_current_job
@@ -62,7 +63,9 @@ def train_project_job(project_id: int) -> dict[str, Any]:
                 report(state="succeeded", phase="finished", finished_at=time.time(),
                        model_version=version, result=meta, preannotation=preannotation)  # fmt: skip
         except redis.ConnectionError as exc:
-            _report_failure(runs, project_id, job_id, f"lost the connection to Redis during the run ({exc}); start training again")
+            _report_failure(
+                runs, project_id, job_id, f"lost the connection to Redis during the run ({exc}); start training again"
+            )
             raise
         except Exception as exc:
             _report_failure(runs, project_id, job_id, str(exc))
@@ -242,7 +245,9 @@ def _task_hash(task_id: int) -> float:
 
 
 def _images_subset(coco: dict, urls: set[str], inside: bool) -> dict:
-    return _images_by_id(coco, {im["id"] for im in coco["images"] if (im.get("ls_image", im["file_name"]) in urls) == inside})
+    return _images_by_id(
+        coco, {im["id"] for im in coco["images"] if (im.get("ls_image", im["file_name"]) in urls) == inside}
+    )
 
 
 def _task_count(coco: dict) -> int:
@@ -271,7 +276,13 @@ def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: S
     try:
         previous = read_summary(path)
     except (OSError, ValueError, RuntimeError) as exc:
-        log.warning("project %s: version %s cannot be read (%s); starting from %s", project_id, current, exc, settings.train_init)
+        log.warning(
+            "project %s: version %s cannot be read (%s); starting from %s",
+            project_id,
+            current,
+            exc,
+            settings.train_init,
+        )
         return _Start(None, settings.train_steps, settings.train_lr, settings.train_init, None)
     if previous.continued_by(settings.train_engine, schema, settings.train_backbone):
         log.info("project %s: continuing from version %s (same classes and keypoints)", project_id, current)
@@ -360,7 +371,10 @@ def _previous_heldout(
         return None
     recorded = next((s.get("heldout") for s in store.version_summaries(project_id) if s["version"] == current), None)
     if isinstance(recorded, dict) and recorded.get("set") == digest:
-        return {"version": current, **{k: recorded.get(k) for k in ("bbox_AP", "segm_AP", "keypoints_AP") if k in recorded}}
+        return {
+            "version": current,
+            **{k: recorded.get(k) for k in ("bbox_AP", "segm_AP", "keypoints_AP") if k in recorded},
+        }
     try:
         scores = _scores(store.checkpoint(project_id, current), heldout, heldout.parent / "images", settings)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -374,7 +388,9 @@ def _beats(new: dict[str, Any] | None, previous: dict[str, Any] | None) -> bool 
     on the same tasks; None when either side has no held-out score."""
     if not new or not previous:
         return None
-    kinds = [k for k in ("bbox_AP", "segm_AP", "keypoints_AP") if new.get(k) is not None and previous.get(k) is not None]
+    kinds = [
+        k for k in ("bbox_AP", "segm_AP", "keypoints_AP") if new.get(k) is not None and previous.get(k) is not None
+    ]
     if not kinds:
         return None
     return sum(new[k] for k in kinds) > sum(previous[k] for k in kinds)
@@ -407,8 +423,10 @@ def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
             continue
         if image["file_name"] in fetched:
             if fetched[image["file_name"]] != image["ls_image"]:
-                raise TrainingError(f"task {image.get('ls_task_id')}: two different images are named "
-                                    f"{image['file_name']!r}; rename one of them in the storage")
+                raise TrainingError(
+                    f"task {image.get('ls_task_id')}: two different images are named "
+                    f"{image['file_name']!r}; rename one of them in the storage"
+                )
             continue
         target = (image_root / image["file_name"]).resolve()
         if target.parent != image_root.resolve():  # file names come from task URLs: stay inside the folder

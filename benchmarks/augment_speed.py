@@ -122,7 +122,9 @@ def speed(pipeline: dict, coco: dict, items, copies: int, repeats: int) -> dict[
         image_only(image=image)
 
     polygon_items = [(image, [a for a in anns if isinstance(a["segmentation"], list)]) for image, anns in items]
-    polygon_prepared = [(image, [instance_from_annotation(a, flip_indices) for a in anns]) for image, anns in polygon_items]
+    polygon_prepared = [
+        (image, [instance_from_annotation(a, flip_indices) for a in anns]) for image, anns in polygon_items
+    ]
     methods = {
         "image only": (run_image_only, items),
         "ours (polygons + RLE masks)": (lambda i, a, s: augment_sample(ours, i, a, s), prepared),
@@ -154,7 +156,12 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
             oh, ow = sample.image.shape[:2]
             _, paper_out = paper(image, anns, seed)
             outputs = {
-                "ours": [None if t is None else {"segmentation": t.segmentation, "keypoints": np.reshape(t.keypoints, (-1, 3))} for t in sample.instances],
+                "ours": [
+                    None
+                    if t is None
+                    else {"segmentation": t.segmentation, "keypoints": np.reshape(t.keypoints, (-1, 3))}
+                    for t in sample.instances
+                ],
                 "paper": paper_out,
             }
             for i, ann in enumerate(anns):
@@ -174,7 +181,7 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
                             clipped = clean_polygons(out["segmentation"], ow, oh, 0.0).polygons
                             s["iou"].append(iou(rasterize(clipped, oh, ow), rasterize(visible, oh, ow)))
                     got = out["keypoints"] if out is not None else np.zeros_like(src_kps)
-                    for k, (x, y, v) in enumerate(src_kps):
+                    for k, (_x, _y, v) in enumerate(src_kps):
                         tx, ty = truth_kps[k]
                         if v == 0 or not (0 <= tx < ow and 0 <= ty < oh):
                             continue
@@ -192,7 +199,9 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
             "instances": len(s["iou"]),
             "lost": s["lost"],
             "keypoints within 1 px": s["kp_ok"] / s["kp_n"] if s["kp_n"] else float("nan"),
-            f"left/right correct (of {s['lr_n']} in mirrored samples)": s["lr_ok"] / s["lr_n"] if s["lr_n"] else float("nan"),
+            f"left/right correct (of {s['lr_n']} in mirrored samples)": s["lr_ok"] / s["lr_n"]
+            if s["lr_n"]
+            else float("nan"),
         }
         for name, s in stats.items()
     }
@@ -217,16 +226,28 @@ def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[floa
     try:
         for n_workers in (1, 2):
             procs = [
-                subprocess.Popen([sys.executable, "-m", "jobqueue.worker", "--queues", "augment"], cwd=REPO, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    [sys.executable, "-m", "jobqueue.worker", "--queues", "augment"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 for _ in range(n_workers)
             ]
             while len(conn.smembers("rq:workers")) < n_workers:  # started and preloaded
                 time.sleep(0.2)
             cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
             start = time.perf_counter()
-            run = jobs.submit_run(conn, coco_path, coco_path.parent / "images", workdir / f"out{n_workers}",
-                                  pipeline="medium", copies=copies, shard_size=max(1, n_images // 8))
+            run = jobs.submit_run(
+                conn,
+                coco_path,
+                coco_path.parent / "images",
+                workdir / f"out{n_workers}",
+                pipeline="medium",
+                copies=copies,
+                shard_size=max(1, n_images // 8),
+            )
             status = jobs.wait(conn, run, timeout=1800, poll=0.1)
             elapsed = time.perf_counter() - start
             assert status["state"] == "finished", status
@@ -259,7 +280,9 @@ def main() -> None:
         times = speed(pipeline, coco, items, args.copies, args.repeats)
         base = times["image only"]
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-        print(f"## Speed, medium preset, 1280x720, one core, CPU time ({len(items)} images x {args.copies} copies, best of {args.repeats})\n")
+        print(
+            f"## Speed, medium preset, 1280x720, one core, CPU time ({len(items)} images x {args.copies} copies, best of {args.repeats})\n"
+        )
         print("| method | ms / image | images/s | vs image only |\n|---|---|---|---|")
         for name, t in times.items():
             print(f"| {name} | {1000 * t:.1f} | {1 / t:.1f} | {t / base:.2f}x |")
@@ -268,13 +291,19 @@ def main() -> None:
         keys = list(next(iter(table.values())))
         print("| method | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|")
         for name, row in table.items():
-            print(f"| {name} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+            print(
+                f"| {name} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
+            )
         os.sched_setaffinity(0, cores)
         if args.scaling_images:
-            scale_path = write_parts_dataset(Path(tmp) / "scale", args.scaling_images, 1280, 720, 8, seed=12, suffix=".jpg")
+            scale_path = write_parts_dataset(
+                Path(tmp) / "scale", args.scaling_images, 1280, 720, 8, seed=12, suffix=".jpg"
+            )
             rates = scaling(scale_path, args.copies, Path(tmp))
             print(f"\nload average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            print(f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, submit to merged json, incl. JPEG I/O\n")
+            print(
+                f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, submit to merged json, incl. JPEG I/O\n"
+            )
             print("| workers | images/s (wall) | speed-up | worker CPU ms / image |\n|---|---|---|---|")
             for n, (rate, cpu) in rates.items():
                 print(f"| {n} | {rate:.1f} | {rate / rates[1][0]:.2f}x | {1000 * cpu:.1f} |")

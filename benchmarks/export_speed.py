@@ -47,8 +47,8 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -76,15 +76,29 @@ def make_export(n_tasks: int, n_objects: int, schema: Schema, seed: int = 0, *, 
             category = schema.categories[n % len(schema.categories)]
             cx, cy = (n % cols + 0.5) * cw, (n // cols + 0.5) * ch
             r = min(cw, ch) * 0.4
-            outline = [(cx + r * rng.uniform(0.7, 1.0) * math.cos(a * math.pi / 6),
-                        cy + r * rng.uniform(0.7, 1.0) * math.sin(a * math.pi / 6)) for a in range(12)]
+            outline = [
+                (
+                    cx + r * rng.uniform(0.7, 1.0) * math.cos(a * math.pi / 6),
+                    cy + r * rng.uniform(0.7, 1.0) * math.sin(a * math.pi / 6),
+                )
+                for a in range(12)
+            ]
             pid = f"t{t}o{n}"
             results.append(polygon_result(pid, category.name, outline, W, H))
             nested = n % 2 == 0 and not dense
             for k, name in enumerate(category.keypoints[:1] if dense else category.keypoints):
                 angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.6 * r)
-                results.append(keypoint_result(f"{pid}k{k}", name, cx + dist * math.cos(angle),
-                                               cy + dist * math.sin(angle), W, H, parent_id=pid if nested else None))
+                results.append(
+                    keypoint_result(
+                        f"{pid}k{k}",
+                        name,
+                        cx + dist * math.cos(angle),
+                        cy + dist * math.sin(angle),
+                        W,
+                        H,
+                        parent_id=pid if nested else None,
+                    )
+                )
         tasks.append(task(t, f"/data/upload/1/{t:08x}-image_{t}.jpg", results))
     return tasks
 
@@ -117,11 +131,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dense", action="store_true", help="one task with many objects: time per object count")
     parser.add_argument("--dense-sizes", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--labelstudio", action="store_true",
-                        help="end to end: time the Export request of a real Label Studio (JSON vs COCO_COMBINED)")
+    parser.add_argument(
+        "--labelstudio",
+        action="store_true",
+        help="end to end: time the Export request of a real Label Studio (JSON vs COCO_COMBINED)",
+    )
     parser.add_argument("--import-batch", type=int, default=1000, help="tasks per import request (--labelstudio)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="a new dir for Label Studio's data + log, kept (--labelstudio); default: a temporary dir")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="a new dir for Label Studio's data + log, kept (--labelstudio); default: a temporary dir",
+    )
     args = parser.parse_args()
     if args.dense:
         dense(args)
@@ -156,14 +177,17 @@ def in_process(args: argparse.Namespace) -> None:
         t_dump = best_of(args.repeat, load_dump)
         try:
             t_ls_coco: tuple[float, float] | None = best_of(
-                1, lambda: ls_coco.convert(str(export), str(Path(tmp) / "ls_coco"), "COCO", is_dir=False))
+                1, lambda: ls_coco.convert(str(export), str(Path(tmp) / "ls_coco"), "COCO", is_dir=False)
+            )
         except Exception as exc:  # the SDK's COCO exporter is not ours to fix; report and go on
             print(f"(d) Label Studio COCO export failed: {type(exc).__name__}: {exc}")
             t_ls_coco = None
 
-    rows = [("(a) Label Studio JSON export path (Converter 'JSON', is_dir=False)", t_json),
-            ("(b) combined COCO convert_export_file", t_ours),
-            ("(c) json.load + json.dump of the export", t_dump)]
+    rows = [
+        ("(a) Label Studio JSON export path (Converter 'JSON', is_dir=False)", t_json),
+        ("(b) combined COCO convert_export_file", t_ours),
+        ("(c) json.load + json.dump of the export", t_dump),
+    ]
     if t_ls_coco is not None:
         rows.append(("(d) Label Studio COCO export (Converter 'COCO', 1 run)", t_ls_coco))
     print(f"{'':66s} {'wall s':>8s} {'cpu s':>8s}")
@@ -171,8 +195,10 @@ def in_process(args: argparse.Namespace) -> None:
         print(f"{name:66s} {wall:8.3f} {cpu:8.3f}")
     for name, (wall, cpu) in rows:
         if name[:3] != "(b)":
-            print(f"(b)/{name[:3]}: {t_ours[0] / wall:6.2f}x wall, {t_ours[1] / max(cpu, 1e-9):6.2f}x cpu"
-                  + ("   (target <= 1.5x)" if name[:3] == "(a)" else ""))
+            print(
+                f"(b)/{name[:3]}: {t_ours[0] / wall:6.2f}x wall, {t_ours[1] / max(cpu, 1e-9):6.2f}x cpu"
+                + ("   (target <= 1.5x)" if name[:3] == "(a)" else "")
+            )
 
 
 def dense(args: argparse.Namespace) -> None:
@@ -185,7 +211,7 @@ def dense(args: argparse.Namespace) -> None:
             export.write_text(json.dumps(make_export(1, n, schema, dense=True)))
             result = None
 
-            def run() -> None:
+            def run(export: Path = export) -> None:
                 nonlocal result
                 result = convert_export_file(export, Path(tmp) / "coco.json", config)
 
@@ -230,24 +256,34 @@ def end_to_end(args: argparse.Namespace) -> None:
     print(f"Label Studio up at {ls.url} in {time.perf_counter() - t0:.0f} s (log: {ls.log})", flush=True)
     pid = ls.client.projects.create(title=f"export benchmark {args.tasks}x{args.objects}", label_config=config).id
 
-    tasks = [{"data": t["data"], "annotations": [{"result": t["annotations"][0]["result"]}]}
-             for t in make_export(args.tasks, args.objects, schema)]
+    tasks = [
+        {"data": t["data"], "annotations": [{"result": t["annotations"][0]["result"]}]}
+        for t in make_export(args.tasks, args.objects, schema)
+    ]
     t0 = time.perf_counter()
     for i in range(0, len(tasks), args.import_batch):
-        resp = httpx.post(f"{ls.url}/api/projects/{pid}/import", headers=ls.headers,
-                             json=tasks[i:i + args.import_batch], timeout=1800)
+        resp = httpx.post(
+            f"{ls.url}/api/projects/{pid}/import",
+            headers=ls.headers,
+            json=tasks[i : i + args.import_batch],
+            timeout=1800,
+        )
         if resp.status_code >= 300:
             raise SystemExit(f"import failed: HTTP {resp.status_code}: {resp.text[:2000]}")
     n_tasks = ls.client.projects.get(pid).task_number
-    print(f"imported {n_tasks} tasks with annotations into project {pid} in {time.perf_counter() - t0:.0f} s "
-          f"({args.import_batch} per request)", flush=True)
+    print(
+        f"imported {n_tasks} tasks with annotations into project {pid} in {time.perf_counter() - t0:.0f} s "
+        f"({args.import_batch} per request)",
+        flush=True,
+    )
     if n_tasks != args.tasks:
         raise SystemExit(f"expected {args.tasks} tasks in the project, found {n_tasks}")
 
     def export(fmt: str) -> tuple[float, float, bytes]:
         cpu, wall = _server_cpu_seconds(), time.perf_counter()
-        resp = httpx.get(f"{ls.url}/api/projects/{pid}/export", params={"exportType": fmt},
-                            headers=ls.headers, timeout=1800)
+        resp = httpx.get(
+            f"{ls.url}/api/projects/{pid}/export", params={"exportType": fmt}, headers=ls.headers, timeout=1800
+        )
         body = resp.content  # the full body, as the browser downloads it
         wall, cpu = time.perf_counter() - wall, _server_cpu_seconds() - cpu
         if resp.status_code != 200:
@@ -269,15 +305,16 @@ def end_to_end(args: argparse.Namespace) -> None:
                 n_ann, expected = len(json.loads(body)["annotations"]), args.tasks * args.objects
                 if n_ann != expected:
                     raise SystemExit(f"COCO_COMBINED export has {n_ann} annotations, expected {expected}")
-                print(f"  COCO_COMBINED: {n_ann} annotations = {args.tasks} tasks x {args.objects} objects",
-                      flush=True)
+                print(f"  COCO_COMBINED: {n_ann} annotations = {args.tasks} tasks x {args.objects} objects", flush=True)
 
     best = {f: (min(w for w, _ in runs[f]), min(c for _, c in runs[f])) for f in formats}
     print(f"\nend to end through Label Studio: {args.tasks} tasks x {args.objects} objects, best of {args.repeat}")
     print(f"{'':52s} {'wall s':>8s} {'server cpu s':>13s} {'MB':>7s}")
     for f in formats:
-        print(f"{'GET /api/projects/{id}/export?exportType=' + f:52s} {best[f][0]:8.2f} {best[f][1]:13.2f} "
-              f"{sizes[f] / 1e6:7.1f}")
+        print(
+            f"{'GET /api/projects/{id}/export?exportType=' + f:52s} {best[f][0]:8.2f} {best[f][1]:13.2f} "
+            f"{sizes[f] / 1e6:7.1f}"
+        )
     ratio_wall, ratio_cpu = (best["COCO_COMBINED"][i] / max(best["JSON"][i], 1e-9) for i in (0, 1))
     print(f"COCO_COMBINED / JSON: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x server cpu   (target <= 1.5x)")
 

@@ -83,11 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight at once")
     parser.add_argument("--image-size", default="640x480", help="WxH of the task image (default 640x480)")
-    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint with the generic.xml schema (returns objects)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a trained checkpoint with the generic.xml schema (returns objects)"
+    )
     parser.add_argument("--score-threshold", type=float, default=0.5, help="backend SCORE_THRESHOLD with --checkpoint")
     parser.add_argument("--max-objects", type=int, default=50, help="backend MAX_OBJECTS_PER_IMAGE with --checkpoint")
-    parser.add_argument("--forced-detections", type=int, default=10,
-                        help="without --checkpoint: objects per image forced out of the random-init model")
+    parser.add_argument(
+        "--forced-detections",
+        type=int,
+        default=10,
+        help="without --checkpoint: objects per image forced out of the random-init model",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.image_size.lower().split("x"))
@@ -128,13 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             media.stop()
 
     model = args.checkpoint or f"random init, light backbone, {args.forced_detections} detections forced"
-    print(f"model {version} ({model}), image {width}x{height}, {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{args.requests} requests, {args.concurrency} concurrent: {len(errors)} errors, wall {wall:.1f} s, "
-          f"{args.requests / wall:.2f} req/s")
+    print(
+        f"model {version} ({model}), image {width}x{height}, {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{args.requests} requests, {args.concurrency} concurrent: {len(errors)} errors, wall {wall:.1f} s, "
+        f"{args.requests / wall:.2f} req/s"
+    )
     if latencies:
-        print(f"latency p50 {percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s, "
-              f"max {max(latencies):.2f} s; regions per task: {statistics.mean(regions) if regions else 0:.1f}")
+        print(
+            f"latency p50 {percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s, "
+            f"max {max(latencies):.2f} s; regions per task: {statistics.mean(regions) if regions else 0:.1f}"
+        )
     for error in errors[:5]:
         print("error:", error)
     return 1 if errors else 0

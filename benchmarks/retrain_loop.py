@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from combined_coco.config_from_description import config_from_description  # noqa: E402
 from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
-from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
+from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer, shared_label_studio  # noqa: E402
 
 EXAMPLE = """example:
@@ -144,7 +144,9 @@ def png(image: Any) -> bytes:
 class Loop:
     """The running services and the two projects of one ``--init``."""
 
-    def __init__(self, ls: LabelStudioServer, backend_url: str, worker: Process, model_dir: Path, load: list[float]) -> None:
+    def __init__(
+        self, ls: LabelStudioServer, backend_url: str, worker: Process, model_dir: Path, load: list[float]
+    ) -> None:
         self.ls, self.backend_url, self.worker, self.model_dir = ls, backend_url, worker, model_dir
         self.load = load  # 1-minute load average, sampled while training
 
@@ -189,7 +191,9 @@ class Loop:
         return httpx.get(f"{self.backend_url}/runs/{project_id}", timeout=30).json()
 
 
-def score_on_test_set(checkpoint: Path, test_json: Path, tolerance: float) -> tuple[dict[str, float], tuple[float, float] | None]:
+def score_on_test_set(
+    checkpoint: Path, test_json: Path, tolerance: float
+) -> tuple[dict[str, float], tuple[float, float] | None]:
     """AP of a served checkpoint on the fixed test set, and polygon vertex medians before/after simplification."""
     import numpy as np
 
@@ -211,7 +215,9 @@ def score_on_test_set(checkpoint: Path, test_json: Path, tolerance: float) -> tu
     return ap, ((statistics.median(raw), statistics.median(simple)) if raw else None)
 
 
-def run_init(loop: Loop, init: str, config: str, coco: dict, pixels: list, test_json: Path, tolerance: float) -> list[RunResult]:
+def run_init(
+    loop: Loop, init: str, config: str, coco: dict, pixels: list, test_json: Path, tolerance: float
+) -> list[RunResult]:
     schema = Schema.from_label_config(config)
     images = {info["file_name"]: png(p) for info, p in zip(coco["images"], pixels)}
     names = [info["file_name"] for info in coco["images"]]
@@ -252,8 +258,18 @@ def fmt(value: Any) -> str:
 
 def report(results: list[RunResult], load: str) -> None:
     print(f"\nmeasured under load: {load}")
-    header = ["run", "init", "tasks", "started_from", "steps", "trigger->served s", "train s",
-              "held-out tasks", *(f"held-out {k}" for k in AP_KINDS), *(f"test {k}" for k in AP_KINDS)]
+    header = [
+        "run",
+        "init",
+        "tasks",
+        "started_from",
+        "steps",
+        "trigger->served s",
+        "train s",
+        "held-out tasks",
+        *(f"held-out {k}" for k in AP_KINDS),
+        *(f"test {k}" for k in AP_KINDS),
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in results:
@@ -264,29 +280,43 @@ def report(results: list[RunResult], load: str) -> None:
         print("| " + " | ".join(fmt(v) for v in row) + " |")
     vertices = [r.vertices for r in results if r.vertices]
     if vertices:
-        print("polygon vertices per predicted object (median, test set): "
-              + ", ".join(f"{r.name} ({r.init}) {v[0]:g} -> {v[1]:g}" for r in results if (v := r.vertices)))
+        print(
+            "polygon vertices per predicted object (median, test set): "
+            + ", ".join(f"{r.name} ({r.init}) {v[0]:g} -> {v[1]:g}" for r in results if (v := r.vertices))
+        )
     for init in dict.fromkeys(r.init for r in results):
-        first, warm = (next(r for r in results if r.init == init and r.name == n) for n in ("first run", "warm-start retrain"))
+        first, warm = (
+            next(r for r in results if r.init == init and r.name == n) for n in ("first run", "warm-start retrain")
+        )
         better = all(warm.test_ap.get(k, 0) >= first.test_ap.get(k, 0) for k in AP_KINDS)
-        print(f"init={init}: first run {first.served_s:.0f} s (target <= {TARGET_FIRST_S}), "
-              f"retrain {warm.served_s:.0f} s (target <= {TARGET_RETRAIN_S}), "
-              f"retrain test AP >= first-run test AP: {'yes' if better else 'no'}")
+        print(
+            f"init={init}: first run {first.served_s:.0f} s (target <= {TARGET_FIRST_S}), "
+            f"retrain {warm.served_s:.0f} s (target <= {TARGET_RETRAIN_S}), "
+            f"retrain test AP >= first-run test AP: {'yes' if better else 'no'}"
+        )
 
 
 def describe_load(samples: list[float]) -> str:
     if not samples:
         return f"{os.cpu_count()} cores"
-    return (f"{os.cpu_count()} cores, 1-min load average while training: median {statistics.median(samples):.1f}, "
-            f"max {max(samples):.1f} (other work shares the cores)")
+    return (
+        f"{os.cpu_count()} cores, 1-min load average while training: median {statistics.median(samples):.1f}, "
+        f"max {max(samples):.1f} (other work shares the cores)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help=f"tiny runs ({QUICK.train_steps}/{QUICK.retrain_steps} steps, "
                         f"{QUICK.size} px): checks the loop, not the model")  # fmt: skip
-    parser.add_argument("--inits", default="none", help="comma-separated TRAIN_INIT values to compare (coco, imagenet, none, a path)")
-    parser.add_argument("--work-dir", type=Path, help="Label Studio data, models and logs (default: a temporary folder)")
+    parser.add_argument(
+        "--inits", default="none", help="comma-separated TRAIN_INIT values to compare (coco, imagenet, none, a path)"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="Label Studio data, models and logs (default: a temporary folder)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -301,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     config = scene_config()
     coco, pixels = synthetic_coco(FIRST_TASKS + MORE_TASKS, profile.size, args.seed, scenes=True)
-    test_json = write_synthetic_dataset(root / "test-set", profile.test_images, profile.size, args.seed + 1000, scenes=True)
+    test_json = write_synthetic_dataset(
+        root / "test-set", profile.test_images, profile.size, args.seed + 1000, scenes=True
+    )
     test = json.loads(test_json.read_text())
     test["categories"] = Schema.from_label_config(config).to_coco_categories("global")  # as the backend trains
     test_json.write_text(json.dumps(test))
@@ -321,7 +353,15 @@ def main(argv: list[str] | None = None) -> int:
                 backend_url, backend = start_backend(env, root / "backend.log")
             worker = start_worker(env, root / f"worker-{init.replace('/', '_')}.log")
             print(f"init={init}: services up after {time.monotonic() - started:.0f} s", flush=True)
-            results += run_init(Loop(ls, backend_url, worker, root / "models", samples), init, config, coco, pixels, test_json, tolerance)
+            results += run_init(
+                Loop(ls, backend_url, worker, root / "models", samples),
+                init,
+                config,
+                coco,
+                pixels,
+                test_json,
+                tolerance,
+            )
             worker.stop()
             worker = None
     finally:

@@ -93,8 +93,15 @@ def _child(heads: list[tuple[bool, bool]], args: dict, barrier, results) -> None
                 detections.append(len(model(image)[0]["boxes"]))
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    results.put({"median_s": statistics.median(times), "min_s": min(times), "peak_rss_mib": peak,
-                 "model_rss_mib": peak - baseline, "detections": sorted(set(detections))})
+    results.put(
+        {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "peak_rss_mib": peak,
+            "model_rss_mib": peak - baseline,
+            "detections": sorted(set(detections)),
+        }
+    )
 
 
 def _engine_child(engine_name: str, args: dict, results) -> None:
@@ -123,8 +130,15 @@ def _engine_child(engine_name: str, args: dict, results) -> None:
         detections.append(len(predictor.predict(image)[0]))
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results.put({"median_s": statistics.median(times), "min_s": min(times), "peak_rss_mib": peak,
-                 "model_rss_mib": peak - baseline, "detections": sorted(set(detections))})
+    results.put(
+        {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "peak_rss_mib": peak,
+            "model_rss_mib": peak - baseline,
+            "detections": sorted(set(detections)),
+        }
+    )
 
 
 def measure_engine(engine_name: str, args: dict) -> dict:
@@ -144,7 +158,9 @@ def measure(name: str, args: dict) -> dict:
     results = ctx.Queue()
     if name == PARALLEL:
         barrier = ctx.Barrier(2)
-        procs = [ctx.Process(target=_child, args=(h, args, barrier, results)) for h in ([(True, False)], [(False, True)])]
+        procs = [
+            ctx.Process(target=_child, args=(h, args, barrier, results)) for h in ([(True, False)], [(False, True)])
+        ]
     else:
         procs = [ctx.Process(target=_child, args=(CONFIGS[name], args, None, results))]
     for p in procs:
@@ -165,7 +181,9 @@ def measure(name: str, args: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="mobilenet_v3_large_fpn", choices=["mobilenet_v3_large_fpn", "resnet50_fpn"])
+    parser.add_argument(
+        "--backbone", default="mobilenet_v3_large_fpn", choices=["mobilenet_v3_large_fpn", "resnet50_fpn"]
+    )
     parser.add_argument("--iters", type=int, default=5, help="timed images per configuration")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--detections", type=int, default=20, help="detections per image, forced for every model")
@@ -174,21 +192,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--configs", nargs="*", default=[*CONFIGS, PARALLEL], choices=[*CONFIGS, PARALLEL])
-    parser.add_argument("--engines", nargs="*", default=[], choices=["torchvision", "detectron2"],
-                        help="also time each engine's multi-task R50-FPN predictor (side by side)")
+    parser.add_argument(
+        "--engines",
+        nargs="*",
+        default=[],
+        choices=["torchvision", "detectron2"],
+        help="also time each engine's multi-task R50-FPN predictor (side by side)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the numbers as JSON")
     ns = parser.parse_args(argv)
     args = vars(ns)
-    print(f"Table II, {ns.backbone if ns.configs else 'engines'}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
-          f"{ns.iters} timed iterations after {ns.warmup} warm-up, {mp.cpu_count()} CPU cores")
+    print(
+        f"Table II, {ns.backbone if ns.configs else 'engines'}, {ns.width}x{ns.height}, {ns.detections} detections/image, "
+        f"{ns.iters} timed iterations after {ns.warmup} warm-up, {mp.cpu_count()} CPU cores"
+    )
     rows: dict[str, dict] = {}
     if ns.configs:
         print(f"{'model':<10} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
     for name in ns.configs:
         rows[name] = measure(name, args)
         r = rows[name]
-        print(f"{name:<10} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['peak_rss_mib']:>13.0f}"
-              f" {r['model_rss_mib']:>14.0f}  {r['detections']}")
+        print(
+            f"{name:<10} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['peak_rss_mib']:>13.0f}"
+            f" {r['model_rss_mib']:>14.0f}  {r['detections']}"
+        )
     ratios = {}
     if "multitask" in rows:
         mt = rows["multitask"]
@@ -200,20 +227,26 @@ def main(argv: list[str] | None = None) -> dict:
                     "model_rss_ratio": mt["model_rss_mib"] / rows[pair]["model_rss_mib"],
                 }
                 r = ratios[pair]
-                print(f"multitask vs {pair}: {r['speedup']:.2f}x faster (target >= 1.8x), peak RSS x{r['peak_rss_ratio']:.2f},"
-                      f" model RSS x{r['model_rss_ratio']:.2f} (target <= 0.75x)")
+                print(
+                    f"multitask vs {pair}: {r['speedup']:.2f}x faster (target >= 1.8x), peak RSS x{r['peak_rss_ratio']:.2f},"
+                    f" model RSS x{r['model_rss_ratio']:.2f} (target <= 0.75x)"
+                )
         if ns.backbone == "mobilenet_v3_large_fpn":
             verdict = "meets" if mt["min_s"] <= 1.0 else "misses"
-            print(f"light backbone, multi-task model: {mt['min_s']:.2f} s/image (min; median {mt['median_s']:.2f})"
-                  f" at {ns.width}x{ns.height} ({verdict} the <= 1 s target)")
+            print(
+                f"light backbone, multi-task model: {mt['min_s']:.2f} s/image (min; median {mt['median_s']:.2f})"
+                f" at {ns.width}x{ns.height} ({verdict} the <= 1 s target)"
+            )
     engine_rows: dict[str, dict] = {}
     if ns.engines:
         print(f"multi-task R50-FPN per engine, through Predictor.predict ({ns.detections} detections forced):")
         print(f"{'engine':<12} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'model RSS MiB':>14}  detections")
     for name in ns.engines:
         engine_rows[name] = r = measure_engine(name, args)
-        print(f"{name:<12} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['peak_rss_mib']:>13.0f}"
-              f" {r['model_rss_mib']:>14.0f}  {r['detections']}")
+        print(
+            f"{name:<12} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['peak_rss_mib']:>13.0f}"
+            f" {r['model_rss_mib']:>14.0f}  {r['detections']}"
+        )
     out = {"settings": args | {"json_out": None}, "rows": rows, "ratios": ratios, "engines": engine_rows}
     if ns.json_out:
         ns.json_out.write_text(json.dumps(out, indent=2))

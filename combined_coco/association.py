@@ -165,17 +165,33 @@ def assign_keypoints(
     for kp in regions.keypoints:
         target = by_region.get(kp.parent_id) if kp.parent_id else None
         if kp.parent_id and target is None:
-            what = ("another keypoint" if kp.parent_id in keypoint_ids
-                    else "not a polygon, rectangle or brush that could be converted")
-            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} is nested under {kp.parent_id!r}, which is "
-                                f"{what}; placed by position instead"))
+            what = (
+                "another keypoint"
+                if kp.parent_id in keypoint_ids
+                else "not a polygon, rectangle or brush that could be converted"
+            )
+            issues.append(
+                Issue(
+                    task_id,
+                    kp.id,
+                    f"keypoint {kp.label!r} is nested under {kp.parent_id!r}, which is "
+                    f"{what}; placed by position instead",
+                )
+            )
         if target is None:
             target = next((by_region[o] for o in related.get(kp.id, ()) if o in by_region), None)
         if target is None:
             by_position.append(kp)
         elif kp.label not in applies[target.label]:
-            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} does not apply to category "
-                                f"{target.label!r} (see its category= in the labeling config); skipped", "error"))
+            issues.append(
+                Issue(
+                    task_id,
+                    kp.id,
+                    f"keypoint {kp.label!r} does not apply to category "
+                    f"{target.label!r} (see its category= in the labeling config); skipped",
+                    "error",
+                )
+            )
         else:
             placed.append((kp, target))
     # Explicit links first, so a stray unnested point cannot take the slot of a nested one.
@@ -183,16 +199,30 @@ def assign_keypoints(
     for kp, around in zip(by_position, nearby):
         target = _by_position(kp, [i for i in around if kp.label in applies[i.label]], max_distance)
         if target is None:
-            issues.append(Issue(task_id, kp.id, f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
-                                "or near an object it applies to; nest it under its polygon in Label Studio; "
-                                "skipped", "error"))
+            issues.append(
+                Issue(
+                    task_id,
+                    kp.id,
+                    f"keypoint {kp.label!r} at ({kp.x:.1f}, {kp.y:.1f}) is not inside "
+                    "or near an object it applies to; nest it under its polygon in Label Studio; "
+                    "skipped",
+                    "error",
+                )
+            )
         else:
             placed.append((kp, target))
     for kp, target in placed:
         first = target.keypoints.get(kp.label)
         if first is not None:
-            issues.append(Issue(task_id, kp.id, f"object {target.regions[0].id} already has keypoint {kp.label!r} "
-                                f"(region {first.id}); this second one is skipped", "error"))
+            issues.append(
+                Issue(
+                    task_id,
+                    kp.id,
+                    f"object {target.regions[0].id} already has keypoint {kp.label!r} "
+                    f"(region {first.id}); this second one is skipped",
+                    "error",
+                )
+            )
         else:
             target.keypoints[kp.label] = kp
 
@@ -207,8 +237,9 @@ def _nearby(
     boxes = np.array([inst.bbox for inst in instances], dtype=float)
     tree = shapely.STRtree(shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]))
     xy = np.array([(kp.x, kp.y) for kp in keypoints], dtype=float)
-    reach = shapely.box(xy[:, 0] - max_distance, xy[:, 1] - max_distance, xy[:, 0] + max_distance,
-                        xy[:, 1] + max_distance)
+    reach = shapely.box(
+        xy[:, 0] - max_distance, xy[:, 1] - max_distance, xy[:, 0] + max_distance, xy[:, 1] + max_distance
+    )
     which, found = tree.query(reach)  # pairs whose envelopes intersect
     pairs = np.lexsort((found, which))  # by keypoint, then drawing order (ties resolve as without the index)
     out: list[list[AssociatedObject]] = [[] for _ in keypoints]
@@ -217,7 +248,9 @@ def _nearby(
     return out
 
 
-def _by_position(kp: KeypointRegion, candidates: list[AssociatedObject], max_distance: float) -> AssociatedObject | None:
+def _by_position(
+    kp: KeypointRegion, candidates: list[AssociatedObject], max_distance: float
+) -> AssociatedObject | None:
     """The smallest candidate containing the point, else the nearest within ``max_distance``."""
     inside = [i for i in candidates if _contains(i, kp.x, kp.y)]
     if inside:

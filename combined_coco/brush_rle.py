@@ -32,8 +32,9 @@ def ls_brush_to_coco_rle(rle: list[int] | None, width: int, height: int) -> dict
     # The first 32 bits say how many values follow; the decoder allocates that many before reading them.
     declared = int.from_bytes(bytes(rle[:4]), "big")
     if declared != width * height * 4:
-        raise BrushDecodeError(f"brush RLE declares {declared} values, expected {width}x{height}x4 = "
-                               f"{width * height * 4}")
+        raise BrushDecodeError(
+            f"brush RLE declares {declared} values, expected {width}x{height}x4 = {width * height * 4}"
+        )
     try:
         flat = decode_rle(rle)
     except Exception as exc:  # the decoder raises bare IndexError/ValueError on truncated data

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -41,8 +41,20 @@ from combined_coco.schema import Schema, SchemaError
 # h o e m k w p r v b, [ ], u (unselect), shift+1/shift+2 (zoom) and shift+r (3-point rectangle).
 LABEL_HOTKEYS = tuple("1234567890acdfgijlnqstxy") + tuple(f"shift+{c}" for c in "acdfgijlnqstxy")
 
-_PALETTE = ["#2E86DE", "#E67E22", "#27AE60", "#C0392B", "#8E44AD", "#16A085", "#F1C40F", "#D35400",
-            "#2C3E50", "#E84393", "#00CEC9", "#6C5CE7"]
+_PALETTE = [
+    "#2E86DE",
+    "#E67E22",
+    "#27AE60",
+    "#C0392B",
+    "#8E44AD",
+    "#16A085",
+    "#F1C40F",
+    "#D35400",
+    "#2C3E50",
+    "#E84393",
+    "#00CEC9",
+    "#6C5CE7",
+]
 
 
 def load_description(path: str | Path) -> dict:
@@ -72,11 +84,13 @@ def config_from_description(desc: dict) -> str:
         ET.SubElement(view, "Header", value=str(desc["title"]))
     image = str(desc.get("image", "image"))
     ET.SubElement(view, "Image", name="image", value=f"${image}", zoom="true", zoomControl="true")
-    colors = {cat: _color(desc["categories"], cat) or _PALETTE[i % len(_PALETTE)]
-              for i, (cat, _) in enumerate(categories)}
+    colors = {
+        cat: _color(desc["categories"], cat) or _PALETTE[i % len(_PALETTE)] for i, (cat, _) in enumerate(categories)
+    }
     hotkeys = iter(LABEL_HOTKEYS)
-    polygon = ET.SubElement(view, "PolygonLabels", name="polygon", toName="image", strokeWidth="2",
-                            pointSize="small", opacity="0.4")
+    polygon = ET.SubElement(
+        view, "PolygonLabels", name="polygon", toName="image", strokeWidth="2", pointSize="small", opacity="0.4"
+    )
     for cat, _ in categories:
         ET.SubElement(polygon, "Label", value=cat, background=colors[cat], hotkey=_next_hotkey(hotkeys))
     if desc.get("rectangles", False):
@@ -101,8 +115,15 @@ def config_from_description(desc: dict) -> str:
             attrs["hotkey"] = _next_hotkey(hotkeys)
             ET.SubElement(kp_tag, "Label", attrs)
         if desc.get("occluded", True):
-            choices = ET.SubElement(view, "Choices", name="visibility", toName="image", perRegion="true",
-                                    whenTagName="keypoint", choice="single")
+            choices = ET.SubElement(
+                view,
+                "Choices",
+                name="visibility",
+                toName="image",
+                perRegion="true",
+                whenTagName="keypoint",
+                choice="single",
+            )
             ET.SubElement(choices, "Choice", value="occluded", hotkey=_next_hotkey(hotkeys))
     ET.indent(view, "  ")
     xml = ET.tostring(view, encoding="unicode") + "\n"
@@ -145,8 +166,11 @@ def _categories(raw) -> list[tuple[str, list[str]]]:
 
 
 def _color(raw, cat: str) -> str | None:
-    spec = raw.get(cat) if isinstance(raw, dict) else next((c for c in raw if isinstance(c, dict)
-                                                            and c.get("name") == cat), None)
+    spec = (
+        raw.get(cat)
+        if isinstance(raw, dict)
+        else next((c for c in raw if isinstance(c, dict) and c.get("name") == cat), None)
+    )
     return str(spec["color"]) if isinstance(spec, dict) and spec.get("color") else None
 
 

@@ -31,8 +31,8 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from combined_coco.association import AssociatedObject, assign_keypoints, group_instances
-from combined_coco.dataset import write_json
 from combined_coco.data_url import DataUrlError, EmbeddedImage, embedded_image, is_data_url
+from combined_coco.dataset import write_json
 from combined_coco.issues import ConversionError, Issue, shown
 from combined_coco.labelstudio import (
     TaskRegions,
@@ -106,15 +106,26 @@ def exported_annotations(task: dict, choice: AnnotationChoice, issues: list[Issu
         if not isinstance(annotation, dict):
             issues.append(Issue(task_id, None, f"annotation #{index} is not an object; skipped", "error"))
         elif annotation.get("was_cancelled") or annotation.get("skipped"):
-            issues.append(Issue(task_id, None, f"annotation {shown(annotation.get('id'))} was cancelled (skipped) by "
-                                "its annotator; not exported"))
+            issues.append(
+                Issue(
+                    task_id,
+                    None,
+                    f"annotation {shown(annotation.get('id'))} was cancelled (skipped) by its annotator; not exported",
+                )
+            )
         else:
             kept.append(annotation)
     if choice == "ground_truth_first" and any(a.get("ground_truth") is True for a in kept):
         for a in kept:
             if a.get("ground_truth") is not True:
-                issues.append(Issue(task_id, None, f"annotation {shown(a.get('id'))} is not marked ground truth and "
-                                    "another annotation of this task is; not used"))
+                issues.append(
+                    Issue(
+                        task_id,
+                        None,
+                        f"annotation {shown(a.get('id'))} is not marked ground truth and "
+                        "another annotation of this task is; not used",
+                    )
+                )
         kept = [a for a in kept if a.get("ground_truth") is True]
     return kept
 
@@ -157,8 +168,14 @@ def convert_tasks(
                 name, source = _basename(e.url), e.url
             else:
                 name, source = e.embedded.file_name, e.embedded.description
-            image = {"id": image_id, "file_name": name, "width": e.regions.width,
-                     "height": e.regions.height, "ls_task_id": e.task_id, "ls_image": source}
+            image = {
+                "id": image_id,
+                "file_name": name,
+                "width": e.regions.width,
+                "height": e.regions.height,
+                "ls_task_id": e.task_id,
+                "ls_image": source,
+            }
             if e.annotation_id is not None:
                 image["ls_annotation_id"] = e.annotation_id
             images.append(image)
@@ -199,7 +216,11 @@ def _name_annotation(issues: list[Issue], annotation_id: int | str | None) -> No
 
 
 def _read_tasks(
-    tasks: Iterable[dict], schema: Schema, progress: bool, max_side: int, choice: AnnotationChoice,
+    tasks: Iterable[dict],
+    schema: Schema,
+    progress: bool,
+    max_side: int,
+    choice: AnnotationChoice,
     issues: list[Issue],
 ) -> tuple[list[_Entry], dict]:
     """The image entries of all usable tasks, and task id -> position in the export."""
@@ -219,14 +240,26 @@ def _read_tasks(
         json_min = "annotations" not in task and "data" not in task
         if json_min and not json_min_reported:
             json_min_reported = True
-            issues.append(Issue(None, None, "this is a JSON_MIN export: relations and occlusion choices are not in "
-                                "it, so keypoints without parentID are placed by position only; export as JSON to "
-                                "keep them"))
+            issues.append(
+                Issue(
+                    None,
+                    None,
+                    "this is a JSON_MIN export: relations and occlusion choices are not in "
+                    "it, so keypoints without parentID are placed by position only; export as JSON to "
+                    "keep them",
+                )
+            )
         # A JSON_MIN export lists one row per annotation, so only the annotation id must be new there.
         key = (task_id, _id_or_none(task.get("annotation_id"))) if json_min else task_id
         if task_id is not None and key in seen:
-            issues.append(Issue(task_id, None, "duplicate annotation row; skipped" if json_min
-                                else "duplicate task id; skipped", "warning" if json_min else "error"))
+            issues.append(
+                Issue(
+                    task_id,
+                    None,
+                    "duplicate annotation row; skipped" if json_min else "duplicate task id; skipped",
+                    "warning" if json_min else "error",
+                )
+            )
             continue
         if task_id is not None:
             seen.add(key)
@@ -236,7 +269,12 @@ def _read_tasks(
 
 
 def _read_task(
-    task: dict, task_id, json_min: bool, schema: Schema, max_side: int, choice: AnnotationChoice,
+    task: dict,
+    task_id,
+    json_min: bool,
+    schema: Schema,
+    max_side: int,
+    choice: AnnotationChoice,
     issues: list[Issue],
 ) -> list[_Entry]:
     """The task's image entries, one per exported annotation; none (with issues) when it cannot become one."""
@@ -244,8 +282,14 @@ def _read_task(
     data = task if json_min else task.get("data")
     url = data.get(image_key) if isinstance(data, dict) else None
     if not isinstance(url, str) or not url:
-        issues.append(Issue(task_id, None, f"task data has no {image_key!r} image (the labeling config reads "
-                            f"${image_key}); skipped", "error"))
+        issues.append(
+            Issue(
+                task_id,
+                None,
+                f"task data has no {image_key!r} image (the labeling config reads ${image_key}); skipped",
+                "error",
+            )
+        )
         return []
     embedded = None
     if is_data_url(url):
@@ -258,14 +302,16 @@ def _read_task(
         sources = [(_id_or_none(task.get("annotation_id")), results_from_json_min(task, schema.controls))]
     else:
         # A task without annotations is still an image (without objects) when its size is known.
-        sources = [(_id_or_none(a.get("id")), a.get("result"))
-                   for a in exported_annotations(task, choice, issues)] or [(None, [])]
+        sources = [(_id_or_none(a.get("id")), a.get("result")) for a in exported_annotations(task, choice, issues)] or [
+            (None, [])
+        ]
     several = len(sources) > 1
     entries = []
     for annotation_id, results in sources:
         if not isinstance(results, list):
-            issues.append(Issue(task_id, None, f"annotation {shown(annotation_id)} has no result list; skipped",
-                                "error"))
+            issues.append(
+                Issue(task_id, None, f"annotation {shown(annotation_id)} has no result list; skipped", "error")
+            )
             continue
         first = len(issues)
         regions = _regions(task, task_id, results, schema, max_side, issues)
@@ -288,8 +334,15 @@ def _regions(
         size = _any_size(task)
         if size is None:
             if any(str(r.get("type", "")).lower().endswith("labels") for r in results if isinstance(r, dict)):
-                issues.append(Issue(task_id, None, "its regions have no original_width/original_height, so "
-                                    "coordinates cannot be converted; re-export from Label Studio; skipped", "error"))
+                issues.append(
+                    Issue(
+                        task_id,
+                        None,
+                        "its regions have no original_width/original_height, so "
+                        "coordinates cannot be converted; re-export from Label Studio; skipped",
+                        "error",
+                    )
+                )
             else:
                 issues.append(Issue(task_id, None, "no labeled regions and no known image size; skipped"))
             return None
@@ -384,8 +437,15 @@ def convert_export_file(
         raise ConversionError(f"labeling config: {exc}") from None
     with _cyclic_gc_paused():
         tasks = read_export(input_path)
-        result = convert_tasks(tasks, schema, layout=layout, progress=progress, nearest_tolerance=nearest_tolerance,
-                               max_image_side=max_image_side, annotations=annotations)
+        result = convert_tasks(
+            tasks,
+            schema,
+            layout=layout,
+            progress=progress,
+            nearest_tolerance=nearest_tolerance,
+            max_image_side=max_image_side,
+            annotations=annotations,
+        )
         if tasks and not result.coco["images"] and result.errors:
             shown = "\n".join(str(i) for i in result.errors[:5])
             raise ConversionError(f"no task of {input_path} could be converted; first problems:\n{shown}")
@@ -418,24 +478,30 @@ def read_export(input_path: str | os.PathLike) -> list:
     except OSError as exc:
         raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise ConversionError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
-                              f"(character {exc.pos})") from None
+        raise ConversionError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} (character {exc.pos})"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ConversionError(f"{path} is not UTF-8 text (byte {exc.start}); export it again from Label Studio"
-                              ) from None
+        raise ConversionError(
+            f"{path} is not UTF-8 text (byte {exc.start}); export it again from Label Studio"
+        ) from None
     except RecursionError:
         raise ConversionError(f"{path} nests lists or objects too deeply to be a Label Studio export") from None
     except ValueError as exc:  # Python refuses integers of more than 4,300 digits (a denial-of-service guard)
-        raise ConversionError(f"{path} holds a number Python will not read: {exc}".split("; use sys.")[0]
-                              ) from None
+        raise ConversionError(f"{path} holds a number Python will not read: {exc}".split("; use sys.")[0]) from None
     if isinstance(tasks, dict):
-        hint = ("it looks like a COCO file already" if "images" in tasks
-                else "it looks like a single task; wrap it in [ ]" if "data" in tasks
-                else f"keys: {list(tasks)[:5]}")
+        hint = (
+            "it looks like a COCO file already"
+            if "images" in tasks
+            else "it looks like a single task; wrap it in [ ]"
+            if "data" in tasks
+            else f"keys: {list(tasks)[:5]}"
+        )
         raise ConversionError(f"{path} holds a JSON object, but a Label Studio export is a list of tasks ({hint})")
     if not isinstance(tasks, list):
-        raise ConversionError(f"{path} holds a JSON {type(tasks).__name__}, but a Label Studio export is a list "
-                              "of tasks")
+        raise ConversionError(
+            f"{path} holds a JSON {type(tasks).__name__}, but a Label Studio export is a list of tasks"
+        )
     if tasks and not any(isinstance(t, dict) for t in tasks):
         raise ConversionError(f"{path} is a list without task objects; is it a Label Studio JSON export?")
     return tasks

@@ -65,14 +65,15 @@ def embedded_image(url: str, task_id: object) -> EmbeddedImage:
     extension = mimetypes.guess_extension(mime) if mime.startswith("image/") else None
     if extension is None:
         raise DataUrlError(f"its data: URL holds {mime or 'no MIME type'!r}, not a known image type")
-    image = EmbeddedImage("", mime, url[header.end():])
+    image = EmbeddedImage("", mime, url[header.end() :])
     if image.size > MAX_EMBEDDED_BYTES:  # before reading the payload at all
-        raise DataUrlError(f"its data: URL holds {image.size} bytes, more than the limit of {MAX_EMBEDDED_BYTES}; "
-                           "upload the image to the project instead")
+        raise DataUrlError(
+            f"its data: URL holds {image.size} bytes, more than the limit of {MAX_EMBEDDED_BYTES}; "
+            "upload the image to the project instead"
+        )
     payload = image.payload
     if len(payload) % 4 or _BASE64.fullmatch(payload) is None:
         raise DataUrlError("its data: URL is not valid base64")
     usable_id = isinstance(task_id, (int, str)) and not isinstance(task_id, bool) and _SAFE_ID.fullmatch(str(task_id))
-    stem = f"task_{task_id}" if usable_id else \
-        f"embedded_{hashlib.sha256(payload.encode('ascii')).hexdigest()[:16]}"
+    stem = f"task_{task_id}" if usable_id else f"embedded_{hashlib.sha256(payload.encode('ascii')).hexdigest()[:16]}"
     return EmbeddedImage(stem + extension, mime, payload)

@@ -136,7 +136,10 @@ def swap_left_right(keypoints: Keypoints, flip_indices: Sequence[int]) -> Keypoi
 def rle_text(rle: dict) -> dict:
     """The file (JSON) form of a compressed RLE: ``{"size": [h, w], "counts": str}``."""
     counts = rle["counts"]
-    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def rle_encode(mask: np.ndarray) -> dict:

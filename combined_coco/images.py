@@ -48,7 +48,9 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises FileNotFoundError for a missing path, :class:`ImageReadError` for anything else.
     """
     if not isinstance(source, bytes) and not Path(source).is_file():
-        raise FileNotFoundError(f"cannot read image {name or source}: no such file; check the image root and the file_name")
+        raise FileNotFoundError(
+            f"cannot read image {name or source}: no such file; check the image root and the file_name"
+        )
     return _decode(source, max_pixels, name, lambda image: _rgb8(ImageOps.exif_transpose(image)))
 
 

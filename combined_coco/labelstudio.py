@@ -125,7 +125,9 @@ def parse_results(
             value = r.get("value")
             chosen = value.get("choices") if isinstance(value, dict) else None
             if r.get("id") is not None and (visibility is None or r.get("from_name") == visibility):
-                if isinstance(chosen, list) and any(isinstance(c, str) and c.lower() == OCCLUDED_CHOICE for c in chosen):
+                if isinstance(chosen, list) and any(
+                    isinstance(c, str) and c.lower() == OCCLUDED_CHOICE for c in chosen
+                ):
                     occluded.add(str(r["id"]))
         elif rtype in _SHAPE_TYPES or rtype == _KEYPOINT_TYPE:
             geometry.append((index, r, rtype))
@@ -133,8 +135,13 @@ def parse_results(
                 out.width, out.height = result_size(r)
         elif rtype in _UNSUPPORTED_GEOMETRY:
             issues.append(
-                Issue(task_id, _rid(r, index), f"{rtype} regions are not converted (use PolygonLabels, "
-                      "RectangleLabels, BrushLabels or KeyPointLabels); skipped", "error")
+                Issue(
+                    task_id,
+                    _rid(r, index),
+                    f"{rtype} regions are not converted (use PolygonLabels, "
+                    "RectangleLabels, BrushLabels or KeyPointLabels); skipped",
+                    "error",
+                )
             )
     if not geometry or out.width is None:
         return out
@@ -153,8 +160,14 @@ def parse_results(
         seen[rid] = rtype.removesuffix("labels")
         if r.get("image_rotation") and not rotation_reported:
             rotation_reported = True
-            issues.append(Issue(task_id, rid, f"image_rotation={shown(r['image_rotation'])} is ignored; coordinates "
-                                "are taken as drawn on the unrotated image"))
+            issues.append(
+                Issue(
+                    task_id,
+                    rid,
+                    f"image_rotation={shown(r['image_rotation'])} is ignored; coordinates "
+                    "are taken as drawn on the unrotated image",
+                )
+            )
         value = r.get("value")
         if not isinstance(value, dict):
             issues.append(Issue(task_id, rid, "region has no value; skipped", "error"))
@@ -224,9 +237,15 @@ def size_fits(task_id: int | None, width: int, height: int, max_side: int, issue
     size is allocated (masks are width x height bytes)."""
     if width <= max_side and height <= max_side:
         return True
-    issues.append(Issue(task_id, None, f"image size {shown(width)}x{shown(height)} (original_width x "
-                        f"original_height of its regions) exceeds the limit of {max_side} px a side; skipped",
-                        "error"))
+    issues.append(
+        Issue(
+            task_id,
+            None,
+            f"image size {shown(width)}x{shown(height)} (original_width x "
+            f"original_height of its regions) exceeds the limit of {max_side} px a side; skipped",
+            "error",
+        )
+    )
     return False
 
 
@@ -253,8 +272,9 @@ def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[s
     if len(labels) > 1:
         issues.append(Issue(task_id, rid, f"region has several labels {shown(labels)}; using {shown(label)}"))
     if label not in known:
-        issues.append(Issue(task_id, rid, f"label {shown(label)} is not in the labeling config (known: "
-                            f"{sorted(known)}); skipped"))
+        issues.append(
+            Issue(task_id, rid, f"label {shown(label)} is not in the labeling config (known: {sorted(known)}); skipped")
+        )
         return None
     return label
 
@@ -267,8 +287,13 @@ def _keypoint(
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError("non-finite coordinates")
     if not (0.0 <= x <= w and 0.0 <= y <= h):
-        issues.append(Issue(task_id, rid, f"keypoint {label!r} at ({x:.1f}, {y:.1f}) lies outside the "
-                            f"{w}x{h} image; clipped to its border"))
+        issues.append(
+            Issue(
+                task_id,
+                rid,
+                f"keypoint {label!r} at ({x:.1f}, {y:.1f}) lies outside the {w}x{h} image; clipped to its border",
+            )
+        )
         x, y = min(max(x, 0.0), float(w)), min(max(y, 0.0), float(h))
     return KeypointRegion(rid, label, x, y, parent_id)
 
@@ -330,32 +355,69 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
             continue
         w, h = regions.width, regions.height
         if finite[k] and not valid[k] and self_crossings(flat, MAX_REPAIR_CROSSINGS) > MAX_REPAIR_CROSSINGS:
-            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} crosses itself more than "
-                                f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped", "error",
-                                regions.annotation_id))
+            issues.append(
+                Issue(
+                    task_id,
+                    shape.id,
+                    f"{shape.kind} {shape.label!r} crosses itself more than "
+                    f"{MAX_REPAIR_CROSSINGS} times, too tangled to repair; redraw it; skipped",
+                    "error",
+                    regions.annotation_id,
+                )
+            )
             dropped.add(id(shape))
             continue
         cleaned = clean_polygons([flat], w, h) if finite[k] else None
         if cleaned is not None and any(outline_px(p) > MAX_OUTLINE_PX for p in cleaned.polygons):
-            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} has an outline longer than "
-                                f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped", "error",
-                                regions.annotation_id))
+            issues.append(
+                Issue(
+                    task_id,
+                    shape.id,
+                    f"{shape.kind} {shape.label!r} has an outline longer than "
+                    f"{MAX_OUTLINE_PX} px, which COCO tools cannot rasterize; skipped",
+                    "error",
+                    regions.annotation_id,
+                )
+            )
             dropped.add(id(shape))
             continue
         if cleaned is None or not cleaned.polygons:
-            why = ("has no area inside the {w}x{h} image" if finite[k]
-                   else "has non-finite coordinates or lies far outside the image")
-            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} {why.format(w=w, h=h)}; skipped",
-                                "error", regions.annotation_id))
+            why = (
+                "has no area inside the {w}x{h} image"
+                if finite[k]
+                else "has non-finite coordinates or lies far outside the image"
+            )
+            issues.append(
+                Issue(
+                    task_id,
+                    shape.id,
+                    f"{shape.kind} {shape.label!r} {why.format(w=w, h=h)}; skipped",
+                    "error",
+                    regions.annotation_id,
+                )
+            )
             dropped.add(id(shape))
             continue
         shape.polygons = cleaned.polygons
         if cleaned.repaired:
-            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} intersects itself; repaired into "
-                                f"{len(cleaned.polygons)} valid polygon(s)", annotation_id=regions.annotation_id))
+            issues.append(
+                Issue(
+                    task_id,
+                    shape.id,
+                    f"{shape.kind} {shape.label!r} intersects itself; repaired into "
+                    f"{len(cleaned.polygons)} valid polygon(s)",
+                    annotation_id=regions.annotation_id,
+                )
+            )
         if cleaned.clipped:
-            issues.append(Issue(task_id, shape.id, f"{shape.kind} {shape.label!r} extends outside the {w}x{h} "
-                                "image; clipped to it", annotation_id=regions.annotation_id))
+            issues.append(
+                Issue(
+                    task_id,
+                    shape.id,
+                    f"{shape.kind} {shape.label!r} extends outside the {w}x{h} image; clipped to it",
+                    annotation_id=regions.annotation_id,
+                )
+            )
     if dropped:
         for _, regions in parsed:
             regions.shapes = [s for s in regions.shapes if id(s) not in dropped]
@@ -376,8 +438,15 @@ def _readable(entries: list[tuple], issues: list[Issue]) -> list[tuple]:
             _pairs(e[3])
             good.append(e)
         except (ValueError, TypeError, OverflowError):
-            issues.append(Issue(e[0], e[2].id, "unreadable polygonlabels value (points must be [x, y] number "
-                                "pairs); skipped", "error", e[1].annotation_id))
+            issues.append(
+                Issue(
+                    e[0],
+                    e[2].id,
+                    "unreadable polygonlabels value (points must be [x, y] number pairs); skipped",
+                    "error",
+                    e[1].annotation_id,
+                )
+            )
             e[1].shapes = [s for s in e[1].shapes if s is not e[2]]
     return good
 
@@ -400,27 +469,46 @@ def results_from_json_min(record: dict, controls: Controls | None) -> list[dict]
         for index, v in enumerate(values if isinstance(values, list) else []):
             if not isinstance(v, dict):
                 continue
-            results.append({
-                "id": v.get("id") or f"{name}#{index}",
-                "type": f"{role}labels",
-                "from_name": name,
-                "original_width": v.get("original_width"),
-                "original_height": v.get("original_height"),
-                "parentID": v.get("parentID"),
-                "value": v,
-            })
+            results.append(
+                {
+                    "id": v.get("id") or f"{name}#{index}",
+                    "type": f"{role}labels",
+                    "from_name": name,
+                    "original_width": v.get("original_width"),
+                    "original_height": v.get("original_height"),
+                    "parentID": v.get("parentID"),
+                    "value": v,
+                }
+            )
     return results
 
 
 # ---- writing ---------------------------------------------------------------------------------------
 
 
-def _region(region_id: str, rtype: str, from_name: str, to_name: str, width: int, height: int, value: dict,
-            parent_id: str | None, score: float | None) -> dict[str, Any]:
+def _region(
+    region_id: str,
+    rtype: str,
+    from_name: str,
+    to_name: str,
+    width: int,
+    height: int,
+    value: dict,
+    parent_id: str | None,
+    score: float | None,
+) -> dict[str, Any]:
     """The fields every region carries. A region with a ``score`` is a model's prediction (Label Studio
     shows the score); one without is an annotator's, ``origin: manual`` as Label Studio exports it."""
-    r: dict[str, Any] = {"id": region_id, "type": rtype, "from_name": from_name, "to_name": to_name,
-                         "original_width": width, "original_height": height, "image_rotation": 0, "value": value}
+    r: dict[str, Any] = {
+        "id": region_id,
+        "type": rtype,
+        "from_name": from_name,
+        "to_name": to_name,
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "value": value,
+    }
     if score is None:
         r["origin"] = "manual"
     else:
@@ -430,47 +518,107 @@ def _region(region_id: str, rtype: str, from_name: str, to_name: str, width: int
     return r
 
 
-def polygon_result(region_id: str, label: str, points: Sequence[Sequence[float]], width: int, height: int, *,
-                   parent_id: str | None = None, from_name: str = "polygon", to_name: str = "image",
-                   score: float | None = None) -> dict[str, Any]:
+def polygon_result(
+    region_id: str,
+    label: str,
+    points: Sequence[Sequence[float]],
+    width: int,
+    height: int,
+    *,
+    parent_id: str | None = None,
+    from_name: str = "polygon",
+    to_name: str = "image",
+    score: float | None = None,
+) -> dict[str, Any]:
     """A PolygonLabels region from ``[[x, y], ...]`` pixel vertices on a ``width`` x ``height`` image."""
-    value = {"points": [[to_percent(x, width), to_percent(y, height)] for x, y in points], "closed": True,
-             "polygonlabels": [label]}
+    value = {
+        "points": [[to_percent(x, width), to_percent(y, height)] for x, y in points],
+        "closed": True,
+        "polygonlabels": [label],
+    }
     return _region(region_id, "polygonlabels", from_name, to_name, width, height, value, parent_id, score)
 
 
-def rectangle_result(region_id: str, label: str, x: float, y: float, w: float, h: float, width: int, height: int,
-                     *, rotation: float = 0.0, parent_id: str | None = None, from_name: str = "box",
-                     to_name: str = "image", score: float | None = None) -> dict[str, Any]:
+def rectangle_result(
+    region_id: str,
+    label: str,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    width: int,
+    height: int,
+    *,
+    rotation: float = 0.0,
+    parent_id: str | None = None,
+    from_name: str = "box",
+    to_name: str = "image",
+    score: float | None = None,
+) -> dict[str, Any]:
     """A RectangleLabels region: top-left corner ``x, y`` and size ``w, h`` in pixels, ``rotation`` in
     degrees clockwise about that corner."""
-    value = {"x": to_percent(x, width), "y": to_percent(y, height), "width": to_percent(w, width),
-             "height": to_percent(h, height), "rotation": rotation, "rectanglelabels": [label]}
+    value = {
+        "x": to_percent(x, width),
+        "y": to_percent(y, height),
+        "width": to_percent(w, width),
+        "height": to_percent(h, height),
+        "rotation": rotation,
+        "rectanglelabels": [label],
+    }
     return _region(region_id, "rectanglelabels", from_name, to_name, width, height, value, parent_id, score)
 
 
-def brush_result(region_id: str, label: str, rle: list[int], width: int, height: int, *,
-                 parent_id: str | None = None, from_name: str = "brush", to_name: str = "image",
-                 score: float | None = None) -> dict[str, Any]:
+def brush_result(
+    region_id: str,
+    label: str,
+    rle: list[int],
+    width: int,
+    height: int,
+    *,
+    parent_id: str | None = None,
+    from_name: str = "brush",
+    to_name: str = "image",
+    score: float | None = None,
+) -> dict[str, Any]:
     """A BrushLabels region from Label Studio's own RLE of its RGBA canvas (``label_studio_converter``'s
     ``brush.mask2rle``)."""
     value = {"format": "rle", "rle": rle, "brushlabels": [label]}
     return _region(region_id, "brushlabels", from_name, to_name, width, height, value, parent_id, score)
 
 
-def keypoint_result(region_id: str, label: str, x: float, y: float, width: int, height: int, *,
-                    parent_id: str | None = None, from_name: str = "keypoint", to_name: str = "image",
-                    score: float | None = None) -> dict[str, Any]:
+def keypoint_result(
+    region_id: str,
+    label: str,
+    x: float,
+    y: float,
+    width: int,
+    height: int,
+    *,
+    parent_id: str | None = None,
+    from_name: str = "keypoint",
+    to_name: str = "image",
+    score: float | None = None,
+) -> dict[str, Any]:
     """A KeyPointLabels region at pixel ``x, y``; ``parent_id`` nests it under its object's region."""
-    value = {"x": to_percent(x, width), "y": to_percent(y, height), "width": KEYPOINT_WIDTH_PCT,
-             "keypointlabels": [label]}
+    value = {
+        "x": to_percent(x, width),
+        "y": to_percent(y, height),
+        "width": KEYPOINT_WIDTH_PCT,
+        "keypointlabels": [label],
+    }
     return _region(region_id, "keypointlabels", from_name, to_name, width, height, value, parent_id, score)
 
 
 def occluded_result(region_id: str, *, from_name: str = "visibility", to_name: str = "image") -> dict[str, Any]:
     """The per-region Choices result Label Studio stores next to a keypoint marked occluded (same id)."""
-    return {"id": region_id, "type": "choices", "from_name": from_name, "to_name": to_name,
-            "origin": "manual", "value": {"choices": [OCCLUDED_CHOICE]}}
+    return {
+        "id": region_id,
+        "type": "choices",
+        "from_name": from_name,
+        "to_name": to_name,
+        "origin": "manual",
+        "value": {"choices": [OCCLUDED_CHOICE]},
+    }
 
 
 def relation_result(from_id: str, to_id: str) -> dict[str, Any]:
@@ -483,7 +631,15 @@ def task(task_id: int, image: str, results: list[dict], *, annotation_id: int | 
     return {
         "id": task_id,
         "data": {"image": image},
-        "annotations": [{"id": annotation_id or task_id, "result": results, "was_cancelled": False,
-                         "created_at": "2026-01-01T00:00:00.000000Z", "completed_by": 1, "lead_time": 10.0}],
+        "annotations": [
+            {
+                "id": annotation_id or task_id,
+                "result": results,
+                "was_cancelled": False,
+                "created_at": "2026-01-01T00:00:00.000000Z",
+                "completed_by": 1,
+                "lead_time": 10.0,
+            }
+        ],
         "predictions": [],
     }

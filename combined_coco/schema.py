@@ -38,7 +38,10 @@ KeypointLayout = Literal["global", "per_category"]
 
 # Label Studio control tags this project reads, by role; a result's ``type`` is its control's tag, lowercased.
 INSTANCE_TAGS: dict[str, Literal["polygon", "rectangle", "brush"]] = {
-    "polygonlabels": "polygon", "rectanglelabels": "rectangle", "brushlabels": "brush"}
+    "polygonlabels": "polygon",
+    "rectanglelabels": "rectangle",
+    "brushlabels": "brush",
+}
 KEYPOINT_TAG = "keypointlabels"
 OCCLUDED_CHOICE = "occluded"  # the per-region Choices value that makes a keypoint COCO v=1
 
@@ -115,9 +118,7 @@ class Schema:
         try:
             return self._by_name[name]
         except KeyError:
-            raise SchemaError(
-                f"unknown label {name!r}; the labeling config defines {list(self._by_name)}"
-            ) from None
+            raise SchemaError(f"unknown label {name!r}; the labeling config defines {list(self._by_name)}") from None
 
     def has_category(self, name: str) -> bool:
         return name in self._by_name
@@ -149,7 +150,8 @@ class Schema:
             skeleton = [
                 [pos[names[a]], pos[names[b]]]
                 for a, b in self.skeleton
-                if names[a] in pos and names[b] in pos
+                if names[a] in pos
+                and names[b] in pos
                 and (layout == "global" or (names[a] in c.keypoints and names[b] in c.keypoints))
             ]
             out.append(
@@ -193,8 +195,9 @@ class Schema:
         """Plain-JSON form, stored in model checkpoints and job payloads."""
         return {
             "categories": self.to_coco_categories("global"),
-            "controls": None if self.controls is None else {
-                k: list(v) if isinstance(v, tuple) else v for k, v in self.controls.__dict__.items()},
+            "controls": None
+            if self.controls is None
+            else {k: list(v) if isinstance(v, tuple) else v for k, v in self.controls.__dict__.items()},
         }
 
     @classmethod

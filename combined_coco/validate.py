@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Iterator
 from numbers import Real
-from typing import Iterator
 
 from combined_coco.dataset import rle_decode, rle_encode, rle_text
 
@@ -82,7 +82,9 @@ def _check_images(images: list, problems: list[str]) -> dict[int, tuple[float, f
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             problems.append(f"image {iid}: missing file_name")
         sizes[iid] = (float(w), float(h))
-    problems += [text for _, text in shared_file_clashes([im for im in images if isinstance(im, dict) and im.get("id") in sizes])]
+    problems += [
+        text for _, text in shared_file_clashes([im for im in images if isinstance(im, dict) and im.get("id") in sizes])
+    ]
     return sizes
 
 
@@ -110,12 +112,22 @@ def shared_file_clashes(images: list[dict]) -> list[tuple[int, str]]:
         ids = ", ".join(str(im["id"]) for im in group)
         if len({(im.get("width"), im.get("height")) for im in group}) > 1:
             sizes = ", ".join(f"{im['id']}: {im.get('width')}x{im.get('height')}" for im in group)
-            problems.append((group[0]["id"], f"images {ids} share file_name {name!r} but give different sizes ({sizes}); one file has one size"))
+            problems.append(
+                (
+                    group[0]["id"],
+                    f"images {ids} share file_name {name!r} but give different sizes ({sizes}); one file has one size",
+                )
+            )
         elif any(is_augmented_copy(im) for im in group):
-            problems.append((group[0]["id"], (
-                f"images {ids} share file_name {name!r} and at least one is an augmented copy: each copy needs its own"
-                " file (re-run the augmentation, which names copies by image id)"
-            )))
+            problems.append(
+                (
+                    group[0]["id"],
+                    (
+                        f"images {ids} share file_name {name!r} and at least one is an augmented copy: each copy needs its own"
+                        " file (re-run the augmentation, which names copies by image id)"
+                    ),
+                )
+            )
     return problems
 
 
@@ -172,8 +184,10 @@ def _check_segmentation(seg, size: tuple[float, float], where: str, problems: li
             problems.append(f"{where}: polygon {k} must be a flat list of >= 3 x,y number pairs")
             continue
         if outline_px(poly) > MAX_OUTLINE_PX:
-            problems.append(f"{where}: polygon {k} has an outline of {outline_px(poly):.0f} px (limit "
-                            f"{MAX_OUTLINE_PX}); pycocotools cannot rasterize it")
+            problems.append(
+                f"{where}: polygon {k} has an outline of {outline_px(poly):.0f} px (limit "
+                f"{MAX_OUTLINE_PX}); pycocotools cannot rasterize it"
+            )
             continue
         flat += poly
     return flat
@@ -197,8 +211,12 @@ def _check_box(ann: dict, points: list[float], size: tuple[float, float], where:
         problems.append(f"{where}: bbox {bbox} leaves the {size[0]:g}x{size[1]:g} image")
     if points:
         xs, ys = points[0::2], points[1::2]
-        if min(xs) < x - _BBOX_SLACK or max(xs) > x + w + _BBOX_SLACK or min(ys) < y - _BBOX_SLACK \
-                or max(ys) > y + h + _BBOX_SLACK:
+        if (
+            min(xs) < x - _BBOX_SLACK
+            or max(xs) > x + w + _BBOX_SLACK
+            or min(ys) < y - _BBOX_SLACK
+            or max(ys) > y + h + _BBOX_SLACK
+        ):
             problems.append(f"{where}: bbox {bbox} does not contain all polygon points")
     if not _is_num(area) or area < 0:
         problems.append(f"{where}: area must be a number >= 0, got {area!r}")
@@ -243,8 +261,10 @@ def _pycocotools_problems(coco: dict) -> list[str]:
             if isinstance(ann["segmentation"], dict):
                 _check_rle(ann["segmentation"], rle)
         except Exception as exc:
-            problems.append(f"annotation {ann['id']} (image {ann['image_id']}): pycocotools cannot make its mask: "
-                            f"{type(exc).__name__}: {exc}")
+            problems.append(
+                f"annotation {ann['id']} (image {ann['image_id']}): pycocotools cannot make its mask: "
+                f"{type(exc).__name__}: {exc}"
+            )
     return problems
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from label_studio_sdk.converter import Converter
 from rest_framework.exceptions import ValidationError

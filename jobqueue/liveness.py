@@ -10,7 +10,7 @@ runs both use it.
 from __future__ import annotations
 
 import time
-from datetime import timezone
+from datetime import UTC
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -28,7 +28,7 @@ def job_state(conn: redis.Redis, job_id: str, heartbeat: tuple[str, float] | Non
     except NoSuchJobError:
         return "missing"
     if status == JobStatus.STARTED and heartbeat is not None and not conn.exists(heartbeat[0]):
-        started = job.started_at.replace(tzinfo=timezone.utc).timestamp() if job.started_at else time.time()
+        started = job.started_at.replace(tzinfo=UTC).timestamp() if job.started_at else time.time()
         if time.time() - started > heartbeat[1]:
             return "abandoned"
     renamed = {JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued", JobStatus.STARTED: "running"}

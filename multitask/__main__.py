@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, summary) in COMMANDS.items():
         command = sub.add_parser(
-            name, help=summary, description=summary, epilog=module.EXAMPLE,
+            name,
+            help=summary,
+            description=summary,
+            epilog=module.EXAMPLE,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)

@@ -9,8 +9,8 @@ skipped (the model never learns from them), as are boxes with no width or height
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

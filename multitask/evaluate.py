@@ -19,8 +19,8 @@ import contextlib
 import copy
 import io
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO

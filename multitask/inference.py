@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class Detections(list):
     tells the user to train longer or lower the threshold rather than to look for a bug.
     """
 
-    def __init__(self, instances: Sequence["DetectedInstance"] = (), candidates: int = 0) -> None:
+    def __init__(self, instances: Sequence[DetectedInstance] = (), candidates: int = 0) -> None:
         super().__init__(instances)
         self.candidates = candidates
 
@@ -154,9 +154,11 @@ class TorchvisionPredictor:
                 heads.score_thresh = threshold
             self._candidates = [len(s) for s in scores]
             keep = [s >= threshold for s in scores]
-            return [b[k] for b, k in zip(boxes, keep)], [s[k] for s, k in zip(scores, keep)], [
-                lab[k] for lab, k in zip(labels, keep)
-            ]
+            return (
+                [b[k] for b, k in zip(boxes, keep)],
+                [s[k] for s, k in zip(scores, keep)],
+                [lab[k] for lab, k in zip(labels, keep)],
+            )
 
         return postprocess
 
@@ -167,7 +169,7 @@ class TorchvisionPredictor:
         device: str = "cpu",
         score_threshold: float = defaults.SCORE_THRESHOLD,
         **options: float | int | None,
-    ) -> "TorchvisionPredictor":
+    ) -> TorchvisionPredictor:
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)
         return cls(model, checkpoint.schema, checkpoint.model_version, device, score_threshold, **options)
@@ -181,8 +183,7 @@ class TorchvisionPredictor:
             tensors = [self._to_tensor(image) for image in chunk]
             outputs = self.model(tensors)
             results.extend(
-                Detections(self._instances(output), candidates)
-                for output, candidates in zip(outputs, self._candidates)
+                Detections(self._instances(output), candidates) for output, candidates in zip(outputs, self._candidates)
             )
         return results
 
@@ -253,8 +254,9 @@ def run(args: argparse.Namespace) -> None:
         pixels = read_image(path)
         instances = predictor.predict([pixels])[0]
         height, width = pixels.shape[:2]
-        images.append({"file": str(path), "height": height, "width": width,
-                       "instances": [instance_to_json(i) for i in instances]})
+        images.append(
+            {"file": str(path), "height": height, "width": width, "instances": [instance_to_json(i) for i in instances]}
+        )
         print(f"{path}: {len(instances)} instances")
     payload = {
         "model_version": predictor.model_version,

@@ -68,7 +68,7 @@ class ModelConfig:
     rois_per_image: int | None = None  # RoIs sampled per training image; None: 128 light, 512 R50
 
     @classmethod
-    def for_schema(cls, schema: Schema, **kwargs: Any) -> "ModelConfig":
+    def for_schema(cls, schema: Schema, **kwargs: Any) -> ModelConfig:
         return cls(num_classes=len(schema.categories), num_keypoints=schema.num_keypoints, **kwargs)
 
     def to_dict(self) -> dict:
@@ -123,4 +123,3 @@ def build_model(config: ModelConfig, *, with_masks: bool = True, with_keypoints:
         heads.keypoint_head = KeypointRCNNHeads(backbone.out_channels, keypoint_layers)
         heads.keypoint_predictor = KeypointRCNNPredictor(keypoint_layers[-1], config.num_keypoints)
     return model
-

@@ -35,9 +35,9 @@ import logging
 import pickle
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 import torch

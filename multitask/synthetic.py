@@ -150,7 +150,9 @@ def _dataset(description: str, schema: Schema, images: list[dict], annotations: 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """Blurred colour blotches plus a grating of random direction and period: no flat background to key on."""
-    blotches = cv2.resize(rng.normal(0, 30, (max(2, size // 24),) * 2 + (3,)), (size, size), interpolation=cv2.INTER_CUBIC)
+    blotches = cv2.resize(
+        rng.normal(0, 30, (max(2, size // 24),) * 2 + (3,)), (size, size), interpolation=cv2.INTER_CUBIC
+    )
     yy, xx = np.mgrid[0:size, 0:size]
     angle, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
     grating = 12 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
@@ -189,8 +191,15 @@ def _place(
     return None
 
 
-def _annotation(ann_id: int, image_id: int, category_id: int, segmentation: list | dict, bbox: list[float],
-                rle: dict, keypoints: list[float]) -> dict:
+def _annotation(
+    ann_id: int,
+    image_id: int,
+    category_id: int,
+    segmentation: list | dict,
+    bbox: list[float],
+    rle: dict,
+    keypoints: list[float],
+) -> dict:
     return {
         "id": ann_id,
         "image_id": image_id,
@@ -228,11 +237,18 @@ def parts_coco(
 
 
 def write_parts_dataset(
-    out_dir: Path, n_images: int, width: int = 1280, height: int = 720, n_objects: int = 8, seed: int = 0,
+    out_dir: Path,
+    n_images: int,
+    width: int = 1280,
+    height: int = 720,
+    n_objects: int = 8,
+    seed: int = 0,
     suffix: str = ".png",
 ) -> Path:
     """Write ``out_dir/images/synthetic_NNNN<suffix>`` and ``out_dir/coco.json``; returns the json path."""
-    return _write(*parts_coco(n_images, width, height, n_objects, seed, suffix), out_dir / "images", out_dir / "coco.json")
+    return _write(
+        *parts_coco(n_images, width, height, n_objects, seed, suffix), out_dir / "images", out_dir / "coco.json"
+    )
 
 
 def _write(coco: dict, pixels: list[np.ndarray], image_dir: Path, path: Path) -> Path:
@@ -252,7 +268,9 @@ def _parts_image(rng: np.random.Generator, width: int, height: int, n_objects: i
         # a third of the objects are centred within one radius of a border
         if k % 3 == 0:
             near_left = rng.random() < 0.5
-            cx = float(rng.uniform(-0.3 * radius, radius) if near_left else rng.uniform(width - radius, width + 0.3 * radius))
+            cx = float(
+                rng.uniform(-0.3 * radius, radius) if near_left else rng.uniform(width - radius, width + 0.3 * radius)
+            )
             cy = float(rng.uniform(0, height))
         else:
             cx, cy = float(rng.uniform(0, width)), float(rng.uniform(0, height))

@@ -16,10 +16,10 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class TrainConfig:
     engine_opts: list[str] = field(default_factory=list)  # detectron2: config overrides KEY VALUE KEY VALUE ...
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -136,7 +136,7 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
     else:
         model_config, model, started_from, reports = start_model(config, dataset.schema)
         transfers = [report.summary() for report in reports]
-        run_id, start = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"), 0
+        run_id, start = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), 0
     model.to(device).train()
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -159,7 +159,9 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
             "transfers": transfers,
         }
         version = f"multitask-{model_config.backbone}-{run_id}-step{step}"
-        return save_checkpoint(Checkpoint(version, dataset.schema, model_config, model.state_dict(), step, training), last)
+        return save_checkpoint(
+            Checkpoint(version, dataset.schema, model_config, model.state_dict(), step, training), last
+        )
 
     batches = batch_indices(len(dataset), config.batch_size, config.seed, start)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)

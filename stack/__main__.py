@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     up.add_argument("--host", default="127.0.0.1", help="interface Label Studio and the backend listen on")
     up.add_argument("--port", type=int, default=8080, help="Label Studio port (default: 8080)")
-    up.add_argument("--backend-port", type=int, default=ML_BACKEND_PORT, help=f"ML backend port (default: {ML_BACKEND_PORT})")
+    up.add_argument(
+        "--backend-port", type=int, default=ML_BACKEND_PORT, help=f"ML backend port (default: {ML_BACKEND_PORT})"
+    )
     up.add_argument("--workers", type=int, default=1, help="number of RQ workers (default: 1)")
     up.add_argument(
         "--backend-cmd",
@@ -142,7 +144,9 @@ def up(args: argparse.Namespace) -> None:
             backend = sup.start("ml-backend", backend_cmd, shared_env, REPO)
             services.wait_for_http(f"{backend_url}/health", 300, alive=lambda: backend.proc.poll() is None)
         else:
-            sup.say("stack", f"ML backend not started ({'--no-backend' if args.no_backend else 'no backend module yet'})")
+            sup.say(
+                "stack", f"ML backend not started ({'--no-backend' if args.no_backend else 'no backend module yet'})"
+            )
 
         demo_line = ""
         if args.demo:

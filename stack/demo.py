@@ -50,4 +50,3 @@ def connect_backend(client: LabelStudio, project_id: int, backend_url: str) -> N
     if any(b.url.rstrip("/") == backend_url.rstrip("/") for b in connected):
         return
     client.ml.create(project=project_id, url=backend_url, title=ML_BACKEND_TITLE, is_interactive=False)
-

@@ -13,9 +13,9 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -47,11 +47,11 @@ class Credentials:
     token: str
 
     @classmethod
-    def generate(cls, email: str = "admin@example.com") -> "Credentials":
+    def generate(cls, email: str = "admin@example.com") -> Credentials:
         return cls(email=email, password=secrets.token_urlsafe(12), token=secrets.token_hex(20))
 
     @classmethod
-    def load_or_create(cls, path: Path) -> tuple["Credentials", bool]:
+    def load_or_create(cls, path: Path) -> tuple[Credentials, bool]:
         """Env vars win; else the ones saved by an earlier run (Label Studio keeps its users); else new ones.
 
         They are saved (mode 0600) because ``LABEL_STUDIO_USER_TOKEN`` only takes effect when the user is

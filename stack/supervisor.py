@@ -58,7 +58,9 @@ class Supervisor:
 
     def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        child = Child(name, cmd, env, cwd, self.log_dir / f"{name}.log", self._spawn(name, cmd, env, cwd), time.monotonic())
+        child = Child(
+            name, cmd, env, cwd, self.log_dir / f"{name}.log", self._spawn(name, cmd, env, cwd), time.monotonic()
+        )
         self.children.append(child)
         return child
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -78,7 +78,9 @@ def coco_r50_weights(torch_home: Path) -> list[Path]:
     from multitask.pretrained import published_sources
     from tests.support.weights import write_stand_in
 
-    return [write_stand_in(source.weights, seed) for seed, source in enumerate(published_sources("coco", "resnet50_fpn"))]
+    return [
+        write_stand_in(source.weights, seed) for seed, source in enumerate(published_sources("coco", "resnet50_fpn"))
+    ]
 
 
 @pytest.fixture(scope="session")

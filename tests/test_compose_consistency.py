@@ -93,6 +93,8 @@ def test_workers_share_torchs_cache_on_a_volume():
     """Training workers download pretrained weights once into TORCH_HOME; it must outlive containers."""
     dockerfile = (REPO / "Dockerfile").read_text()
     torch_home = re.search(r"^\s*TORCH_HOME=(\S+)", dockerfile, re.M).group(1)
-    assert re.search(rf"mkdir -p [^\n]*{re.escape(torch_home)}\b", dockerfile), "the mount point must exist, owned by the app user"
+    assert re.search(rf"mkdir -p [^\n]*{re.escape(torch_home)}\b", dockerfile), (
+        "the mount point must exist, owned by the app user"
+    )
     volume = next(v.split(":")[0] for v in SERVICES["rq-worker"]["volumes"] if v.split(":")[1] == torch_home)
     assert volume in COMPOSE["volumes"]

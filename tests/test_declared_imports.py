@@ -66,8 +66,12 @@ def test_every_import_is_declared() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base, extras = _names(project["dependencies"]), project["optional-dependencies"]
     shipped = set(PACKAGE_EXTRAS)
-    assert {p.rstrip("*") for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-            ["packages"]["find"]["include"]} == shipped, "PACKAGE_EXTRAS must list every shipped package"
+    assert {
+        p.rstrip("*")
+        for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+            "include"
+        ]
+    } == shipped, "PACKAGE_EXTRAS must list every shipped package"
     undeclared = []
     for package, needs in PACKAGE_EXTRAS.items():
         for path in sorted((REPO / package).rglob("*.py")):

@@ -67,9 +67,15 @@ def test_dict_round_trip_keeps_controls() -> None:
 
 
 BAD = {
-    "unknown category": ('<KeyPointLabels name="k" toName="i"><Label value="a" category="car"/></KeyPointLabels>', "car"),
+    "unknown category": (
+        '<KeyPointLabels name="k" toName="i"><Label value="a" category="car"/></KeyPointLabels>',
+        "car",
+    ),
     "unknown flip": ('<KeyPointLabels name="k" toName="i"><Label value="a" flip="zz"/></KeyPointLabels>', "zz"),
-    "repeated keypoint": ('<KeyPointLabels name="k" toName="i"><Label value="a"/><Label value="a"/></KeyPointLabels>', "repeats"),
+    "repeated keypoint": (
+        '<KeyPointLabels name="k" toName="i"><Label value="a"/><Label value="a"/></KeyPointLabels>',
+        "repeats",
+    ),
     "ambiguous flip": (
         '<KeyPointLabels name="k" toName="i"><Label value="a" flip="b"/><Label value="b"/>'
         '<Label value="c" flip="a"/></KeyPointLabels>',

@@ -38,5 +38,7 @@ def test_no_shipped_module_imports_tests(package: str) -> None:
 
 
 def test_backend_does_not_import_stack() -> None:
-    offenders = [str(f.relative_to(REPO)) for f in sorted((REPO / "backend").rglob("*.py")) if "stack" in imported_top_levels(f)]
+    offenders = [
+        str(f.relative_to(REPO)) for f in sorted((REPO / "backend").rglob("*.py")) if "stack" in imported_top_levels(f)
+    ]
     assert offenders == []

@@ -33,7 +33,7 @@ def test_failing_child_is_restarted_with_growing_backoff(tmp_path: Path, capsys:
         exits = []
         for restarts in (1, 2, 3):
             exits.append(_until(sup, lambda: child.restart_at is not None))
-            restarted = _until(sup, lambda: child.restarts == restarts)
+            restarted = _until(sup, lambda n=restarts: child.restarts == n)
             assert restarted - exits[-1] >= 2 ** (restarts - 1) - 0.1  # 1, 2, 4 s
         out = capsys.readouterr().out
         first = r"\[stack\] flaky \(pid \d+\) exited with code 3 after \d+ s; restarting in 1 s \(restart 1, log "

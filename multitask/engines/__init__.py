@@ -21,9 +21,10 @@ dict), ``step`` and ``training`` (with ``transfers``, what the run's start loade
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from multitask import defaults
 
@@ -96,7 +97,11 @@ class Engine(Protocol):
         ...
 
     def load_predictor(
-        self, checkpoint: str | Path, device: str = "cpu", score_threshold: float = defaults.SCORE_THRESHOLD, **options: Any
+        self,
+        checkpoint: str | Path,
+        device: str = "cpu",
+        score_threshold: float = defaults.SCORE_THRESHOLD,
+        **options: Any,
     ) -> Predictor:
         """The checkpoint ready for :meth:`Predictor.predict`; ``options``: ``mask_threshold``,
         ``keypoint_threshold``, ``max_detections``."""

@@ -41,9 +41,10 @@ import re
 import socket
 import tempfile
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -70,8 +71,13 @@ except ImportError:
 from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_test_loader
-from detectron2.data import build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data import transforms as T
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import DefaultPredictor, DefaultTrainer, HookBase
@@ -261,7 +267,7 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
         else:
             started_from, reports = start_weights(trainer.model, config, schema)
             transfers = [report.summary() for report in reports]
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         trainer.train()
     cfg.DATASETS.TRAIN = ()
     (out_dir / "config.yaml").write_text(cfg.dump())

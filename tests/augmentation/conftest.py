@@ -37,9 +37,15 @@ def quokka(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "categories": schema.to_coco_categories("global"),
         "annotations": [
             {
-                "id": 1, "image_id": 1, "category_id": schema.category("animal").id, "iscrowd": 0,
-                "segmentation": [polygon], "bbox": polygons_bbox([polygon]), "area": polygons_area([polygon]),
-                "keypoints": keypoints, "num_keypoints": len(raw["keypoints"]),
+                "id": 1,
+                "image_id": 1,
+                "category_id": schema.category("animal").id,
+                "iscrowd": 0,
+                "segmentation": [polygon],
+                "bbox": polygons_bbox([polygon]),
+                "area": polygons_area([polygon]),
+                "keypoints": keypoints,
+                "num_keypoints": len(raw["keypoints"]),
             }
         ],
     }

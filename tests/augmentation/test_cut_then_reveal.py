@@ -17,7 +17,6 @@ from pycocotools import mask as mask_utils
 from augmentation.albumentations_steps import augment_sample
 from augmentation.geometry_transform import InstanceGeometry
 from augmentation.pipelines import build_pipeline
-
 from tests.augmentation.truth import iou, label_image, rasterize, warped_labels
 
 BORDER = cv2.BORDER_CONSTANT

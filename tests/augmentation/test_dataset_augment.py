@@ -13,15 +13,14 @@ import yaml
 from pycocotools.coco import COCO
 
 from augmentation import AugmentationFailed, PipelineError, augment_dataset, load_pipeline
+from augmentation.albumentations_steps import augment_sample
 from augmentation.cli import main as cli_main
 from augmentation.dataset_augment import sample_seed
-from augmentation.albumentations_steps import augment_sample
 from augmentation.pipelines import preset_names
 from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Schema
 from combined_coco.validate import validate_coco
-
 from tests.augmentation.conftest import QUOKKA
 
 
@@ -48,7 +47,11 @@ def test_output_is_deterministic_valid_coco_with_stable_ids(synthetic: Path, tmp
     assert [im["id"] for im in out["images"]] == list(range(1, 3 * len(source["images"]) + 1))
     assert [a["id"] for a in out["annotations"]] == list(range(1, len(out["annotations"]) + 1))
     first_image = out["images"][:3]
-    assert [im["file_name"] for im in first_image] == ["synthetic_0001.png", "synthetic_0001__img1_aug1.png", "synthetic_0001__img1_aug2.png"]
+    assert [im["file_name"] for im in first_image] == [
+        "synthetic_0001.png",
+        "synthetic_0001__img1_aug1.png",
+        "synthetic_0001__img1_aug2.png",
+    ]
     assert {im["source_image_id"] for im in first_image} == {1}
     coco = COCO(str(second))
     for ann in out["annotations"]:
@@ -58,7 +61,11 @@ def test_output_is_deterministic_valid_coco_with_stable_ids(synthetic: Path, tmp
         assert ann["area"] > 0
         if isinstance(ann["segmentation"], list):
             assert ann["bbox"] == pytest.approx(polygons_bbox(ann["segmentation"]))
-            assert all(0 <= x <= im["width"] and 0 <= y <= im["height"] for p in ann["segmentation"] for x, y in zip(p[::2], p[1::2]))
+            assert all(
+                0 <= x <= im["width"] and 0 <= y <= im["height"]
+                for p in ann["segmentation"]
+                for x, y in zip(p[::2], p[1::2])
+            )
         assert coco.annToMask(ann).sum() > 0
     assert out["info"]["augmentation"]["options"]["copies"] == 2
 
@@ -97,7 +104,9 @@ def test_presets_run_on_the_quokka(preset: str, quokka: Path, tmp_path: Path) ->
 
 def test_pixel_level_transforms_leave_geometry_untouched(synthetic: Path, tmp_path: Path) -> None:
     pipeline = _pipeline_file(tmp_path, A.ColorJitter(p=1), A.GaussNoise(p=1), A.Blur(p=1), A.CLAHE(p=1))
-    out = json.loads(augment_dataset(synthetic, synthetic.parent / "images", tmp_path / "o", pipeline=pipeline, copies=1).read_text())
+    out = json.loads(
+        augment_dataset(synthetic, synthetic.parent / "images", tmp_path / "o", pipeline=pipeline, copies=1).read_text()
+    )
     by_image: dict[int, list[dict]] = {}
     for ann in out["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
@@ -109,7 +118,9 @@ def test_pixel_level_transforms_leave_geometry_untouched(synthetic: Path, tmp_pa
 
 def test_objects_pushed_out_of_the_frame_are_dropped_and_counted(synthetic: Path, tmp_path: Path) -> None:
     pipeline = _pipeline_file(tmp_path, A.Affine(translate_percent={"x": (0.97, 0.97), "y": (0, 0)}, p=1))
-    out = json.loads(augment_dataset(synthetic, synthetic.parent / "images", tmp_path / "o", pipeline=pipeline, copies=1).read_text())
+    out = json.loads(
+        augment_dataset(synthetic, synthetic.parent / "images", tmp_path / "o", pipeline=pipeline, copies=1).read_text()
+    )
     source = json.loads(synthetic.read_text())
     kept = len(out["annotations"]) - len(source["annotations"])
     assert out["info"]["augmentation"]["dropped_instances"] == len(source["annotations"]) - kept > 0
@@ -154,7 +165,9 @@ def test_split_keeps_copies_of_a_source_together(synthetic: Path, tmp_path: Path
     assert all(a["image_id"] in val_ids for a in val["annotations"])
 
 
-def test_cli_help_has_examples_and_run_locally_works(synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_help_has_examples_and_run_locally_works(
+    synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     for command in ([], ["submit"], ["status"], ["wait"], ["resubmit"], ["run-locally"], ["split"]):
         with pytest.raises(SystemExit) as exit_:
             cli_main([*command, "--help"])
@@ -175,11 +188,15 @@ def test_entries_sharing_a_photo_get_their_own_copies(synthetic: Path, tmp_path:
     first = coco["images"][0]
     twin = {**first, "id": 5, "ls_annotation_id": 2}
     coco["images"].append(twin)
-    coco["annotations"].append({**next(a for a in coco["annotations"] if a["image_id"] == 1), "id": 1000, "image_id": 5})
+    coco["annotations"].append(
+        {**next(a for a in coco["annotations"] if a["image_id"] == 1), "id": 1000, "image_id": 5}
+    )
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(coco))
     pipeline = _pipeline_file(tmp_path, A.Affine(rotate=(-40, 40), translate_percent=(-0.2, 0.2), p=1))
-    out = json.loads(augment_dataset(path, synthetic.parent / "images", tmp_path / "out", pipeline=pipeline, copies=2).read_text())
+    out = json.loads(
+        augment_dataset(path, synthetic.parent / "images", tmp_path / "out", pipeline=pipeline, copies=2).read_text()
+    )
     assert validate_coco(out) == []
     copies = [im for im in out["images"] if im["aug_copy"] > 0]
     assert len({im["file_name"] for im in copies}) == len(copies) == 10
@@ -200,8 +217,11 @@ def test_split_keeps_every_image_of_one_photo_together(synthetic: Path, tmp_path
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(coco))
     for keep in (True, False):
-        out = json.loads(augment_dataset(path, synthetic.parent / "images", tmp_path / f"o{keep}", copies=2,
-                                         keep_originals=keep).read_text())
+        out = json.loads(
+            augment_dataset(
+                path, synthetic.parent / "images", tmp_path / f"o{keep}", copies=2, keep_originals=keep
+            ).read_text()
+        )
         for seed in range(6):
             train, val = split_by_source(out, val_fraction=0.4, seed=seed)
             photos = [{im["source_file_name"] for im in part["images"]} for part in (train, val)]

@@ -20,7 +20,6 @@ from augmentation.geometry_transform import InstanceGeometry, Limits, map_points
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import clean_polygons, polygons_area
 from combined_coco.schema import Schema
-
 from tests.augmentation.truth import iou, measured_matrix, rasterize
 
 BORDER = cv2.BORDER_CONSTANT
@@ -28,7 +27,14 @@ GEOMETRIC = A.to_dict(
     A.Compose(
         [
             A.D4(p=0.5),
-            A.Affine(scale=(0.7, 1.3), rotate=(-40, 40), translate_percent=(-0.15, 0.15), shear=(-8, 8), border_mode=BORDER, p=0.9),
+            A.Affine(
+                scale=(0.7, 1.3),
+                rotate=(-40, 40),
+                translate_percent=(-0.15, 0.15),
+                shear=(-8, 8),
+                border_mode=BORDER,
+                p=0.9,
+            ),
             A.Perspective(scale=(0.02, 0.08), border_mode=BORDER, p=0.5),
             A.OneOf([A.RandomResizedCrop((300, 400), scale=(0.3, 1.0)), A.Resize(333, 555)], p=0.6),
             A.ColorJitter(p=0.5),
@@ -74,7 +80,9 @@ def test_polygons_masks_and_keypoints_follow_the_pixels(synthetic: Path) -> None
                 seg = ann["segmentation"]
                 if isinstance(seg, dict):
                     kinds.add("rle")
-                    warped = cv2.warpPerspective(rasterize(seg, h, w).astype(np.uint8), _pixel_index(truth), (ow, oh), flags=cv2.INTER_NEAREST)
+                    warped = cv2.warpPerspective(
+                        rasterize(seg, h, w).astype(np.uint8), _pixel_index(truth), (ow, oh), flags=cv2.INTER_NEAREST
+                    )
                     if out is not None:
                         got_mask = rasterize(out.segmentation, oh, ow)
                         rle_ious.append(iou(got_mask, warped.astype(bool)))
@@ -104,10 +112,15 @@ def test_polygons_masks_and_keypoints_follow_the_pixels(synthetic: Path) -> None
                         kp_errors.append(np.hypot(gx - tx, gy - ty))
                     elif min(abs(tx), abs(tx - ow), abs(ty), abs(ty - oh)) > 0.01:
                         assert (gx, gy, gv) == (0, 0, 0)
-    print(f"polygon IoU mean {np.mean(poly_ious):.4f} p5 {np.percentile(poly_ious, 5):.4f}, RLE IoU {np.mean(rle_ious):.4f} shift {np.mean(rle_shift, axis=0)}, keypoint error max {max(kp_errors):.4f} px")
+    print(
+        f"polygon IoU mean {np.mean(poly_ious):.4f} p5 {np.percentile(poly_ious, 5):.4f}, RLE IoU {np.mean(rle_ious):.4f} shift {np.mean(rle_shift, axis=0)}, keypoint error max {max(kp_errors):.4f} px"
+    )
     assert kinds >= {"rle", "multi", "single", "clipped"}
     assert len(poly_ious) > 120
-    assert np.mean(poly_ious) >= 0.99 and np.percentile(poly_ious, 5) >= 0.97, (np.mean(poly_ious), np.percentile(poly_ious, 5))
+    assert np.mean(poly_ious) >= 0.99 and np.percentile(poly_ious, 5) >= 0.97, (
+        np.mean(poly_ious),
+        np.percentile(poly_ious, 5),
+    )
     # Nearest-neighbour resampling of a mask is ambiguous at ties when downscaling (boundary pixels
     # flip); what must not happen is a systematic shift, the half-pixel trap of cv2's INTER_NEAREST.
     assert np.mean(rle_ious) >= 0.97, np.mean(rle_ious)
@@ -120,7 +133,9 @@ def test_resize_chain_does_not_drift() -> None:
     """Albumentations' keypoint path scales pixel-index coordinates on resize but flips them about
     ``W - 1``; mixed, the two drift apart by up to (s-1)/2 px per step. Our matrices follow cv2.resize
     exactly, so a chain of resizes and flips that cancels out ends where it began."""
-    steps = [A.Resize(180, 320), A.HorizontalFlip(p=1), A.Resize(720, 1280), A.HorizontalFlip(p=1)] * 3 + [A.Resize(360, 640)]
+    steps = [A.Resize(180, 320), A.HorizontalFlip(p=1), A.Resize(720, 1280), A.HorizontalFlip(p=1)] * 3 + [
+        A.Resize(360, 640)
+    ]
     data = A.to_dict(A.Compose(steps))
     image = np.zeros((360, 640, 3), np.uint8)
     square = [[100.0, 100.0, 140.0, 100.0, 140.0, 140.0, 100.0, 140.0]]
@@ -166,7 +181,9 @@ EVERY_RULE = {
     "RandomRotate90": A.RandomRotate90(p=1),
     "D4": A.D4(p=1),
     "SquareSymmetry": A.SquareSymmetry(p=1),
-    "Affine": A.Affine(scale=(0.8, 1.2), rotate=(-30, 30), shear=(-10, 10), translate_px=(-7, 7), border_mode=BORDER, p=1),
+    "Affine": A.Affine(
+        scale=(0.8, 1.2), rotate=(-30, 30), shear=(-10, 10), translate_px=(-7, 7), border_mode=BORDER, p=1
+    ),
     "ShiftScaleRotate": A.ShiftScaleRotate(border_mode=BORDER, p=1),
     "SafeRotate": A.SafeRotate(limit=40, border_mode=BORDER, p=1),
     "Perspective": A.Perspective(scale=(0.05, 0.1), border_mode=BORDER, p=1),
@@ -217,7 +234,9 @@ def test_each_rule_matches_the_pixels(name: str) -> None:
 )
 def test_non_affine_steps_go_through_the_instance_mask(synthetic: Path, distortion: A.BasicTransform) -> None:
     """Polygons are re-derived from the distorted mask; keypoints land where the pixels went."""
-    data = A.to_dict(A.Compose([A.HorizontalFlip(p=0.5), A.Affine(rotate=(-15, 15), border_mode=BORDER, p=1), distortion]))
+    data = A.to_dict(
+        A.Compose([A.HorizontalFlip(p=0.5), A.Affine(rotate=(-15, 15), border_mode=BORDER, p=1), distortion])
+    )
     compose = build_pipeline(data)
     truth_compose = A.from_dict(data)
     coco, items = _load(synthetic)

@@ -77,7 +77,9 @@ def test_failed_images_are_reported_by_id_and_block_the_merge(redis_url, worker_
     (coco.parent / "images" / "synthetic_0003.png").unlink()
     conn = connect(redis_url)
     worker_factory("augment")
-    run = jobs.submit_run(conn, coco, coco.parent / "images", tmp_path / "out", pipeline="light", copies=1, shard_size=2)
+    run = jobs.submit_run(
+        conn, coco, coco.parent / "images", tmp_path / "out", pipeline="light", copies=1, shard_size=2
+    )
     status = jobs.wait(conn, run, timeout=120)
     assert status["state"] == "failed"
     assert [f["image_id"] for f in status["failures"]] == [3]

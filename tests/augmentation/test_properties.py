@@ -21,9 +21,23 @@ PIPELINE = build_pipeline(
         A.Compose(
             [
                 A.D4(p=0.5),
-                A.Affine(scale=(0.5, 1.5), rotate=(-180, 180), translate_percent=(-0.4, 0.4), shear=(-15, 15), border_mode=BORDER, p=0.9),
+                A.Affine(
+                    scale=(0.5, 1.5),
+                    rotate=(-180, 180),
+                    translate_percent=(-0.4, 0.4),
+                    shear=(-15, 15),
+                    border_mode=BORDER,
+                    p=0.9,
+                ),
                 A.Perspective(scale=(0.02, 0.1), border_mode=BORDER, p=0.5),
-                A.OneOf([A.RandomResizedCrop((90, 130)), A.LongestMaxSize(150), A.PadIfNeeded(160, 220, border_mode=BORDER)], p=0.7),
+                A.OneOf(
+                    [
+                        A.RandomResizedCrop((90, 130)),
+                        A.LongestMaxSize(150),
+                        A.PadIfNeeded(160, 220, border_mode=BORDER),
+                    ],
+                    p=0.7,
+                ),
             ]
         )
     )
@@ -58,9 +72,13 @@ def test_any_sample_gives_a_valid_clipped_instance_or_a_drop(polygons: list[list
 
 @settings(max_examples=80, deadline=None)
 @given(
-    window=st.integers(1, 6).flatmap(lambda h: st.integers(1, 6).flatmap(
-        lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(lambda v: np.reshape(v, (h, w))))),
-    x0=st.integers(0, 4), y0=st.integers(0, 4),
+    window=st.integers(1, 6).flatmap(
+        lambda h: st.integers(1, 6).flatmap(
+            lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(lambda v: np.reshape(v, (h, w)))
+        )
+    ),
+    x0=st.integers(0, 4),
+    y0=st.integers(0, 4),
 )
 def test_window_rle_equals_encoding_the_whole_frame(window: np.ndarray, x0: int, y0: int) -> None:
     full = np.zeros((11, 12), np.uint8, order="F")

@@ -20,7 +20,6 @@ from augmentation.geometry_transform import InstanceGeometry, warped_area
 from augmentation.pipelines import build_pipeline
 from combined_coco.geometry import polygons_area
 from multitask.synthetic import write_parts_dataset
-
 from tests.augmentation.truth import rasterize
 
 
@@ -35,7 +34,11 @@ def test_polygon_and_rle_twins_agree_after_perspective(tmp_path: Path) -> None:
     for im in coco["images"]:
         h, w = im["height"], im["width"]
         image = np.zeros((h, w, 3), np.uint8)
-        polygons = [a["segmentation"] for a in coco["annotations"] if a["image_id"] == im["id"] and isinstance(a["segmentation"], list)]
+        polygons = [
+            a["segmentation"]
+            for a in coco["annotations"]
+            if a["image_id"] == im["id"] and isinstance(a["segmentation"], list)
+        ]
         as_polygons = [InstanceGeometry(p, None, [], []) for p in polygons]
         as_rle = [InstanceGeometry([], _as_rle(p, h, w), [], []) for p in polygons]
         for seed in range(40):

@@ -105,7 +105,9 @@ def make_backend(settings: Settings, predictor: FakePredictor, redis_url: str | 
     return Backend(TestClient(app, raise_server_exceptions=False), predictor, ModelStore(settings.model_dir), loads)
 
 
-def predict_payload(image: str = "/data/upload/1/cat.png", project: str = "1.1700000000", config: str = GENERIC) -> dict:
+def predict_payload(
+    image: str = "/data/upload/1/cat.png", project: str = "1.1700000000", config: str = GENERIC
+) -> dict:
     return {
         "tasks": [{"id": 11, "project": 1, "data": {"image": image}}],
         "project": project,

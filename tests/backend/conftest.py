@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
-from tests.backend.backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
 
 from backend.settings import Settings
-from tests.support.backend import MediaServer
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import GENERIC, TOKEN, Backend, FakePredictor, animal, make_backend, png_bytes
+from tests.support.backend import MediaServer
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +42,3 @@ def settings(tmp_path: Path, media_server: MediaServer) -> Settings:
 @pytest.fixture
 def backend(settings: Settings, schema: Schema, backend_redis_url: str) -> Backend:
     return make_backend(settings, FakePredictor(schema, [animal(schema)]), backend_redis_url)
-
-

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.backend.backend_fakes import GENERIC, TOKEN, FakePredictor, animal, make_backend, predict_payload
 
 from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
-from tests.support.backend import random_checkpoint
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import GENERIC, TOKEN, FakePredictor, animal, make_backend, predict_payload
+from tests.support.backend import random_checkpoint
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -24,7 +24,9 @@ def _basic(user: str, password: str) -> dict[str, str]:
 
 
 def test_basic_auth_and_bearer_token(settings: Settings, schema: Schema) -> None:
-    secured = Settings(**{**settings.__dict__, "basic_auth_user": "ls", "basic_auth_pass": "s3cret", "bearer_token": "tok"})
+    secured = Settings(
+        **{**settings.__dict__, "basic_auth_user": "ls", "basic_auth_pass": "s3cret", "bearer_token": "tok"}
+    )
     client = make_backend(secured, FakePredictor(schema, [animal(schema)])).client
     body = {"project": "1.1", "schema": ""}
     assert client.get("/health").status_code == 200  # liveness stays open for orchestrators
@@ -72,7 +74,9 @@ def test_redis_down_is_a_503_not_a_traceback(settings: Settings, schema: Schema)
 def test_bad_labeling_config_is_a_422(settings: Settings, schema: Schema) -> None:
     backend = make_backend(settings, FakePredictor(schema))
     backend.publish(1)
-    response = backend.client.post("/predict", json=predict_payload(config="<View><Image name='i' value='$image'/></View>"))
+    response = backend.client.post(
+        "/predict", json=predict_payload(config="<View><Image name='i' value='$image'/></View>")
+    )
     assert response.status_code == 422 and "labeling config" in response.json()["error"]
 
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
 import httpx
 import numpy as np
 import pytest
 import uvicorn
-from tests.backend.backend_fakes import GENERIC, FakePredictor, animal, make_backend, predict_payload
 
 from backend.request_guard import MAX_JSON_DEPTH, json_too_deep
 from backend.settings import Settings
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import GENERIC, FakePredictor, animal, make_backend, predict_payload
 from tests.support.processes import free_port
 
 
@@ -49,7 +50,7 @@ async def _call(app: Any, method: str, path: str, headers: dict[str, str], body:
 def test_an_anonymous_body_is_refused_before_it_is_read(settings: Settings, schema: Schema) -> None:
     secured = Settings(**{**settings.__dict__, "bearer_token": "tok"})
     app = make_backend(secured, FakePredictor(schema)).client.app
-    body = b'{"tasks": [' + b'{"data": {}},' * 1000 + b'{}]}'
+    body = b'{"tasks": [' + b'{"data": {}},' * 1000 + b"{}]}"
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     status, answer, pulled = anyio.run(_call, app, "POST", "/predict", headers, body)
     assert status == 401 and "authentication required" in json.loads(answer)["error"]

@@ -8,18 +8,20 @@ the Label Studio token must never reach it.
 from __future__ import annotations
 
 import string
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
-from tests.backend.backend_fakes import FakePredictor, animal, make_backend, png_bytes, predict_payload
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from backend.labelstudio import MEDIA_PATHS, LabelStudioClient, MediaError, UnsafeMediaUrl, resolve_media_url
 from backend.settings import Settings
-from tests.support.backend import MediaServer
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import FakePredictor, animal, make_backend, png_bytes, predict_payload
+from tests.support.backend import MediaServer
 
 
 @pytest.fixture

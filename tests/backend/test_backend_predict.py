@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tests.backend.backend_fakes import GENERIC, Backend, FakePredictor, animal, make_backend, png_bytes, predict_payload
 
 from backend.settings import Settings
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import (
+    GENERIC,
+    Backend,
+    FakePredictor,
+    animal,
+    make_backend,
+    png_bytes,
+    predict_payload,
+)
 
-NO_BOX_CONFIG = GENERIC.replace(GENERIC[GENERIC.index("  <RectangleLabels"): GENERIC.index("  <KeyPointLabels")], "")
+NO_BOX_CONFIG = GENERIC.replace(GENERIC[GENERIC.index("  <RectangleLabels") : GENERIC.index("  <KeyPointLabels")], "")
 
 
 def test_health_and_root_answer_up(backend: Backend) -> None:
@@ -25,7 +33,9 @@ def test_setup_reports_untrained_then_the_published_version(backend: Backend) ->
     assert backend.client.post("/setup", json=body).json() == {"model_version": "untrained"}
     version = backend.publish(1)
     assert backend.client.post("/setup", json=body).json() == {"model_version": version}
-    assert backend.client.post("/setup", json={**body, "project": "2.1700000000"}).json()["model_version"] == "untrained"
+    assert (
+        backend.client.post("/setup", json={**body, "project": "2.1700000000"}).json()["model_version"] == "untrained"
+    )
 
 
 def test_predict_without_model_is_empty_not_an_error(backend: Backend) -> None:
@@ -56,8 +66,14 @@ def test_predict_returns_polygon_rectangle_and_nested_keypoints_in_percent(backe
     assert polygon["value"]["points"] == [[25.0, 25.0], [75.0, 25.0], [75.0, 75.0], [25.0, 75.0]]
     [box] = by_type["rectanglelabels"]
     assert box["from_name"] == "box"
-    assert box["value"] | {} == {"x": 25.0, "y": 25.0, "width": 50.0, "height": 50.0, "rotation": 0,
-                                  "rectanglelabels": ["animal"]}
+    assert box["value"] | {} == {
+        "x": 25.0,
+        "y": 25.0,
+        "width": 50.0,
+        "height": 50.0,
+        "rotation": 0,
+        "rectanglelabels": ["animal"],
+    }
     keypoints = by_type["keypointlabels"]
     schema = backend.predictor.schema
     assert [k["value"]["keypointlabels"][0] for k in keypoints] == list(schema.category("animal").keypoints)
@@ -71,7 +87,9 @@ def test_predict_returns_polygon_rectangle_and_nested_keypoints_in_percent(backe
 
 
 def test_only_present_keypoints_become_regions(settings: Settings, schema: Schema, backend_redis_url: str) -> None:
-    backend = make_backend(settings, FakePredictor(schema, [animal(schema, present={"nose", "tip"})]), backend_redis_url)
+    backend = make_backend(
+        settings, FakePredictor(schema, [animal(schema, present={"nose", "tip"})]), backend_redis_url
+    )
     backend.publish(1)
     result = backend.client.post("/predict", json=predict_payload()).json()["results"][0]["result"]
     # "tip" is present in the model output but belongs to "tool", not "animal"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from backend.runs import TRAIN_QUEUE, Runs
 from backend.settings import Settings
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 
 def _train_jobs(url: str) -> list:
@@ -56,9 +56,7 @@ def test_job_loop_reruns_once_for_triggers_during_a_run(backend_redis_url: str) 
     assert runs.request_training(8, "button").enqueued  # and the next click queues a new job
 
 
-def test_annotation_events_trigger_training_every_n(
-    settings: Settings, schema: Schema, backend_redis_url: str
-) -> None:
+def test_annotation_events_trigger_training_every_n(settings: Settings, schema: Schema, backend_redis_url: str) -> None:
     every_two = Settings(**{**settings.__dict__, "retrain_every": 2})
     client = make_backend(every_two, FakePredictor(schema), backend_redis_url).client
     event = {"action": "ANNOTATION_CREATED", "project": {"id": 9}, "annotation": {"id": 1}, "task": {"id": 1}}

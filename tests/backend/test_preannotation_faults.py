@@ -25,7 +25,9 @@ class Recorder:
         return True
 
 
-def test_label_studio_down_is_reported_in_the_status_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_label_studio_down_is_reported_in_the_status_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     dead = Settings(label_studio_url=f"http://127.0.0.1:{free_port()}", label_studio_api_key="t", model_dir=tmp_path)
     report = Recorder()
     with caplog.at_level(logging.ERROR):
@@ -37,7 +39,9 @@ def test_label_studio_down_is_reported_in_the_status_not_raised(tmp_path: Path, 
 
 
 def test_switched_off(tmp_path: Path) -> None:
-    off = Settings(label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path, preannotate_after_training=False)
+    off = Settings(
+        label_studio_url=None, label_studio_api_key=None, model_dir=tmp_path, preannotate_after_training=False
+    )
     report = Recorder()
     assert preannotate_after_publish(3, "v0001-x", off, ModelStore(tmp_path), report) == {"state": "off"}
     assert report.fields == []

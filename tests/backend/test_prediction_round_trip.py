@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.backend.backend_fakes import FakeInstance
 
 from backend.regions import task_regions
 from combined_coco.converter import ConversionResult, convert_tasks
 from combined_coco.labelstudio import occluded_result, task
 from combined_coco.schema import Schema
+from tests.backend.backend_fakes import FakeInstance
 
 CONFIG = Path(__file__).resolve().parents[2] / "labeling_configs" / "planetary_gearbox.xml"
 W, H = 640, 480
@@ -29,11 +29,16 @@ TOLERANCE_PX = 1.5  # POLYGON_TOLERANCE_PX's default: the outlines below have no
 
 
 def _octagon(cx: float, cy: float, r: float) -> list[float]:
-    return [c for k in range(8) for c in (cx + r * math.cos(k * math.pi / 4 + 0.2), cy + r * math.sin(k * math.pi / 4 + 0.2))]
+    return [
+        c
+        for k in range(8)
+        for c in (cx + r * math.cos(k * math.pi / 4 + 0.2), cy + r * math.sin(k * math.pi / 4 + 0.2))
+    ]
 
 
-def _detection(schema: Schema, label: str, outline: list[float], score: float,
-               keypoints: dict[str, tuple[float, float]]) -> FakeInstance:
+def _detection(
+    schema: Schema, label: str, outline: list[float], score: float, keypoints: dict[str, tuple[float, float]]
+) -> FakeInstance:
     """What the predictor returns for one object: box = the outline's bounds, keypoints as heatmap logits."""
     xs, ys = outline[0::2], outline[1::2]
     points = np.zeros((schema.num_keypoints, 3))
@@ -55,8 +60,13 @@ def detections(schema: Schema) -> list[FakeInstance]:
         _detection(schema, "ring_gear", _octagon(220, 220, 160), 0.9, {"center": (220, 220), "tooth_ref": (360, 225)}),
         _detection(schema, "sun_gear", _octagon(220, 220, 40), 0.8, {"center": (223, 217), "tooth_ref": (250, 221)}),
         # pin_3 not found by the model: it must come back as 0, 0, 0
-        _detection(schema, "carrier", _octagon(500, 360, 60), 0.7,
-                   {"carrier_center": (500, 360), "pin_1": (530, 350), "pin_2": (480, 330)}),
+        _detection(
+            schema,
+            "carrier",
+            _octagon(500, 360, 60),
+            0.7,
+            {"carrier_center": (500, 360), "pin_1": (530, 350), "pin_2": (480, 330)},
+        ),
     ]
 
 

@@ -15,16 +15,17 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
-from tests.conftest import start_worker
 
 from backend.settings import Settings
 from combined_coco.schema import Schema
 from jobqueue.connection import EmbeddedRedis
+from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
+from tests.conftest import start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,9 @@ def job_env(silent_label_studio: str, tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _backend(settings: Settings, schema: Schema, url: str) -> Backend:
-    return make_backend(Settings(**{**settings.__dict__, "train_heartbeat_seconds": HEARTBEAT_S}), FakePredictor(schema), url)
+    return make_backend(
+        Settings(**{**settings.__dict__, "train_heartbeat_seconds": HEARTBEAT_S}), FakePredictor(schema), url
+    )
 
 
 def _start_training(backend: Backend, project_id: int) -> dict[str, Any]:

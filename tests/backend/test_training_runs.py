@@ -7,20 +7,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
-from backend.training import _images_subset, _previous_heldout, _start_point, _task_hash, holdout_split, train_and_publish
+from backend.training import (
+    _images_subset,
+    _previous_heldout,
+    _start_point,
+    _task_hash,
+    holdout_split,
+    train_and_publish,
+)
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.model import ModelConfig, build_model
 from multitask.synthetic import write_synthetic_dataset
+from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 
 def _coco(tasks: dict[int, str]) -> dict:
     """One image and one annotation per task; ``tasks`` maps task id -> image URL."""
-    images = [{"id": i, "file_name": f"{i}.png", "ls_task_id": task, "ls_image": url} for i, (task, url) in enumerate(tasks.items())]
+    images = [
+        {"id": i, "file_name": f"{i}.png", "ls_task_id": task, "ls_image": url}
+        for i, (task, url) in enumerate(tasks.items())
+    ]
     annotations = [{"id": i, "image_id": i, "category_id": 1} for i in range(len(images))]
     return {"images": images, "annotations": annotations, "categories": []}
 
@@ -51,7 +61,13 @@ def test_holdout_is_stable_about_the_share_and_keeps_a_photo_on_one_side() -> No
 
 
 def test_new_settings_are_read_and_checked() -> None:
-    env = {"TRAIN_INIT": "none", "RETRAIN_STEPS": "7", "HOLDOUT_MIN_TASKS": "3", "HOLDOUT_SHARE": "0.5", "TRAIN_THREADS": "2"}
+    env = {
+        "TRAIN_INIT": "none",
+        "RETRAIN_STEPS": "7",
+        "HOLDOUT_MIN_TASKS": "3",
+        "HOLDOUT_SHARE": "0.5",
+        "TRAIN_THREADS": "2",
+    }
     settings = Settings.from_env({**env, "RETRAIN_LR": "0.005"})
     assert settings.retrain_learning_rate == 0.005
     assert (settings.train_init, settings.retrain_steps, settings.holdout_min_tasks) == ("none", 7, 3)
@@ -68,7 +84,9 @@ def _publish(store: ModelStore, schema: Schema, tmp_path: Path) -> str:
     return store.publish(3, path, {"steps": 5})
 
 
-def test_retrain_continues_from_the_version_only_when_the_schema_is_unchanged(settings: Settings, schema: Schema, tmp_path: Path) -> None:
+def test_retrain_continues_from_the_version_only_when_the_schema_is_unchanged(
+    settings: Settings, schema: Schema, tmp_path: Path
+) -> None:
     store = ModelStore(settings.model_dir)
     first = _start_point(3, store, schema, settings)
     assert (first.finetune_from, first.steps, first.started_from) == (None, settings.train_steps, "coco")
@@ -76,17 +94,27 @@ def test_retrain_continues_from_the_version_only_when_the_schema_is_unchanged(se
     version = _publish(store, schema, tmp_path)
     same = _start_point(3, store, schema, settings)
     assert same.finetune_from == str(store.checkpoint(3, version))
-    assert (same.steps, same.started_from, same.transferred_from) == (settings.retrain_steps, f"version {version}", None)
+    assert (same.steps, same.started_from, same.transferred_from) == (
+        settings.retrain_steps,
+        f"version {version}",
+        None,
+    )
     assert same.lr == settings.train_lr / 10 == first.lr / 10
 
     changed_schema = Schema.from_dict({**schema.to_dict(), "categories": schema.to_dict()["categories"][:1]})
     changed = _start_point(3, store, changed_schema, settings)
     assert changed.finetune_from == str(store.checkpoint(3, version))
-    assert (changed.steps, changed.started_from, changed.transferred_from) == (settings.train_steps, "coco", f"version {version}")
+    assert (changed.steps, changed.started_from, changed.transferred_from) == (
+        settings.train_steps,
+        "coco",
+        f"version {version}",
+    )
     assert changed.lr == settings.train_lr
 
 
-def test_runs_lists_every_version_with_its_scores_oldest_first(settings: Settings, schema: Schema, backend_redis_url: str) -> None:
+def test_runs_lists_every_version_with_its_scores_oldest_first(
+    settings: Settings, schema: Schema, backend_redis_url: str
+) -> None:
     backend: Backend = make_backend(settings, FakePredictor(schema, []), backend_redis_url)
     first = backend.publish(4)
     meta = {"started_from": "version " + first, "steps": 100, "training_set_fit": {"bbox_AP": 0.9},
@@ -160,4 +188,6 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
     heldout = tmp_path / "scoring" / "heldout.json"
     heldout.write_text(json.dumps(held))
     rescored = _previous_heldout(7, store, heldout, "another set", settings)
-    assert rescored is not None and {k: v for k, v in rescored.items() if k != "version"} == {k: v for k, v in v1_scores.items() if k != "version"}
+    assert rescored is not None and {k: v for k, v in rescored.items() if k != "version"} == {
+        k: v for k, v in v1_scores.items() if k != "version"
+    }

@@ -8,8 +8,9 @@ as ``artifacts/predictions_view.png``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,7 +27,7 @@ ARTIFACTS = REPO / "artifacts"
 
 
 @pytest.fixture
-def page(label_studio: LabelStudioServer) -> Iterator["Page"]:
+def page(label_studio: LabelStudioServer) -> Iterator[Page]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (scripts/test.sh installs it)")
     with logged_in_page(label_studio) as page:
@@ -34,7 +35,7 @@ def page(label_studio: LabelStudioServer) -> Iterator["Page"]:
 
 
 def test_new_task_opens_with_predicted_polygon_and_keypoints(
-    page: "Page", label_studio: LabelStudioServer, trained: TrainedProject
+    page: Page, label_studio: LabelStudioServer, trained: TrainedProject
 ) -> None:
     retrieve_predictions(label_studio, trained.project_id)
     task_id = trained.new_task_ids[0]

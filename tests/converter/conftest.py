@@ -3,8 +3,8 @@ conversion shortcut so each test states only the regions it is about."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

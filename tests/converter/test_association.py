@@ -85,8 +85,9 @@ def test_keypoint_nested_under_wrong_category(convert_one) -> None:
 
 
 def test_second_keypoint_of_a_name_is_reported(convert_one, generic) -> None:
-    res = convert_one([poly("p", SQUARE), kp("k1", "nose", 150, 150, parent_id="p"),
-                       kp("k2", "nose", 250, 250, parent_id="p")])
+    res = convert_one(
+        [poly("p", SQUARE), kp("k1", "nose", 150, 150, parent_id="p"), kp("k2", "nose", 250, 250, parent_id="p")]
+    )
     assert keypoint_of(res.coco["annotations"][0], generic, "nose")[:2] == pytest.approx([150, 150])
     (issue,) = res.issues
     assert issue.region_id == "k2" and "already has keypoint 'nose'" in issue.message
@@ -113,8 +114,15 @@ def test_multi_polygon_instance_by_parent_and_relation(convert_one) -> None:
     left = [(100, 100), (200, 100), (200, 200), (100, 200)]
     right = [(300, 100), (400, 100), (400, 200), (300, 200)]
     third = [(500, 100), (600, 100), (600, 200), (500, 200)]
-    res = convert_one([poly("l", left), poly("r", right, parent_id="l"), poly("t", third), relation_result("r", "t"),
-                       kp("k", "nose", 350, 150)])
+    res = convert_one(
+        [
+            poly("l", left),
+            poly("r", right, parent_id="l"),
+            poly("t", third),
+            relation_result("r", "t"),
+            kp("k", "nose", 350, 150),
+        ]
+    )
     (ann,) = res.coco["annotations"]
     assert len(ann["segmentation"]) == 3
     assert ann["bbox"] == pytest.approx([100, 100, 500, 100])
@@ -128,9 +136,13 @@ def test_linked_polygons_of_different_labels_stay_apart(convert_one) -> None:
 
 
 def test_rectangle_matching_polygon_is_one_instance(convert_one) -> None:
-    res = convert_one([poly("p", [(100, 100), (300, 100), (300, 300), (200, 310), (100, 300)]),
-                       rectangle_result("r", "animal", 98, 99, 204, 212, W, H),
-                       kp("k", "nose", 150, 150, parent_id="r")])
+    res = convert_one(
+        [
+            poly("p", [(100, 100), (300, 100), (300, 300), (200, 310), (100, 300)]),
+            rectangle_result("r", "animal", 98, 99, 204, 212, W, H),
+            kp("k", "nose", 150, 150, parent_id="r"),
+        ]
+    )
     (ann,) = res.coco["annotations"]
     assert ann["bbox"] == pytest.approx([100, 100, 200, 210])  # from the polygon, not the drawn box
     assert ann["num_keypoints"] == 1 and set(ann["ls_region_ids"]) == {"p", "r", "k"}
@@ -157,8 +169,12 @@ def test_rotated_rectangle_becomes_its_corners() -> None:
 
 
 def test_layouts(convert_one, generic) -> None:
-    results = [poly("a", SQUARE), kp("k1", "nose", 150, 150), poly("t", [(400, 400), (500, 400), (500, 500)], "tool"),
-               kp("k2", "tip", 480, 420)]
+    results = [
+        poly("a", SQUARE),
+        kp("k1", "nose", 150, 150),
+        poly("t", [(400, 400), (500, 400), (500, 500)], "tool"),
+        kp("k2", "tip", 480, 420),
+    ]
     glob = convert_one(results).coco
     per = convert_one(results, layout="per_category").coco
     assert glob["info"]["keypoint_layout"] == "global" and per["info"]["keypoint_layout"] == "per_category"
@@ -182,8 +198,7 @@ def test_index_gives_the_same_placement_as_testing_every_object(convert_one, mon
     for n in range(60):
         x, y = rng.uniform(0, 900), rng.uniform(0, 600)
         w, h = rng.choice([(40, 30), (200, 150), (5, 5)])
-        results.append(poly(f"p{n}", [(x, y), (x + w, y), (x + w, y + h), (x, y + h)],
-                            rng.choice(["animal", "tool"])))
+        results.append(poly(f"p{n}", [(x, y), (x + w, y), (x + w, y + h), (x, y + h)], rng.choice(["animal", "tool"])))
     names = ["nose", "eye_left", "tip", "handle_end"]
     for k in range(300):
         results.append(kp(f"k{k}", rng.choice(names), rng.uniform(0, W), rng.uniform(0, H)))

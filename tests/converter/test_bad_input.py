@@ -10,8 +10,8 @@ import pytest
 from label_studio_sdk.converter.brush import mask2rle
 from pycocotools import mask as mask_utils
 
-from combined_coco.converter import ConversionError, convert_export_file, convert_tasks
 from combined_coco import labelstudio
+from combined_coco.converter import ConversionError, convert_export_file, convert_tasks
 from combined_coco.labelstudio import keypoint_result, polygon_result, task
 from combined_coco.validate import validate_coco
 
@@ -45,8 +45,12 @@ def test_self_intersection_is_repaired(convert_one) -> None:
 
 
 def test_out_of_range_is_clipped(convert_one) -> None:
-    res = convert_one([polygon_result("p", "animal", [(900, 600), (1000, 600), (1000, 700), (900, 700)], W, H),
-                       keypoint_result("k", "nose", 1000, 650, W, H, parent_id="p")])
+    res = convert_one(
+        [
+            polygon_result("p", "animal", [(900, 600), (1000, 600), (1000, 700), (900, 700)], W, H),
+            keypoint_result("k", "nose", 1000, 650, W, H, parent_id="p"),
+        ]
+    )
     messages = {i.region_id: i.message for i in res.issues}
     assert "clipped" in messages["p"] and "outside" in messages["k"]
     (ann,) = res.coco["annotations"]
@@ -69,8 +73,12 @@ def test_unknown_labels(convert_one) -> None:
 
 
 def test_duplicate_region_ids(convert_one) -> None:
-    res = convert_one([polygon_result("p", "animal", SQUARE, W, H),
-                       polygon_result("p", "tool", [(400, 400), (500, 400), (500, 500)], W, H)])
+    res = convert_one(
+        [
+            polygon_result("p", "animal", SQUARE, W, H),
+            polygon_result("p", "tool", [(400, 400), (500, 400), (500, 500)], W, H),
+        ]
+    )
     assert "duplicate region id" in only_issue(res, "p").message
     assert len(res.coco["annotations"]) == 1
 
@@ -102,11 +110,23 @@ def two_annotations(*, ground_truth: bool = False) -> dict:
     """Task 7 annotated twice (ids 7 and 8, same region id in both, as when one starts from the other),
     plus a cancelled annotation 9."""
     t = task(7, "a.jpg", [polygon_result("p", "animal", SQUARE, W, H)])
-    t["annotations"].append({"id": 8, "created_at": "2026-02-01T00:00:00Z", "was_cancelled": False,
-                             "ground_truth": ground_truth,
-                             "result": [polygon_result("p", "tool", [(0, 0), (1, 0), (0, 1)], W, H)]})
-    t["annotations"].append({"id": 9, "created_at": "2026-03-01T00:00:00Z", "was_cancelled": True,
-                             "result": [polygon_result("cancelled", "tool", SQUARE, W, H)]})
+    t["annotations"].append(
+        {
+            "id": 8,
+            "created_at": "2026-02-01T00:00:00Z",
+            "was_cancelled": False,
+            "ground_truth": ground_truth,
+            "result": [polygon_result("p", "tool", [(0, 0), (1, 0), (0, 1)], W, H)],
+        }
+    )
+    t["annotations"].append(
+        {
+            "id": 9,
+            "created_at": "2026-03-01T00:00:00Z",
+            "was_cancelled": True,
+            "result": [polygon_result("cancelled", "tool", SQUARE, W, H)],
+        }
+    )
     return t
 
 
@@ -115,7 +135,9 @@ def test_every_non_cancelled_annotation_is_an_image_entry(generic) -> None:
     res = convert_tasks([two_annotations()], generic)
     images, objects = res.coco["images"], res.coco["annotations"]
     assert [(im["id"], im["ls_task_id"], im["ls_annotation_id"], im["file_name"]) for im in images] == [
-        (1, 7, 7, "a.jpg"), (2, 7, 8, "a.jpg")]
+        (1, 7, 7, "a.jpg"),
+        (2, 7, 8, "a.jpg"),
+    ]
     assert [(a["image_id"], a["category_id"]) for a in objects] == [(1, 1)]  # 8 draws only a sliver
     skipped, tiny = res.issues
     assert str(skipped) == "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported"
@@ -129,7 +151,8 @@ def test_ground_truth_first_keeps_the_ground_truth_annotation(generic) -> None:
     assert image["ls_annotation_id"] == 8
     assert [str(i) for i in res.issues[:2]] == [
         "task 7: annotation 9 was cancelled (skipped) by its annotator; not exported",
-        "task 7: annotation 7 is not marked ground truth and another annotation of this task is; not used"]
+        "task 7: annotation 7 is not marked ground truth and another annotation of this task is; not used",
+    ]
     # Without a ground-truth annotation in the task, every annotation is used.
     assert len(convert_tasks([two_annotations()], generic, annotations="ground_truth_first").coco["images"]) == 2
 
@@ -151,12 +174,15 @@ def test_unreadable_values(convert_one) -> None:
 
 
 def test_image_names(generic) -> None:
-    res = convert_tasks([
-        task(1, "/data/upload/3/1a2b3c4d-quokka.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
-        task(2, "/data/upload/3/0000aaaa-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
-        task(3, "/data/upload/3/1111bbbb-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
-        task(4, "/data/local-files/?d=images/a%20b.png", [polygon_result("p", "animal", SQUARE, W, H)]),
-    ], generic)
+    res = convert_tasks(
+        [
+            task(1, "/data/upload/3/1a2b3c4d-quokka.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+            task(2, "/data/upload/3/0000aaaa-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+            task(3, "/data/upload/3/1111bbbb-shared.jpg", [polygon_result("p", "animal", SQUARE, W, H)]),
+            task(4, "/data/local-files/?d=images/a%20b.png", [polygon_result("p", "animal", SQUARE, W, H)]),
+        ],
+        generic,
+    )
     names = [im["file_name"] for im in res.coco["images"]]
     assert names == ["quokka.jpg", "0000aaaa-shared.jpg", "1111bbbb-shared.jpg", "a b.png"]
     assert res.coco["images"][0]["ls_image"] == "/data/upload/3/1a2b3c4d-quokka.jpg"
@@ -194,6 +220,7 @@ def test_linked_brush_strokes_are_one_mask(convert_one) -> None:
 
 
 # ---- file-level input --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def config() -> str:
@@ -234,11 +261,31 @@ def test_bad_config_is_a_conversion_error(tmp_path) -> None:
 
 
 def test_json_min_export(tmp_path, config: str) -> None:
-    rows = [{"id": 3, "image": "/data/upload/1/1a2b3c4d-q.jpg", "annotation_id": 9,
-             "polygon": [dict(polygon_result("p", "animal", SQUARE, W, H)["value"], original_width=W,
-                              original_height=H, type="PolygonLabels")],
-             "keypoint": [dict(keypoint_result("k", "nose", 150, 150, W, H)["value"], original_width=W,
-                               original_height=H, type="KeyPointLabels", id="k", parentID=None)]}]
+    rows = [
+        {
+            "id": 3,
+            "image": "/data/upload/1/1a2b3c4d-q.jpg",
+            "annotation_id": 9,
+            "polygon": [
+                dict(
+                    polygon_result("p", "animal", SQUARE, W, H)["value"],
+                    original_width=W,
+                    original_height=H,
+                    type="PolygonLabels",
+                )
+            ],
+            "keypoint": [
+                dict(
+                    keypoint_result("k", "nose", 150, 150, W, H)["value"],
+                    original_width=W,
+                    original_height=H,
+                    type="KeyPointLabels",
+                    id="k",
+                    parentID=None,
+                )
+            ],
+        }
+    ]
     (tmp_path / "min.json").write_text(json.dumps(rows))
     res = convert_export_file(tmp_path / "min.json", tmp_path / "out.json", config)
     (issue,) = res.issues
@@ -258,6 +305,7 @@ def test_issues_travel_inside_the_exported_file(generic) -> None:
 
 
 # ---- hostile values (issue 8): each is an issue naming task and region, in bounded time and memory ----
+
 
 def test_labels_that_are_not_names(convert_one) -> None:
     nested = polygon_result("p", "animal", SQUARE, W, H)
@@ -284,16 +332,18 @@ def test_unusable_or_huge_image_sizes(generic, size) -> None:
     result["original_width"] = size
     issue = only_issue(convert_tasks([task(7, "a.jpg", [result])], generic))
     assert issue.severity == "error"
-    assert ("exceeds the limit of 40000 px a side" if size in (10**400, 1e9, 40_001)
-            else "have no original_width") in issue.message
+    assert (
+        "exceeds the limit of 40000 px a side" if size in (10**400, 1e9, 40_001) else "have no original_width"
+    ) in issue.message
     assert len(str(issue)) < 200
 
 
 def test_size_limit_is_a_setting(generic) -> None:
     result = polygon_result("p", "animal", SQUARE, W, H)
     res = convert_tasks([task(7, "a.jpg", [result])], generic, max_image_side=900)
-    assert "960x643 (original_width x original_height of its regions) exceeds the limit of 900" \
-        in only_issue(res).message
+    assert (
+        "960x643 (original_width x original_height of its regions) exceeds the limit of 900" in only_issue(res).message
+    )
     with pytest.raises(ValueError, match="max_image_side"):
         convert_tasks([], generic, max_image_side=10**6)
 
@@ -333,12 +383,16 @@ def test_brush_declaring_another_size_is_not_decoded(convert_one) -> None:
     assert "declares 4294967295 values" in only_issue(convert_one([brush]), "b").message
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("[" * 100_000 + "]" * 100_000, "nests lists or objects too deeply"),
-    ('[{"id": ' + "9" * 5000 + "}]", "holds a number Python will not read: Exceeds the limit (4300 digits)"),
-])
-def test_unreadable_numbers_and_nesting_are_conversion_errors(tmp_path, config: str, content: str,
-                                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests lists or objects too deeply"),
+        ('[{"id": ' + "9" * 5000 + "}]", "holds a number Python will not read: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_unreadable_numbers_and_nesting_are_conversion_errors(
+    tmp_path, config: str, content: str, message: str
+) -> None:
     src = tmp_path / "export.json"
     src.write_text(content)
     with pytest.raises(ConversionError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -346,6 +400,7 @@ def test_unreadable_numbers_and_nesting_are_conversion_errors(tmp_path, config: 
 
 
 # ---- images embedded as data: URLs (issue 12) ------------------------------------------------------
+
 
 def png_data_url(payload: bytes = b"\x89PNG\r\n\x1a\nfake") -> str:
     import base64
@@ -358,18 +413,22 @@ def test_data_url_image_gets_a_name_and_stays_out_of_the_file(generic, tmp_path)
     t["annotations"].append(dict(t["annotations"][0], id=8))  # two entries, one file written once
     res = convert_tasks([t], generic)
     assert [(im["file_name"], im["ls_image"]) for im in res.coco["images"]] == [
-        ("task_7.png", "data:image/png;base64,(12 bytes)")] * 2
+        ("task_7.png", "data:image/png;base64,(12 bytes)")
+    ] * 2
     assert "base64," + png_data_url()[22:] not in json.dumps(res.coco)
     (written,) = res.write_embedded_images(tmp_path / "images")
     assert written == tmp_path / "images" / "task_7.png"
     assert written.read_bytes() == b"\x89PNG\r\n\x1a\nfake"
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("data:text/plain;base64,aGVsbG8=", "holds 'text/plain', not a known image type"),
-    ("data:image/png,%89PNG", "is not base64-encoded (data:image/<type>;base64,...)"),
-    ("data:image/png;base64,@@@@", "is not valid base64"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("data:text/plain;base64,aGVsbG8=", "holds 'text/plain', not a known image type"),
+        ("data:image/png,%89PNG", "is not base64-encoded (data:image/<type>;base64,...)"),
+        ("data:image/png;base64,@@@@", "is not valid base64"),
+    ],
+)
 def test_unusable_data_urls(generic, url: str, message: str) -> None:
     res = convert_tasks([task(7, url, [polygon_result("p", "animal", SQUARE, W, H)])], generic)
     assert str(only_issue(res)) == f"task 7: its data: URL {message}; skipped"
@@ -389,8 +448,21 @@ def test_cli_writes_data_url_images(tmp_path, config: str) -> None:
     (tmp_path / "cfg.xml").write_text(config)
     export = [task(5, png_data_url(), [polygon_result("p", "animal", SQUARE, W, H)])]
     (tmp_path / "e.json").write_text(json.dumps(export))
-    assert main(["convert", str(tmp_path / "e.json"), "--config", str(tmp_path / "cfg.xml"), "-o",
-                 str(tmp_path / "coco.json"), "--images-dir", str(tmp_path / "imgs")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "e.json"),
+                "--config",
+                str(tmp_path / "cfg.xml"),
+                "-o",
+                str(tmp_path / "coco.json"),
+                "--images-dir",
+                str(tmp_path / "imgs"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "coco.json").read_text())["images"][0]["file_name"] == "task_5.png"
     assert (tmp_path / "imgs" / "task_5.png").read_bytes().startswith(b"\x89PNG")
 

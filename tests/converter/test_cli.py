@@ -18,10 +18,12 @@ W, H = 960, 643
 
 @pytest.fixture
 def export(tmp_path: Path) -> Path:
-    results = [polygon_result("p", "animal", [(100, 100), (300, 100), (300, 300)], W, H),
-               keypoint_result("k", "nose", 250, 150, W, H, parent_id="p"),
-               polygon_result("bad", "animal", [(1, 1), (2, 2)], W, H),
-               polygon_result("odd", "robot", [(1, 1), (2, 2), (1, 5)], W, H)]
+    results = [
+        polygon_result("p", "animal", [(100, 100), (300, 100), (300, 300)], W, H),
+        keypoint_result("k", "nose", 250, 150, W, H, parent_id="p"),
+        polygon_result("bad", "animal", [(1, 1), (2, 2)], W, H),
+        polygon_result("odd", "robot", [(1, 1), (2, 2), (1, 5)], W, H),
+    ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps([task(3, "/data/upload/1/1a2b3c4d-x.jpg", results)]))
     return path
@@ -57,12 +59,23 @@ def test_unusable_input_exits_1_without_traceback(tmp_path: Path, capsys) -> Non
 
 
 def test_validate_reports_problems(tmp_path: Path, capsys) -> None:
-    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
-            "categories": [{"id": 1, "name": "a", "keypoints": ["x"]}],
-            "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "segmentation": [[0, 0, 1, 0, 1, 1]],
-                             "bbox": [0, 0, 1, 1], "area": 0.5, "keypoints": [0, 0, 0], "num_keypoints": 0},
-                            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [],
-                             "bbox": [0, 0, 1, 1], "area": 0.5}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "categories": [{"id": 1, "name": "a", "keypoints": ["x"]}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 2,
+                "category_id": 1,
+                "segmentation": [[0, 0, 1, 0, 1, 1]],
+                "bbox": [0, 0, 1, 1],
+                "area": 0.5,
+                "keypoints": [0, 0, 0],
+                "num_keypoints": 0,
+            },
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [], "bbox": [0, 0, 1, 1], "area": 0.5},
+        ],
+    }
     path = tmp_path / "c.json"
     path.write_text(json.dumps(coco))
     assert main(["validate", str(path)]) == 1
@@ -81,6 +94,11 @@ def test_help_has_an_example(command: str, capsys) -> None:
 
 
 def test_python_dash_m_entry_point() -> None:
-    proc = subprocess.run([sys.executable, "-m", "combined_coco", "--help"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "combined_coco", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert proc.returncode == 0 and "convert" in proc.stdout and "make-config" in proc.stdout

@@ -73,12 +73,14 @@ def test_make_config_reports_yaml_errors(tmp_path, capsys) -> None:
 
 
 def test_make_config_list_form_and_shared_keypoints() -> None:
-    xml = config_from_description(yaml.safe_load("""
+    xml = config_from_description(
+        yaml.safe_load("""
 categories:
   - {name: sun, keypoints: [center], color: "#000000"}
   - {name: planet, keypoints: [center, tooth]}
 occluded: false
-"""))
+""")
+    )
     schema = Schema.from_label_config(xml)
     assert schema.category("sun").keypoints == ("center",)
     assert schema.category("planet").keypoints == ("center", "tooth")
@@ -88,11 +90,17 @@ occluded: false
 @pytest.mark.parametrize(
     ("xml", "message"),
     [
-        ("<View><Image name='i' value='$image'/><KeyPointLabels name='k' toName='i'><Label value='a'/>"
-         "</KeyPointLabels></View>", "needs <PolygonLabels>"),
-        ("<View><Image name='i' value='$image'/><PolygonLabels name='p' toName='i'><Label value='gear'/>"
-         "</PolygonLabels><KeyPointLabels name='k' toName='i'><Label value='c' category='shaft'/>"
-         "</KeyPointLabels></View>", 'category="shaft"'),
+        (
+            "<View><Image name='i' value='$image'/><KeyPointLabels name='k' toName='i'><Label value='a'/>"
+            "</KeyPointLabels></View>",
+            "needs <PolygonLabels>",
+        ),
+        (
+            "<View><Image name='i' value='$image'/><PolygonLabels name='p' toName='i'><Label value='gear'/>"
+            "</PolygonLabels><KeyPointLabels name='k' toName='i'><Label value='c' category='shaft'/>"
+            "</KeyPointLabels></View>",
+            'category="shaft"',
+        ),
         ("<View><Image", "not valid XML"),
     ],
 )
@@ -103,7 +111,24 @@ def test_bad_labeling_configs(xml: str, message: str) -> None:
 
 # Label Studio 1.23's editor tool keys (web/libs/editor hotkey defaults): a label on one of them
 # switches the tool instead of (only) selecting the label.
-LABEL_STUDIO_TOOL_KEYS = {"h", "o", "e", "m", "k", "w", "p", "r", "v", "b", "u", "[", "]", "shift+1", "shift+2", "shift+r"}
+LABEL_STUDIO_TOOL_KEYS = {
+    "h",
+    "o",
+    "e",
+    "m",
+    "k",
+    "w",
+    "p",
+    "r",
+    "v",
+    "b",
+    "u",
+    "[",
+    "]",
+    "shift+1",
+    "shift+2",
+    "shift+r",
+}
 
 
 @pytest.mark.parametrize("name", ["generic", "diesel_engine", "planetary_gearbox"])
@@ -116,9 +141,11 @@ def test_shipped_configs_have_free_hotkeys_model_index_and_the_ctrl_click_hint(n
     assert not set(hotkeys) & LABEL_STUDIO_TOOL_KEYS
     schema = Schema.from_label_config((CONFIGS / f"{name}.xml").read_text())
     keypoint_labels = root.find("KeyPointLabels").findall("Label")
-    assert [int(lab.get("model_index")) for lab in keypoint_labels] == [
-        schema.keypoint_index(lab.get("value")) for lab in keypoint_labels
-    ] == list(range(schema.num_keypoints))
+    assert (
+        [int(lab.get("model_index")) for lab in keypoint_labels]
+        == [schema.keypoint_index(lab.get("value")) for lab in keypoint_labels]
+        == list(range(schema.num_keypoints))
+    )
     assert "Ctrl+click (Cmd+click on a Mac)" in root.find("Header").get("value")
 
 

@@ -42,17 +42,67 @@ _nested = []
 for _ in range(500):
     _nested = [_nested]
 HOSTILE: list[Any] = [
-    [["a"]], {"a": [1]}, [], {}, None, True, "x", -1, 0, 1e9, 1e308, 10**400, -(10**400), float("inf"),
-    float("-inf"), float("nan"), 40_000, 40_001, _nested, "@@deep@@", "@@digits@@", [[1, 2]] * 3, [1, 2, 3],
-    "data:", "data:image/png;base64,iVBORw0KGgo=", "data:image/png;base64,@@", "../../etc/passwd",
+    [["a"]],
+    {"a": [1]},
+    [],
+    {},
+    None,
+    True,
+    "x",
+    -1,
+    0,
+    1e9,
+    1e308,
+    10**400,
+    -(10**400),
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    40_000,
+    40_001,
+    _nested,
+    "@@deep@@",
+    "@@digits@@",
+    [[1, 2]] * 3,
+    [1, 2, 3],
+    "data:",
+    "data:image/png;base64,iVBORw0KGgo=",
+    "data:image/png;base64,@@",
+    "../../etc/passwd",
 ]
 
 
 # Half of the mutations land on a value the converter reads (others may be ignored by design).
-_AIMED = {"annotations", "result", "value", "original_width", "original_height", "points", "x", "y", "width",
-          "height", "rotation", "polygonlabels", "keypointlabels", "rectanglelabels", "brushlabels", "rle",
-          "choices", "parentID", "id", "annotation_id", "from_id", "to_id", "data", "image", "polygon", "keypoint",
-          0, 1}
+_AIMED = {
+    "annotations",
+    "result",
+    "value",
+    "original_width",
+    "original_height",
+    "points",
+    "x",
+    "y",
+    "width",
+    "height",
+    "rotation",
+    "polygonlabels",
+    "keypointlabels",
+    "rectanglelabels",
+    "brushlabels",
+    "rle",
+    "choices",
+    "parentID",
+    "id",
+    "annotation_id",
+    "from_id",
+    "to_id",
+    "data",
+    "image",
+    "polygon",
+    "keypoint",
+    0,
+    1,
+}
 
 
 def _tangle(seed: int, n: int = 3000) -> list[list[float]]:
@@ -87,9 +137,15 @@ def _json_min_row(full: dict) -> dict:
     row = {"id": full["id"], "image": full["data"]["image"], "annotation_id": annotation["id"]}
     for r in annotation["result"]:
         if str(r.get("type", "")).endswith("labels"):
-            row.setdefault(r["from_name"], []).append(dict(
-                r["value"], id=r["id"], parentID=r.get("parentID"), original_width=r["original_width"],
-                original_height=r["original_height"]))
+            row.setdefault(r["from_name"], []).append(
+                dict(
+                    r["value"],
+                    id=r["id"],
+                    parentID=r.get("parentID"),
+                    original_width=r["original_width"],
+                    original_height=r["original_height"],
+                )
+            )
     return row
 
 
@@ -121,8 +177,9 @@ def mutated_export(draw, schema) -> str:
                 parent.pop(path[-1], None)
             continue
         # A copy: a later mutation may land inside it, and HOSTILE must stay the same for every example.
-        parent[path[-1]] = _tangle(draw(st.integers(0, 99))) if choice == len(HOSTILE) + 1 \
-            else copy.deepcopy(HOSTILE[choice])
+        parent[path[-1]] = (
+            _tangle(draw(st.integers(0, 99))) if choice == len(HOSTILE) + 1 else copy.deepcopy(HOSTILE[choice])
+        )
     return json.dumps(tasks)  # allow_nan: Infinity and NaN, as some exporters write them
 
 
@@ -206,8 +263,11 @@ def _check_output(out: Path) -> list[str]:
     return []
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_mutated_exports_convert_safely(generic, tmp_path_factory, data) -> None:
     tmp = tmp_path_factory.mktemp("hostile")

@@ -72,16 +72,30 @@ def messy_results(draw, schema) -> list[dict]:
         results.append(polygon_result(f"p{n}", draw(st.sampled_from(labels)), pts, W, H, parent_id=parent))
     for n in range(draw(st.integers(0, 2))):
         x, y, w, h = draw(coords), draw(coords), draw(st.floats(0, 400)), draw(st.floats(0, 400))
-        results.append(rectangle_result(f"r{n}", draw(st.sampled_from(labels)), x, y, w, h, W, H,
-                                        rotation=draw(st.sampled_from([0.0, 30.0, 90.0])),
-                                        parent_id=draw(st.sampled_from([None, "p0"]))))
+        results.append(
+            rectangle_result(
+                f"r{n}",
+                draw(st.sampled_from(labels)),
+                x,
+                y,
+                w,
+                h,
+                W,
+                H,
+                rotation=draw(st.sampled_from([0.0, 30.0, 90.0])),
+                parent_id=draw(st.sampled_from([None, "p0"])),
+            )
+        )
     shape_ids = [r["id"] for r in results]
     for k in range(draw(st.integers(0, 8))):
         parent = draw(st.sampled_from([None, "nowhere"] + shape_ids))
         if shape_ids and draw(st.booleans()):
             results.append(relation_result(f"k{k}", draw(st.sampled_from(shape_ids))))
-        results.append(keypoint_result(f"k{k}", draw(st.sampled_from(kp_labels)), draw(coords), draw(coords), W, H,
-                                       parent_id=parent))
+        results.append(
+            keypoint_result(
+                f"k{k}", draw(st.sampled_from(kp_labels)), draw(coords), draw(coords), W, H, parent_id=parent
+            )
+        )
     return results
 
 
@@ -98,8 +112,9 @@ def test_messy_input_gives_valid_output_and_accounts_for_every_keypoint(generic,
     assert sum(a["num_keypoints"] for a in coco["annotations"]) <= len(keypoints)
     for kid in keypoints:
         assert kid in placed or kid in reported, f"keypoint {kid} dropped silently"
-        assert not (kid in placed and kid in reported and any(
-            i.region_id == kid and i.severity == "error" for i in res.issues))
+        assert not (
+            kid in placed and kid in reported and any(i.region_id == kid and i.severity == "error" for i in res.issues)
+        )
     assert sum(kid in a["ls_region_ids"] for a in coco["annotations"] for kid in keypoints) <= len(keypoints)
 
 

@@ -37,8 +37,9 @@ def quokka_task(sample: dict, *, nested: bool) -> dict:
         rectangle_result("box", "animal", box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"], W, H),
     ]
     for i, k in enumerate(sample["keypoints"]):
-        results.append(keypoint_result(f"kp{i}", k["label"], k["x"], k["y"], W, H,
-                                       parent_id="outline" if nested else None))
+        results.append(
+            keypoint_result(f"kp{i}", k["label"], k["x"], k["y"], W, H, parent_id="outline" if nested else None)
+        )
     return task(17, "/data/upload/1/1a2b3c4d-quokka.jpg", results)
 
 
@@ -47,8 +48,17 @@ def test_quokka_converts_to_one_instance(sample: dict, generic, nested: bool) ->
     res = convert_tasks([quokka_task(sample, nested=nested)], generic)
     assert not res.issues
     coco = res.coco
-    assert coco["images"] == [{"id": 1, "file_name": "quokka.jpg", "width": W, "height": H, "ls_task_id": 17,
-                               "ls_annotation_id": 17, "ls_image": "/data/upload/1/1a2b3c4d-quokka.jpg"}]
+    assert coco["images"] == [
+        {
+            "id": 1,
+            "file_name": "quokka.jpg",
+            "width": W,
+            "height": H,
+            "ls_task_id": 17,
+            "ls_annotation_id": 17,
+            "ls_image": "/data/upload/1/1a2b3c4d-quokka.jpg",
+        }
+    ]
     (ann,) = coco["annotations"]  # the drawn box matches the outline: same object
     assert ann["category_id"] == generic.category("animal").id
     kps = ann["keypoints"]
@@ -56,8 +66,9 @@ def test_quokka_converts_to_one_instance(sample: dict, generic, nested: bool) ->
         i = generic.keypoint_index(k["label"])
         assert kps[3 * i : 3 * i + 3] == pytest.approx([k["x"], k["y"], 2], abs=0.01), k["label"]
     assert ann["num_keypoints"] == 7
-    assert [generic.keypoint_names[i // 3] for i in range(0, len(kps), 3) if kps[i + 2]] == \
-        [k["label"] for k in sample["keypoints"]]  # schema order == the sample's order for the generic config
+    assert [generic.keypoint_names[i // 3] for i in range(0, len(kps), 3) if kps[i + 2]] == [
+        k["label"] for k in sample["keypoints"]
+    ]  # schema order == the sample's order for the generic config
 
     outline = [(p["x"], p["y"]) for p in sample["polygons"][0]["keypoints"]]
     xs, ys = [p[0] for p in outline], [p[1] for p in outline]

@@ -12,9 +12,19 @@ from combined_coco.validate import validate_coco
 GOOD = {
     "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
     "categories": [{"id": 1, "name": "gear", "keypoints": ["center", "tooth_ref"], "skeleton": [[1, 2]]}],
-    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                     "segmentation": [[10, 10, 50, 10, 50, 40]], "bbox": [10, 10, 40, 30], "area": 600.0,
-                     "keypoints": [30, 20, 2, 0, 0, 0], "num_keypoints": 1}],
+    "annotations": [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": [[10, 10, 50, 10, 50, 40]],
+            "bbox": [10, 10, 40, 30],
+            "area": 600.0,
+            "keypoints": [30, 20, 2, 0, 0, 0],
+            "num_keypoints": 1,
+        }
+    ],
 }
 
 
@@ -74,10 +84,16 @@ _ZIGZAG = [c for i in range(40_002) for c in ((0.0, 80 * i / 40_002) if i % 2 el
         ("images.0.height", 40_001, "image 1: 100x40001 exceeds 40000 px a side"),
         ("images.0.width", float("inf"), "width/height must be positive numbers, got inf"),
         # Runs longer than the image: pycocotools' decoder would write past its buffer.
-        ("annotations.0.segmentation", {"size": [80, 100], "counts": _rle_of_shape(200, 200)},
-         "RLE runs sum to 40000, not 80 x 100"),
-        ("annotations.0.segmentation", {"size": [80, 100], "counts": [8000, 10**6]},
-         "runs must be ints between 0 and height x width"),
+        (
+            "annotations.0.segmentation",
+            {"size": [80, 100], "counts": _rle_of_shape(200, 200)},
+            "RLE runs sum to 40000, not 80 x 100",
+        ),
+        (
+            "annotations.0.segmentation",
+            {"size": [80, 100], "counts": [8000, 10**6]},
+            "runs must be ints between 0 and height x width",
+        ),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": [4000, 4000, 1]}, "RLE runs sum to 8001"),
         ("annotations.0.segmentation", {"size": [80, 100], "counts": "0" * 3 + "o"}, "ends in the middle"),
         # Rasterizing walks 5 points per pixel of outline: 4 M px would be hundreds of MB in pycocotools.

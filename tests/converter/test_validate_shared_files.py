@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 from combined_coco.validate import validate_coco
-
 from tests.converter.test_validate import GOOD
 
 
@@ -28,7 +27,9 @@ def test_two_originals_kept_by_augmentation_are_valid() -> None:
 
 def test_one_file_with_two_sizes_is_refused() -> None:
     problems = validate_coco(_with_second_entry(width=50))
-    assert problems == ["images 1, 2 share file_name 'a.jpg' but give different sizes (1: 100x80, 2: 50x80); one file has one size"]
+    assert problems == [
+        "images 1, 2 share file_name 'a.jpg' but give different sizes (1: 100x80, 2: 50x80); one file has one size"
+    ]
 
 
 def test_augmented_copies_sharing_a_file_are_refused() -> None:

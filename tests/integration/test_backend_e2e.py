@@ -9,10 +9,11 @@ keypoints of that version are stored on every task, the new image included. The 
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from combined_coco.schema import Schema
 from tests.support.backend import (
     GENERIC_CONFIG,
     TrainedProject,
@@ -20,7 +21,6 @@ from tests.support.backend import (
     shared_trained_project,
     stop_shared_processes,
 )
-from combined_coco.schema import Schema
 from tests.support.labelstudio import LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -55,11 +55,19 @@ def test_the_published_version_preannotates_the_unannotated_tasks(trained: Train
     assert run["phase"] == "finished"
     written = len(trained.new_task_ids)
     assert run["preannotation"] | {"reasons": []} == {
-        "state": "done", "tasks": written, "written": written, "empty": 0, "failed": 0, "reasons": [], "done": written,
+        "state": "done",
+        "tasks": written,
+        "written": written,
+        "empty": 0,
+        "failed": 0,
+        "reasons": [],
+        "done": written,
     }
 
 
-def test_label_studio_stores_polygons_with_nested_keypoints(label_studio: LabelStudioServer, trained: TrainedProject) -> None:
+def test_label_studio_stores_polygons_with_nested_keypoints(
+    label_studio: LabelStudioServer, trained: TrainedProject
+) -> None:
     assert_polygons_with_nested_keypoints(label_studio, trained)
 
 
@@ -81,7 +89,9 @@ def trained_detectron2(
 
 
 @pytest.mark.detectron2
-def test_start_training_with_the_detectron2_engine(label_studio: LabelStudioServer, trained_detectron2: TrainedProject) -> None:
+def test_start_training_with_the_detectron2_engine(
+    label_studio: LabelStudioServer, trained_detectron2: TrainedProject
+) -> None:
     trained = trained_detectron2
     assert trained.model_version.startswith("v0001-")
     (version,) = trained.run_status["versions"]
@@ -90,7 +100,10 @@ def test_start_training_with_the_detectron2_engine(label_studio: LabelStudioServ
     assert run["result"]["engine"] == "detectron2" and run["result"]["backbone"] == "resnet50_fpn"
     assert version["started_from"] == "coco"
     (transfer,) = version["transfers"]  # the model zoo's COCO keypoint checkpoint, through Detectron2's checkpointer
-    assert transfer.startswith("coco: model_final_a6e10b.pkl: ") and int(re.search(r"loaded (\d+) tensors", transfer)[1]) > 200
+    assert (
+        transfer.startswith("coco: model_final_a6e10b.pkl: ")
+        and int(re.search(r"loaded (\d+) tensors", transfer)[1]) > 200
+    )
     assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
     assert run["result"]["checkpoint_model_version"].startswith("multitask-detectron2-resnet50_fpn-")
     assert_polygons_with_nested_keypoints(label_studio, trained)

@@ -8,8 +8,8 @@ API with the key. Here a real Label Studio sends such tasks (next to one uploade
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import httpx

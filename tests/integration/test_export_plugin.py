@@ -174,7 +174,9 @@ def test_snapshot_export_and_convert(label_studio: LabelStudioServer, project: P
     assert convert.status_code == 200, convert.text
     formats = _wait_for(
         detail,
-        lambda d: any(f["export_type"] == FORMAT_NAME and f["status"] in ("completed", "failed") for f in d["converted_formats"]),
+        lambda d: any(
+            f["export_type"] == FORMAT_NAME and f["status"] in ("completed", "failed") for f in d["converted_formats"]
+        ),
         "conversion",
     )["converted_formats"]
     converted = next(f for f in formats if f["export_type"] == FORMAT_NAME)
@@ -190,14 +192,25 @@ def test_convert_rejects_format_for_project_without_keypoints(label_studio: Labe
     pid = create_project(label_studio, "polygons only 2", POLYGON_ONLY_CONFIG)
     api = f"{label_studio.url}/api/projects/{pid}/exports"
     pk = httpx.post(f"{api}/", headers=label_studio.headers, json={}, timeout=60).json()["id"]
-    resp = httpx.post(f"{api}/{pk}/convert", headers=label_studio.headers, json={"export_type": FORMAT_NAME}, timeout=60)
+    resp = httpx.post(
+        f"{api}/{pk}/convert", headers=label_studio.headers, json={"export_type": FORMAT_NAME}, timeout=60
+    )
     assert resp.status_code == 400
     assert "KeyPointLabels" in resp.text, resp.text
 
 
 def test_label_studio_export_cli(label_studio: LabelStudioServer, project: Project, tmp_path: Path):
     """``label-studio export <project> COCO_COMBINED`` on the same data dir (a second Django process)."""
-    cmd = [sys.executable, "-m", "label_studio.server", "export", str(project.id), FORMAT_NAME, "--export-path", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "label_studio.server",
+        "export",
+        str(project.id),
+        FORMAT_NAME,
+        "--export-path",
+        str(tmp_path),
+    ]
     run = subprocess.run(cmd, env=label_studio.env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     written = sorted(tmp_path.glob("project-*.json"))
     assert run.returncode == 0 and written, run.stdout[-3000:] + run.stderr[-3000:]
@@ -229,16 +242,24 @@ def test_every_annotation_of_a_task_is_exported(label_studio: LabelStudioServer)
     square = [(20, 20), (60, 20), (60, 60), (20, 60)]
     first = label_studio.annotate(task_id, [polygon_result("p1", "animal", square, *size)])
     second = label_studio.annotate(task_id, [polygon_result("p2", "tool", square, *size)])
-    resp = httpx.post(f"{label_studio.url}/api/tasks/{task_id}/annotations", headers=label_studio.headers,
-                         json={"result": [], "was_cancelled": True}, timeout=60)
+    resp = httpx.post(
+        f"{label_studio.url}/api/tasks/{task_id}/annotations",
+        headers=label_studio.headers,
+        json={"result": [], "was_cancelled": True},
+        timeout=60,
+    )
     resp.raise_for_status()
     cancelled = resp.json()["id"]
     coco = sync_export(label_studio, pid).json()
     images = sorted(coco["images"], key=lambda im: im["ls_annotation_id"])
     assert [(im["ls_task_id"], im["ls_annotation_id"]) for im in images] == [(task_id, first), (task_id, second)]
     assert len({im["id"] for im in images}) == 2 and len({im["file_name"] for im in images}) == 1
-    labels = {im["ls_annotation_id"]: [a["category_id"] for a in coco["annotations"] if a["image_id"] == im["id"]]
-              for im in images}
+    labels = {
+        im["ls_annotation_id"]: [a["category_id"] for a in coco["annotations"] if a["image_id"] == im["id"]]
+        for im in images
+    }
     assert labels == {first: [1], second: [2]}
-    assert f"warning: task {task_id}: annotation {cancelled} was cancelled (skipped) by its annotator; not exported" \
+    assert (
+        f"warning: task {task_id}: annotation {cancelled} was cancelled (skipped) by its annotator; not exported"
         in coco["info"]["conversion_issues"]
+    )

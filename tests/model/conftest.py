@@ -10,6 +10,7 @@ import torch
 from multitask.model import ModelConfig, build_model
 from multitask.synthetic import SCHEMA, write_synthetic_dataset
 
+
 @pytest.fixture(scope="session")
 def synthetic_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_images=3, size=128)

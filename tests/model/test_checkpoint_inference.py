@@ -121,9 +121,7 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_not_executed(
-    checkpoint_path: Path, tmp_path: Path
-) -> None:
+def test_a_checkpoint_that_would_run_code_is_refused_not_executed(checkpoint_path: Path, tmp_path: Path) -> None:
     marker = tmp_path / "code-ran"
     payload = torch.load(checkpoint_path, weights_only=True)
     payload["training"] = {"hook": _RunsCode(marker)}

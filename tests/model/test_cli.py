@@ -27,10 +27,15 @@ def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_predict_analyze_evaluate(
-    small_model: torch.nn.Module, small_config: ModelConfig, synthetic_json: Path, tmp_path: Path,
+    small_model: torch.nn.Module,
+    small_config: ModelConfig,
+    synthetic_json: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    checkpoint = save_checkpoint(Checkpoint("cli-test", SCHEMA, small_config, small_model.state_dict()), tmp_path / "m.pt")
+    checkpoint = save_checkpoint(
+        Checkpoint("cli-test", SCHEMA, small_config, small_model.state_dict()), tmp_path / "m.pt"
+    )
     image = synthetic_json.parent / "img_001.png"
     preds = tmp_path / "preds.json"
     main(["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(preds), "--score-threshold", "0"])

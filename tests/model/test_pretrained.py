@@ -62,7 +62,11 @@ def test_legacy_checkpoint_transfers_fpn_rpn_and_mask_head() -> None:
     own = target.state_dict()
     # a plain name-by-name copy would miss FPN, RPN conv and mask head
     missed = set(legacy) - set(own)
-    assert {"backbone.fpn.inner_blocks.0.weight", "rpn.head.conv.weight", "roi_heads.mask_head.mask_fcn1.weight"} <= missed
+    assert {
+        "backbone.fpn.inner_blocks.0.weight",
+        "rpn.head.conv.weight",
+        "roi_heads.mask_head.mask_fcn1.weight",
+    } <= missed
 
     report = transfer_weights(target, legacy, "legacy")
     after = target.state_dict()
@@ -166,7 +170,12 @@ def test_missing_published_weights_fail_fast_with_what_to_do(
     message = str(error.value)
     weights = FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
     assert "\n" not in message
-    for part in (Path(weights.url).name, weights.url, str(tmp_path / "empty" / "hub" / "checkpoints"), "TRAIN_INIT=none"):
+    for part in (
+        Path(weights.url).name,
+        weights.url,
+        str(tmp_path / "empty" / "hub" / "checkpoints"),
+        "TRAIN_INIT=none",
+    ):
         assert part in message, part
     assert not any((tmp_path / "empty" / "hub" / "checkpoints").iterdir())  # no partial file left behind
     assert message in caplog.text  # the same line in the worker log
@@ -198,7 +207,6 @@ def test_silent_host_times_out_instead_of_hanging(tmp_path: Path, monkeypatch: p
     assert time.monotonic() - began < 5
     assert "silent-0123abcd.pth" in str(error.value) and str(tmp_path / "hub" / "checkpoints") in str(error.value)
     assert socket.getdefaulttimeout() is None  # the process-wide default is restored
-
 
 
 def test_init_names_what_it_accepts() -> None:

@@ -26,7 +26,13 @@ def test_overfit_one_image_recovers_box_and_keypoints(tmp_path: Path) -> None:
     dataset = write_synthetic_dataset(tmp_path / "data", num_images=1, size=128)
     history: list[dict[str, float]] = []
     config = TrainConfig(
-        dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=150, batch_size=1, lr=0.02, warmup_steps=20, **TINY
+        dataset=str(dataset),
+        output_dir=str(tmp_path / "run"),
+        steps=150,
+        batch_size=1,
+        lr=0.02,
+        warmup_steps=20,
+        **TINY,
     )
     checkpoint = train(config, on_progress=lambda step, total, losses: history.append(losses))
     assert len(history) == 150
@@ -63,7 +69,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
         train(interrupted, on_progress=crash_at_step_3)
     steps: list[int] = []
     interrupted.resume = True
-    resumed = load_checkpoint(train(interrupted, on_progress=lambda s, t, l: steps.append(s)))
+    resumed = load_checkpoint(train(interrupted, on_progress=lambda s, _total, _losses: steps.append(s)))
     assert steps == [3, 4]
     assert resumed.step == straight.step == 4 and resumed.model_version.endswith("-step4")
     for key, value in straight.state_dict.items():
@@ -85,7 +91,9 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A dataset and a 2-step checkpoint trained on it from random weights."""
     root = tmp_path_factory.mktemp("finetune")
     dataset = write_synthetic_dataset(root / "data", num_images=2, size=96)
-    config = TrainConfig(dataset=str(dataset), output_dir=str(root / "run"), steps=2, batch_size=2, warmup_steps=1, **TINY)
+    config = TrainConfig(
+        dataset=str(dataset), output_dir=str(root / "run"), steps=2, batch_size=2, warmup_steps=1, **TINY
+    )
     return dataset, train(config)
 
 
@@ -132,7 +140,9 @@ def test_finetune_with_a_changed_schema_transfers_what_fits(first_run: tuple[Pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; covers TRAIN_DEVICE=cuda with AMP")
 def test_trains_on_cuda_with_mixed_precision(tmp_path: Path) -> None:
     dataset = write_synthetic_dataset(tmp_path / "data", num_images=2, size=96)
-    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=3, batch_size=2, device="cuda", **TINY)
+    config = TrainConfig(
+        dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=3, batch_size=2, device="cuda", **TINY
+    )
     assert config.amp
     checkpoint = load_checkpoint(train(config))
     assert checkpoint.step == 3

@@ -11,10 +11,11 @@ import atexit
 import io
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -59,7 +60,10 @@ class LabelStudioServer:
         url = f"{self.url}/api/projects/{project_id}/import"
         httpx.post(url, headers=self.headers, files=files, timeout=120).raise_for_status()
         listed = httpx.get(
-            f"{self.url}/api/tasks", headers=self.headers, params={"project": project_id, "page_size": 10_000}, timeout=60
+            f"{self.url}/api/tasks",
+            headers=self.headers,
+            params={"project": project_id, "page_size": 10_000},
+            timeout=60,
         )
         listed.raise_for_status()
         tasks = listed.json()["tasks"]
@@ -98,7 +102,7 @@ def png_bytes(size: tuple[int, int], color: tuple[int, int, int] = (90, 140, 60)
 
 
 @contextmanager
-def logged_in_page(ls: LabelStudioServer, viewport: tuple[int, int] = (1400, 900)) -> Iterator["Page"]:
+def logged_in_page(ls: LabelStudioServer, viewport: tuple[int, int] = (1400, 900)) -> Iterator[Page]:
     """A headless Debian chromium page, logged in to ``ls`` as the admin through the login form."""
     from playwright.sync_api import sync_playwright
 

@@ -10,8 +10,8 @@ tell loaded tensors from fresh ones by comparing them with the file.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -46,7 +46,9 @@ def legacy_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     for key, value in state_dict.items():
         key = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", key)
         key = re.sub(r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv.", key)
-        key = re.sub(r"^roi_heads\.mask_head\.(\d+)\.0\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.", key)
+        key = re.sub(
+            r"^roi_heads\.mask_head\.(\d+)\.0\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.", key
+        )
         out[key] = value
     return out
 
@@ -88,7 +90,9 @@ def write_detectron2_stand_in(zoo_config: str = "COCO-Keypoints/keypoint_rcnn_R_
     model = build_model(cfg)
     zero_residual_scales(model)  # activations in the range a trained file's have
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    return write_atomic(path, lambda f: pickle.dump({"model": state, "__author__": "stand-in for the Detectron2 Model Zoo"}, f))
+    return write_atomic(
+        path, lambda f: pickle.dump({"model": state, "__author__": "stand-in for the Detectron2 Model Zoo"}, f)
+    )
 
 
 def write_coco_stand_ins(engine: str, backbone: str) -> list[Path]:
