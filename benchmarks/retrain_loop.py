@@ -216,7 +216,14 @@ def score_on_test_set(
 
 
 def run_init(
-    loop: Loop, init: str, config: str, coco: dict, pixels: list, test_json: Path, tolerance: float
+    loop: Loop,
+    init: str,
+    config: str,
+    coco: dict,
+    pixels: list,
+    test_json: Path,
+    tolerance: float,
+    scratch_run: bool = True,
 ) -> list[RunResult]:
     schema = Schema.from_label_config(config)
     images = {info["file_name"]: png(p) for info, p in zip(coco["images"], pixels)}
@@ -238,15 +245,18 @@ def run_init(
     warm.meta = loop.version_meta(project, warm.version)
     results.append(warm)
 
-    scratch_project, scratch_ml, scratch_tasks = loop.project(f"from scratch ({init})", config, images)
-    for name in names:
-        loop.ls.annotate(scratch_tasks[name], annotation_results(coco, ids[name], schema))
-    scratch = RunResult("from-scratch retrain", init, FIRST_TASKS + MORE_TASKS)
-    scratch.version, scratch.served_s = loop.train(scratch_project, scratch_ml, f"{init} from scratch")
-    scratch.meta = loop.version_meta(scratch_project, scratch.version)
-    results.append(scratch)
+    projects = [project, project]
+    if scratch_run:
+        scratch_project, scratch_ml, scratch_tasks = loop.project(f"from scratch ({init})", config, images)
+        for name in names:
+            loop.ls.annotate(scratch_tasks[name], annotation_results(coco, ids[name], schema))
+        scratch = RunResult("from-scratch retrain", init, FIRST_TASKS + MORE_TASKS)
+        scratch.version, scratch.served_s = loop.train(scratch_project, scratch_ml, f"{init} from scratch")
+        scratch.meta = loop.version_meta(scratch_project, scratch.version)
+        results.append(scratch)
+        projects.append(scratch_project)
 
-    for result, pid in zip(results, (project, project, scratch_project)):
+    for result, pid in zip(results, projects, strict=True):
         checkpoint = loop.model_dir / str(pid) / result.version / "model.pt"
         result.test_ap, result.vertices = score_on_test_set(checkpoint, test_json, tolerance)
     return results
@@ -318,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", type=Path, help="Label Studio data, models and logs (default: a temporary folder)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-scratch", action="store_true", help="skip the from-scratch comparison (first run and retrain only)"
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     import torch
@@ -361,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 pixels,
                 test_json,
                 tolerance,
+                not args.no_scratch,
             )
             worker.stop()
             worker = None
