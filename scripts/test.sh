@@ -13,5 +13,10 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver
 fi
 
+echo "==> ruff (lint, format) and mypy: rules in pyproject.toml"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+
 mkdir -p artifacts
 exec .venv/bin/python -m pytest -ra "$@"

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # package -> the extras it needs besides the base dependencies
 PACKAGE_EXTRAS: dict[str, tuple[str, ...]] = {
-    "combined_coco": ("brush",),  # runs inside Label Studio with the base deps; brush masks need the SDK
+    "combined_coco": ("brush", "masks"),  # runs inside Label Studio with the base deps; brush masks need the SDK
     "export_plugin": ("labelstudio",),  # loaded by the Label Studio process
     "jobqueue": ("augment",),
     "augmentation": ("augment",),
