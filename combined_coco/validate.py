@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Iterator
 from numbers import Real
+from typing import TypeGuard
 
 from combined_coco.dataset import rle_decode, rle_encode, rle_text
 
@@ -47,11 +48,11 @@ def validate_coco(coco: dict) -> list[str]:
     return problems
 
 
-def _is_num(v) -> bool:
+def _is_num(v: object) -> TypeGuard[float]:
     return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_id(v) -> bool:
+def _is_id(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 

@@ -23,12 +23,14 @@ class DemoError(RuntimeError):
 
 def create_demo_project(client: LabelStudio, url: str, token: str) -> int:
     """The demo project's id, creating it and uploading the photo (a real /data/upload file) if needed."""
-    existing = [p for p in client.projects.list() if p.title == DEMO_TITLE]
+    # SDK typing gap: projects.list() is typed SyncPagerExt[Never], so its items have no usable type.
+    existing = [p for p in client.projects.list() if p.title == DEMO_TITLE]  # type: ignore[var-annotated]
     if existing:
         return existing[0].id
     if not DEMO_IMAGE.exists():
         raise DemoError(f"the demo image {DEMO_IMAGE} is missing; clone the shared data beside the repository")
     project = client.projects.create(title=DEMO_TITLE, label_config=DEMO_CONFIG.read_text())
+    assert project.id is not None, "Label Studio returns the created project with its id"
     with DEMO_IMAGE.open("rb") as image:
         resp = httpx.post(
             f"{url}/api/projects/{project.id}/import",
