@@ -6,6 +6,9 @@ the project instead of creating another one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import httpx
 from label_studio_sdk import LabelStudio
 
@@ -23,8 +26,9 @@ class DemoError(RuntimeError):
 
 def create_demo_project(client: LabelStudio, url: str, token: str) -> int:
     """The demo project's id, creating it and uploading the photo (a real /data/upload file) if needed."""
-    # SDK typing gap: projects.list() is typed SyncPagerExt[Never], so its items have no usable type.
-    existing = [p for p in client.projects.list() if p.title == DEMO_TITLE]  # type: ignore[var-annotated]
+    # SDK typing gap: projects.list() is typed SyncPagerExt[Never]; its items are the SDK's project models.
+    projects: Iterable[Any] = client.projects.list()
+    existing = [p for p in projects if p.title == DEMO_TITLE]
     if existing:
         return existing[0].id
     if not DEMO_IMAGE.exists():
