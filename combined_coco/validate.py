@@ -26,7 +26,7 @@ MAX_IMAGE_SIDE = 40_000
 MAX_OUTLINE_PX = 4_000_000
 
 
-def validate_coco(coco: dict) -> list[str]:
+def validate_coco(coco: object) -> list[str]:
     """Problems found, each naming the image/annotation/category id; an empty list means valid.
 
     Also loads the file in pycocotools and turns every annotation into a mask there.

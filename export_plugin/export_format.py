@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "COCO_COMBINED"
 OUTPUT_FILE_NAME = "coco_combined.json"
-FORMAT_INFO = {
+FORMAT_INFO: dict[str, Any] = {  # Label Studio's format description: title, description, tags
     "title": "COCO combined (polygons + keypoints per object)",
     "description": "One COCO annotation per object: its polygon mask, box and its own keypoints (not merged per "
     "image), with the keypoint schema (names, skeleton, flip pairs) in the categories. For multi-task "
