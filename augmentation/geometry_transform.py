@@ -114,6 +114,7 @@ class Remap:
 
 
 Step = tuple[Matrix | Remap, Shape]  # a step and the shape of its output, where geometry is clipped
+MatrixStep = tuple[Matrix, Shape]  # a step of a pipeline without remaps
 
 
 def cuts(m: Matrix, in_shape: Shape, out_shape: Shape) -> bool:
@@ -148,7 +149,7 @@ def is_mirroring(m: Matrix) -> bool:
 
 # ---- instances ------------------------------------------------------------------------------
 def _transform_polygons(
-    steps: Sequence[Step], polygons: list[FlatPolygon], limits: Limits
+    steps: Sequence[MatrixStep], polygons: list[FlatPolygon], limits: Limits
 ) -> tuple[list[FlatPolygon], float] | None:
     """Polygons through each step, clipped to each step's frame (shapely only where a vertex left it)."""
     current = polygons
@@ -236,13 +237,14 @@ def _rle_result(out: dict, expected_area: float, limits: Limits) -> tuple[dict, 
 
 
 def _transform_rle(
-    inst: InstanceGeometry, steps: Sequence[Step], limits: Limits
+    inst: InstanceGeometry, steps: Sequence[MatrixStep], limits: Limits
 ) -> tuple[dict, float, list[float]] | None:
-    window: Window | None = inst.mask_window
+    window = inst.mask_window
     for m, shape in steps:
-        window = _warp_window(window, m, shape)
-        if window is None:
+        warped = _warp_window(window, m, shape)
+        if warped is None:
             return None
+        window = warped
     h, w = steps[-1][1]
     return _rle_result(window_rle(*window, h, w), warped_area(inst.mask_window, product(steps)), limits)
 
@@ -343,17 +345,18 @@ def transform_sample(
     out_image: np.ndarray, in_shape: Shape, steps: Sequence[Step], instances: Sequence[InstanceGeometry], limits: Limits
 ) -> Sample:
     """Every instance of an image of ``in_shape`` through ``steps``, which made ``out_image``."""
-    remapped = any(isinstance(step, Remap) for step, _ in steps)
-    mirrored = sum(is_mirroring(step) for step, _ in steps if not isinstance(step, Remap)) % 2 == 1
+    matrices = [(step, shape) for step, shape in steps if not isinstance(step, Remap)]
+    remapped = len(matrices) < len(steps)
+    mirrored = sum(is_mirroring(m) for m, _ in matrices) % 2 == 1
 
     transformed: list[TransformedInstance | None] = []
     for inst in instances:
         if remapped:
             got = _transform_by_mask(inst, steps, in_shape, limits)
         elif inst.rle is not None:
-            got = _transform_rle(inst, steps, limits)
+            got = _transform_rle(inst, matrices, limits)
         else:
-            poly = _transform_polygons(steps, inst.polygons, limits)
+            poly = _transform_polygons(matrices, inst.polygons, limits)
             got = None if poly is None else (*poly, polygons_bbox(poly[0]))
         if got is None:
             transformed.append(None)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import redis
@@ -56,7 +56,10 @@ def _key(run_id: str, part: str = "") -> str:
 
 
 def _meta(conn: redis.Redis, run_id: str) -> dict[str, str]:
-    meta = {k.decode(): v.decode() for k, v in conn.hgetall(_key(run_id)).items()}
+    # redis-py types every result as ``Awaitable | value`` (one signature for the sync and asyncio clients);
+    # this client is synchronous, so the casts in this module only name the value.
+    raw = cast(dict[bytes, bytes], conn.hgetall(_key(run_id)))
+    meta = {k.decode(): v.decode() for k, v in raw.items()}
     if not meta:
         raise KeyError(f"no augmentation run {run_id!r} in this Redis (wrong REDIS_URL, or a typo?)")
     return meta
@@ -136,10 +139,10 @@ def resubmit(conn: redis.Redis, run_id: str, *, force: bool = False) -> list[int
     except (NoSuchJobError, InvalidJobOperation):  # already gone or over: the new merge replaces it
         pass
     attempt = int(meta["attempt"]) + 1
-    conn.hset(_key(run_id), "attempt", attempt)
+    conn.hset(_key(run_id), "attempt", str(attempt))
     for k in redo:
         conn.hdel(_key(run_id, "failures"), k)
-        conn.hset(_key(run_id, "done"), k, 0)
+        conn.hset(_key(run_id, "done"), str(k), "0")
     _enqueue(conn, run_id, redo, attempt, also_wait_for=still_running)
     return redo
 
@@ -150,16 +153,24 @@ def _load_params(conn: redis.Redis, run_id: str) -> tuple[dict[str, Any], list[l
     return json.loads(meta["params"]), json.loads(meta["shards"])
 
 
+def _job_connection() -> redis.Redis:
+    """The Redis connection of the RQ job being run: the worker functions below run only as RQ jobs."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_shard and merge_run run only inside an RQ job")
+    return job.connection
+
+
 def run_shard(run_id: str, index: int) -> int:
     """RQ job: augment one shard. Fails (after trying every image) if any image failed."""
-    conn = get_current_job().connection
+    conn = _job_connection()
     params, shards = _load_params(conn, run_id)
     start, end = shards[index]
     alive = _key(run_id, f"alive:{index}")
     ttl = int(params["heartbeat_seconds"])
 
     def beat(done: int) -> None:
-        conn.hset(_key(run_id, "done"), index, done)
+        conn.hset(_key(run_id, "done"), str(index), str(done))
         conn.set(alive, 1, ex=ttl)
 
     beat(0)
@@ -171,7 +182,7 @@ def run_shard(run_id: str, index: int) -> int:
     )
     conn.delete(alive)
     if shard.failures:
-        conn.hset(_key(run_id, "failures"), index, json.dumps(shard.failures))
+        conn.hset(_key(run_id, "failures"), str(index), json.dumps(shard.failures))
         raise AugmentationFailed(shard.failures)
     write_json(_tmp_dir(out_dir, run_id) / f"shard-{index:05d}.json", asdict(shard))
     return len(shard.images)
@@ -179,7 +190,7 @@ def run_shard(run_id: str, index: int) -> int:
 
 def merge_run(run_id: str) -> str:
     """RQ job (after all shards): merge shard files into the output dataset; returns its path."""
-    conn = get_current_job().connection
+    conn = _job_connection()
     params, shards = _load_params(conn, run_id)
     out_dir = Path(params["out_dir"])
     tmp = _tmp_dir(out_dir, run_id)
@@ -209,8 +220,8 @@ def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
     """
     meta = _meta(conn, run_id)
     shards = json.loads(meta["shards"])
-    done = {int(k): int(v) for k, v in conn.hgetall(_key(run_id, "done")).items()}
-    failures = [f for v in conn.hvals(_key(run_id, "failures")) for f in json.loads(v)]
+    done = {int(k): int(v) for k, v in cast(dict[bytes, bytes], conn.hgetall(_key(run_id, "done"))).items()}
+    failures = [f for v in cast(list[bytes], conn.hvals(_key(run_id, "failures"))) for f in json.loads(v)]
     heartbeat = float(json.loads(meta["params"])["heartbeat_seconds"])
     shard_rows = []
     for k, (start, end) in enumerate(shards):

@@ -113,13 +113,14 @@ class LabelStudioClient:
                 " Studio so that tasks reference it through Label Studio."
             ) from None
 
-    def fetch_bytes(self, url: str, task_id: Any = None) -> bytes:
+    def fetch_bytes(self, url: object, task_id: Any = None) -> bytes:
+        """The image at ``url`` (whatever the task's data holds: :meth:`media_url` refuses a non-URL)."""
         absolute = self.media_url(url, task_id)
         limit = self.settings.max_image_bytes
         try:
             response = self._get(absolute, stream=True)
         except httpx.InvalidURL as exc:  # e.g. a query httpx will not encode: this task's problem, not the batch's
-            raise MediaError(f"task {task_id}: image URL {url[:120]!r} cannot be requested ({exc})") from None
+            raise MediaError(f"task {task_id}: image URL {str(url)[:120]!r} cannot be requested ({exc})") from None
         try:
             if response.status_code != 200:
                 raise MediaError(f"task {task_id}: Label Studio answered HTTP {response.status_code} for {url}")
@@ -138,7 +139,7 @@ class LabelStudioClient:
         finally:
             response.close()
 
-    def fetch_image(self, url: str, task_id: Any = None) -> np.ndarray:
+    def fetch_image(self, url: object, task_id: Any = None) -> np.ndarray:
         """HxWx3 uint8 RGB, after checking the pixel count before decoding."""
         return decode_image(self.fetch_bytes(url, task_id), self.settings.max_image_pixels, task_id)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from backend.labelstudio import LabelStudioClient
@@ -79,7 +79,8 @@ def _preannotate(
             if len(summary["reasons"]) < MAX_REASONS:
                 summary["reasons"].append(f"task {task['id']}: {reason}")
         if predictions:
-            ls.sdk.projects.import_predictions(id=project_id, request=predictions)
+            # SDK typing gap: typed as its pydantic PredictionRequest models, it serializes plain dicts the same.
+            ls.sdk.projects.import_predictions(id=project_id, request=predictions)  # type: ignore[arg-type]
             summary["written"] += len(predictions)
         summary["done"] += len(batch)
         report(preannotation=summary)
@@ -90,7 +91,9 @@ def _preannotate(
 
 def _unannotated_tasks(ls: LabelStudioClient, project_id: int) -> Iterator[dict[str, Any]]:
     """``{"id", "project", "data"}`` of each task without annotations, paged by the SDK."""
-    for task in ls.sdk.tasks.list(project=project_id, query=_UNANNOTATED, fields="task_only", page_size=100):
+    # SDK typing gap: tasks.list() is typed SyncPagerExt[Never]; its items are the SDK's task models.
+    pager: Iterable[Any] = ls.sdk.tasks.list(project=project_id, query=_UNANNOTATED, fields="task_only", page_size=100)
+    for task in pager:
         if not task.total_annotations:  # the filter already says so; a task annotated meanwhile is skipped
             yield {"id": task.id, "project": project_id, "data": task.data}
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageSource(Protocol):
-    def fetch_image(self, url: str, task_id: Any = None) -> np.ndarray: ...
+    def fetch_image(self, url: object, task_id: Any = None) -> np.ndarray: ...
 
 
 def project_id_of(payload: dict[str, Any]) -> int:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from combined_coco.geometry import largest_polygon, simplify_outline
+from combined_coco.geometry import FlatPolygon, largest_polygon, simplify_outline
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from combined_coco.schema import Controls, Schema
 
@@ -35,14 +35,23 @@ log = logging.getLogger(__name__)
 
 
 class PredictedObject(Protocol):
-    """The fields of ``multitask.inference.DetectedInstance`` that become regions (pixel coordinates)."""
+    """The fields of ``multitask.inference.DetectedInstance`` that become regions (pixel coordinates).
 
-    label: str
-    score: float
-    box: Sequence[float]  # x1, y1, x2, y2
-    polygons: Sequence[Sequence[float]]  # flat [x, y, ...] per polygon
-    keypoints: np.ndarray  # (K, 3): x, y, heatmap logit, in the model's keypoint order
-    keypoint_present: np.ndarray  # (K,) bool: applies to the category (and passed the keypoint threshold)
+    Read-only properties, so that an instance with narrower field types (a ``box`` tuple) still fits.
+    """
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def box(self) -> Sequence[float]: ...  # x1, y1, x2, y2
+    @property
+    def polygons(self) -> Sequence[FlatPolygon]: ...  # flat [x, y, ...] per polygon
+    @property
+    def keypoints(self) -> np.ndarray: ...  # (K, 3): x, y, heatmap logit, in the model's keypoint order
+    @property
+    def keypoint_present(self) -> np.ndarray: ...  # (K,) bool: applies to the category (passed the threshold)
 
 
 def task_regions(

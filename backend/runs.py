@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue
@@ -164,7 +164,7 @@ class Runs:
         """For job ``job_id``: True means train (again); False means stop (project idle, or the slot
         was taken from this job because it was presumed dead)."""
         keys = [_key(project_id, "pending"), _key(project_id, "active")]
-        return bool(self.conn.eval(_CONSUME, 2, *keys, self.job_timeout + 300, job_id))
+        return bool(self.conn.eval(_CONSUME, 2, *keys, str(self.job_timeout + 300), job_id))
 
     def fail(self, project_id: int, job_id: str, error: str) -> bool:
         """The run of ``job_id`` failed: report ``error`` and free the slot so the next trigger starts
@@ -206,7 +206,9 @@ class Runs:
 
     def settle(self, project_id: int) -> str | None:
         """If the project's job is dead, report its run failed and free the slot; returns the reason."""
-        raw = self.conn.get(_key(project_id, "active"))
+        # redis-py types every result as ``Awaitable | value`` (one signature for the sync and asyncio
+        # clients); this client is synchronous, so the casts here only name the value.
+        raw = cast(bytes | None, self.conn.get(_key(project_id, "active")))
         if raw is None:
             return None
         job_id = raw.decode()
@@ -241,13 +243,13 @@ class Runs:
     def count_annotation_event(self, project_id: int, retrain_every: int) -> bool:
         """Count one annotation change; True when this one reached ``retrain_every`` (0: never)."""
         try:
-            n = int(self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), retrain_every))
+            n = int(cast(int, self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), str(retrain_every))))
         except redis.RedisError as exc:
             raise RedisUnavailable(f"Redis is not reachable, the annotation event was not counted ({exc})") from None
         return n < 0
 
     def new_annotations(self, project_id: int) -> int:
-        return int(self.conn.get(_key(project_id, "new_annotations")) or 0)
+        return int(cast(bytes | None, self.conn.get(_key(project_id, "new_annotations"))) or 0)
 
     # ---- status ------------------------------------------------------------------------------
     # A hash of JSON values: the server (rerun flag, failure of a dead job) and the job (progress)
@@ -255,7 +257,7 @@ class Runs:
     def status(self, project_id: int) -> dict[str, Any]:
         """The run status; reading it first settles a dead run, so nobody is shown "running" forever."""
         self.settle(project_id)
-        raw = self.conn.hgetall(_key(project_id, "status"))
+        raw = cast(dict[bytes, bytes], self.conn.hgetall(_key(project_id, "status")))
         return {k.decode(): json.loads(v) for k, v in raw.items()} or {"state": "idle"}
 
     def report(self, project_id: int, job_id: str, **fields: Any) -> bool:

@@ -50,7 +50,10 @@ def train_project_job(project_id: int) -> dict[str, Any]:
     """
     settings = Settings.from_env()
     runs = Runs(connect(), settings.train_job_timeout, settings.train_heartbeat_seconds)
-    job_id = get_current_job().id
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("train_project_job runs only inside an RQ job")
+    job_id = job.id
     store = ModelStore(settings.model_dir)
     version = None
     with runs.heartbeat(project_id, job_id):
@@ -194,9 +197,10 @@ def train_and_publish(
         fit = _scores(checkpoint, write_json(work / "fit.json", fit_set), work / "images", settings)
         scores = previous_scores = None
         if heldout is not None:
-            scores = {"tasks": _task_count(heldout), "images": len(heldout["images"]), "set": _set_digest(heldout)}
+            digest = _set_digest(heldout)
+            scores = {"tasks": _task_count(heldout), "images": len(heldout["images"]), "set": digest}
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
-            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", scores["set"], settings)
+            previous_scores = _previous_heldout(project_id, store, work / "heldout.json", digest, settings)
         model_version, transfers = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,

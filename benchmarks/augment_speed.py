@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import albumentations as A
 import cv2
@@ -46,7 +47,10 @@ def load(coco_path: Path) -> tuple[dict, list[tuple[np.ndarray, list[dict]]]]:
     coco = json.loads(coco_path.read_text())
     items = []
     for im in coco["images"]:
-        image = cv2.cvtColor(cv2.imread(str(coco_path.parent / "images" / im["file_name"])), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(coco_path.parent / "images" / im["file_name"]))
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {im['file_name']} of {coco_path}")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         items.append((image, [a for a in coco["annotations"] if a["image_id"] == im["id"]]))
     return coco, items
 
@@ -77,9 +81,9 @@ class PaperMethod:
                     owner.append(("k", i, k))
         # Albumentations rejects x == W, where polygons touching the right border have vertices.
         h, w = image.shape[:2]
-        points = np.minimum(np.asarray(points, dtype=np.float64).reshape(-1, 2), [w - 1e-3, h - 1e-3])
+        xy = np.minimum(np.asarray(points, dtype=np.float64).reshape(-1, 2), [w - 1e-3, h - 1e-3])
         self.compose.set_random_seed(seed)
-        out = self.compose(image=image, keypoints=points, owner=list(range(len(owner))))
+        out = self.compose(image=image, keypoints=xy, owner=list(range(len(owner))))
         hflip = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
         polys: dict[int, dict[int, list[float]]] = {}
         kps = {i: np.zeros((len(self.flip_perm), 3)) for i in range(len(anns))}
@@ -95,8 +99,8 @@ class PaperMethod:
                 results.append(None)
                 continue
             parts = [p for p in polys.get(i, {}).values() if len(p) >= 6]
-            k = kps[i][self.flip_perm] if hflip else kps[i]
-            results.append({"segmentation": parts, "keypoints": k} if parts else None)
+            ann_kps = kps[i][self.flip_perm] if hflip else kps[i]
+            results.append({"segmentation": parts, "keypoints": ann_kps} if parts else None)
         return out["image"], results
 
 
@@ -143,7 +147,9 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
     perm = Schema.from_coco_categories(coco["categories"]).flip_indices
     paper = PaperMethod(pipeline, perm)
     limits = Limits()
-    stats = {name: {"iou": [], "lost": 0, "kp_ok": 0, "kp_n": 0, "lr_ok": 0, "lr_n": 0} for name in ("ours", "paper")}
+    stats: dict[str, dict[str, Any]] = {
+        name: {"iou": [], "lost": 0, "kp_ok": 0, "kp_n": 0, "lr_ok": 0, "lr_n": 0} for name in ("ours", "paper")
+    }
     pair_idx = [i for i, j in enumerate(perm) if i != j]
     for n, (image, anns) in enumerate(items):
         anns = [a for a in anns if isinstance(a["segmentation"], list)]
@@ -155,7 +161,7 @@ def fidelity(pipeline: dict, coco: dict, items, copies: int) -> dict[str, dict[s
             sample = augment_sample(ours, image, instances, seed, limits)
             oh, ow = sample.image.shape[:2]
             _, paper_out = paper(image, anns, seed)
-            outputs = {
+            outputs: dict[str, list[dict[str, Any] | None]] = {
                 "ours": [
                     None
                     if t is None
@@ -235,7 +241,8 @@ def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[floa
                 )
                 for _ in range(n_workers)
             ]
-            while len(conn.smembers("rq:workers")) < n_workers:  # started and preloaded
+            # until started and preloaded (redis-py types the result Awaitable | set: this client is sync)
+            while len(cast(set[bytes], conn.smembers("rq:workers"))) < n_workers:
                 time.sleep(0.2)
             cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
             start = time.perf_counter()

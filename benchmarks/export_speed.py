@@ -255,6 +255,7 @@ def end_to_end(args: argparse.Namespace) -> None:
     ls = shared_label_studio(root)  # stopped at exit (atexit)
     print(f"Label Studio up at {ls.url} in {time.perf_counter() - t0:.0f} s (log: {ls.log})", flush=True)
     pid = ls.client.projects.create(title=f"export benchmark {args.tasks}x{args.objects}", label_config=config).id
+    assert pid is not None  # the SDK types it Optional; Label Studio always returns it
 
     tasks = [
         {"data": t["data"], "annotations": [{"result": t["annotations"][0]["result"]}]}

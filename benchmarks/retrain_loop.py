@@ -152,6 +152,7 @@ class Loop:
 
     def project(self, title: str, config: str, images: dict[str, bytes]) -> tuple[int, int, dict[str, int]]:
         project = self.ls.client.projects.create(title=title, label_config=config)
+        assert project.id is not None  # the SDK types it Optional; Label Studio always returns it
         task_ids = self.ls.import_images(project.id, images)
         ml = self.ls.client.ml.create(project=project.id, url=self.backend_url, title="multitask", is_interactive=False)
         return project.id, ml.id, task_ids

@@ -66,9 +66,9 @@ def group_instances(regions: TaskRegions) -> tuple[list[AssociatedObject], dict[
 
     def link(a: str | None, b: str | None) -> None:
         if a in shapes and b in shapes and a != b:
-            sa, sb = shapes[a], shapes[b]  # type: ignore[index]
+            sa, sb = shapes[a], shapes[b]
             if sa.label == sb.label and (sa.kind == "brush") == (sb.kind == "brush"):
-                parent[find(a)] = find(b)  # type: ignore[arg-type]
+                parent[find(a)] = find(b)
 
     for s in regions.shapes:
         link(s.id, s.parent_id)
@@ -138,7 +138,7 @@ def _instance(members: list[ShapeRegion]) -> AssociatedObject:
 
 
 def assign_keypoints(
-    task_id: int | None,
+    task_id: int | str | None,
     regions: TaskRegions,
     instances: list[AssociatedObject],
     by_region: dict[str, AssociatedObject],

@@ -298,6 +298,7 @@ def _read_task(
         except DataUrlError as exc:
             issues.append(Issue(task_id, None, f"{exc}; skipped", "error"))
             return []
+    sources: list[tuple[int | str | None, object]]  # (annotation id, its results: checked below)
     if json_min:
         sources = [(_id_or_none(task.get("annotation_id")), results_from_json_min(task, schema.controls))]
     else:

@@ -37,7 +37,7 @@ from combined_coco.schema import Schema
 # ---- files ----------------------------------------------------------------------------------
 
 
-def write_atomic(path: str | os.PathLike, content: bytes | Callable[[IO[bytes]], None]) -> Path:
+def write_atomic(path: str | os.PathLike, content: bytes | Callable[[IO[bytes]], object]) -> Path:
     """Put ``content`` (bytes, or a function that writes to the open binary file) at ``path``
     atomically: a temporary file ``.<name>.<pid>.<random>.tmp`` in the same folder (so the rename
     cannot cross file systems; the augmentation merge sweeps ``.*.tmp`` left by killed workers),

@@ -21,7 +21,7 @@ class Issue:
     ``warning``: it is in the output but changed (clipped, repaired) or the input format loses information.
     """
 
-    task_id: int | None
+    task_id: int | str | None
     region_id: str | None
     message: str
     severity: Severity = "warning"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import shapely
@@ -101,7 +101,7 @@ class TaskRegions:
 
 
 def parse_results(
-    task_id: int | None, results: list, schema: Schema, issues: list[Issue], max_side: int = MAX_IMAGE_SIDE
+    task_id: int | str | None, results: list, schema: Schema, issues: list[Issue], max_side: int = MAX_IMAGE_SIDE
 ) -> TaskRegions | None:
     """Read one annotation's ``result`` list; problems are appended to ``issues``.
 
@@ -143,7 +143,7 @@ def parse_results(
                     "error",
                 )
             )
-    if not geometry or out.width is None:
+    if not geometry or out.width is None or out.height is None:  # result_size() sets both or neither
         return out
     if not size_fits(task_id, out.width, out.height, max_side, issues):
         return None
@@ -173,6 +173,7 @@ def parse_results(
             issues.append(Issue(task_id, rid, "region has no value; skipped", "error"))
             continue
         labels = value.get(rtype)
+        label: str | None
         if type(labels) is list and len(labels) == 1 and type(labels[0]) is str and labels[0] in known[rtype]:
             label = labels[0]  # the common case, without building messages
         else:
@@ -200,7 +201,7 @@ def parse_results(
                     raise ValueError(f"{len(points)} points, more than the limit of {MAX_VERTICES}")
                 shape = ShapeRegion(rid, "polygon", label, parent_id)
                 # pixels per percent: clean_shapes applies to_pixels to all polygons at once
-                out.pending.append((shape, points, out.width / 100.0, out.height / 100.0))  # type: ignore[operator]
+                out.pending.append((shape, points, out.width / 100.0, out.height / 100.0))
                 out.shapes.append(shape)
             else:
                 shape = ShapeRegion(rid, "rectangle", label, parent_id)
@@ -227,12 +228,17 @@ def to_percent(pixels: float, size: int) -> float:
 def result_size(r: dict) -> tuple[int, int] | tuple[None, None]:
     """The image size a result was drawn on, or (None, None). Not bounded: see :func:`size_fits`."""
     w, h = r.get("original_width"), r.get("original_height")
-    if all(type(v) is int and v > 0 or type(v) is float and 0 < v < math.inf for v in (w, h)):
+    if _is_side(w) and _is_side(h):
         return int(round(w)), int(round(h))
     return None, None
 
 
-def size_fits(task_id: int | None, width: int, height: int, max_side: int, issues: list[Issue]) -> bool:
+def _is_side(v: object) -> TypeGuard[float]:
+    """A positive finite int or float (not a bool, not a numeric string)."""
+    return type(v) is int and v > 0 or type(v) is float and 0 < v < math.inf
+
+
+def size_fits(task_id: int | str | None, width: int, height: int, max_side: int, issues: list[Issue]) -> bool:
     """Whether an image of this size may be converted; a larger one is reported before anything of its
     size is allocated (masks are width x height bytes)."""
     if width <= max_side and height <= max_side:
@@ -261,7 +267,9 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {shown(exc.args[0]) if exc.args else ''}"
 
 
-def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[str], issues: list[Issue]) -> str | None:
+def _label(
+    task_id: int | str | None, rid: str, rtype: str, labels, known: frozenset[str], issues: list[Issue]
+) -> str | None:
     if not isinstance(labels, list) or not labels:
         issues.append(Issue(task_id, rid, f"{rtype.removesuffix('labels')} region has no label; skipped", "error"))
         return None
@@ -280,7 +288,14 @@ def _label(task_id: int | None, rid: str, rtype: str, labels, known: frozenset[s
 
 
 def _keypoint(
-    task_id: int | None, rid: str, label: str, value: dict, parent_id: str | None, w: int, h: int, issues: list[Issue]
+    task_id: int | str | None,
+    rid: str,
+    label: str,
+    value: dict,
+    parent_id: str | None,
+    w: int,
+    h: int,
+    issues: list[Issue],
 ) -> KeypointRegion:
     x = round(to_pixels(float(value["x"]), w), _DECIMALS)
     y = round(to_pixels(float(value["y"]), h), _DECIMALS)
@@ -307,7 +322,7 @@ def _rectangle(value: dict, w: int, h: int) -> list[list[float]]:
     return [[x0 + dx * c - dy * s, y0 + dx * s + dy * c] for dx, dy in ((0.0, 0.0), (rw, 0.0), (rw, rh), (0.0, rh))]
 
 
-def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[Issue]) -> None:
+def clean_shapes(parsed: Sequence[tuple[int | str | None, TaskRegions]], issues: list[Issue]) -> None:
     """Convert the pending shapes of all ``parsed`` tasks to pixels and check them in one batch.
 
     Valid in-image polygons are kept exactly as drawn (their area comes from the same batch); the
@@ -354,6 +369,7 @@ def clean_shapes(parsed: Sequence[tuple[int | None, TaskRegions]], issues: list[
             shape.polygons, shape.area = [flat], float(areas[k])
             continue
         w, h = regions.width, regions.height
+        assert w is not None and h is not None, "polygons are only queued for regions with an image size"
         if finite[k] and not valid[k] and self_crossings(flat, MAX_REPAIR_CROSSINGS) > MAX_REPAIR_CROSSINGS:
             issues.append(
                 Issue(

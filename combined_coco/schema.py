@@ -214,7 +214,7 @@ class Schema:
             root = ET.fromstring(config)
         except ET.ParseError as exc:
             raise SchemaError(f"labeling config is not valid XML: {exc}") from None
-        images = {el.get("name"): el for el in root.iter() if el.tag.lower() == "image"}
+        images = {el.get("name", ""): el for el in root.iter() if el.tag.lower() == "image"}
         if not images:
             raise SchemaError("labeling config has no <Image> tag")
 

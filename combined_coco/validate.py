@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Iterator
 from numbers import Real
+from typing import TypeGuard
 
 from combined_coco.dataset import rle_decode, rle_encode, rle_text
 
@@ -25,7 +26,7 @@ MAX_IMAGE_SIDE = 40_000
 MAX_OUTLINE_PX = 4_000_000
 
 
-def validate_coco(coco: dict) -> list[str]:
+def validate_coco(coco: object) -> list[str]:
     """Problems found, each naming the image/annotation/category id; an empty list means valid.
 
     Also loads the file in pycocotools and turns every annotation into a mask there.
@@ -47,11 +48,11 @@ def validate_coco(coco: dict) -> list[str]:
     return problems
 
 
-def _is_num(v) -> bool:
+def _is_num(v: object) -> TypeGuard[float]:
     return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_id(v) -> bool:
+def _is_id(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "COCO_COMBINED"
 OUTPUT_FILE_NAME = "coco_combined.json"
-FORMAT_INFO = {
+FORMAT_INFO: dict[str, Any] = {  # Label Studio's format description: title, description, tags
     "title": "COCO combined (polygons + keypoints per object)",
     "description": "One COCO annotation per object: its polygon mask, box and its own keypoints (not merged per "
     "image), with the keypoint schema (names, skeleton, flip pairs) in the categories. For multi-task "
@@ -118,7 +118,8 @@ def install() -> None:
         return
 
     all_formats = Converter.all_formats
-    supported = Converter.supported_formats.fget
+    # A property: mypy types the class attribute as its getter function.
+    supported = Converter.supported_formats.fget  # type: ignore[attr-defined]
     convert = Converter._convert
     validate = ExportConvertSerializer.validate_export_type
 
@@ -139,6 +140,7 @@ def install() -> None:
         problem = config_problem(config)
         if problem:
             raise _not_applicable(problem)
+        assert config is not None, "config_problem() reports a missing labeling config"
         return convert_to_coco_combined(input_data, output_data, config)
 
     def validate_export_type(self: ExportConvertSerializer, value: str) -> str:
@@ -150,10 +152,12 @@ def install() -> None:
             raise _not_applicable(problem)
         return value
 
-    convert_with_plugin.__wrapped_by_export_plugin__ = True
-    Converter.all_formats = all_formats_with_plugin
-    Converter.supported_formats = property(supported_with_plugin)
-    Converter._convert = convert_with_plugin
+    # Monkeypatching Label Studio's classes is the point of this function (it has no format registry); mypy
+    # rejects assigning to methods and attributes on functions.
+    convert_with_plugin.__wrapped_by_export_plugin__ = True  # type: ignore[attr-defined]
+    Converter.all_formats = all_formats_with_plugin  # type: ignore[method-assign]
+    Converter.supported_formats = property(supported_with_plugin)  # type: ignore[method-assign,assignment]
+    Converter._convert = convert_with_plugin  # type: ignore[method-assign,assignment]
     ExportConvertSerializer.validate_export_type = validate_export_type
 
     by_argument = _with_project_config(lambda project, *a, **k: project)

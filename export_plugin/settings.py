@@ -10,8 +10,10 @@ and environment variable keeps working.
 from core.settings.base import *  # noqa: F401,F403
 from core.settings.label_studio import *  # noqa: F401,F403
 
-INSTALLED_APPS = [*INSTALLED_APPS, "export_plugin"]  # noqa: F405
+# Both names come from the star imports above, which mypy cannot follow: Label Studio's ``core`` package is
+# only importable inside the Label Studio process.
+INSTALLED_APPS = [*INSTALLED_APPS, "export_plugin"]  # type: ignore[has-type]  # noqa: F405
 
 # Label Studio gives the "django" logger its own console handler *and* lets it propagate to the root's,
 # so every request line is printed twice; once is enough for the stack's prefixed logs.
-LOGGING["loggers"]["django"]["propagate"] = False  # noqa: F405
+LOGGING["loggers"]["django"]["propagate"] = False  # type: ignore[name-defined]  # noqa: F405

@@ -65,7 +65,8 @@ def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
 
 # Checkpoints written before the numpy RNG state was stored as lists hold one uint32 numpy array;
 # rebuilding an array runs no code, so these (and only these) globals are allowed besides torch's own.
-_OLD_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+# numpy's stubs omit its private ``_core`` package, the module these pickles name.
+_OLD_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]  # type: ignore[attr-defined]
 
 
 def read_payload(path: str | Path, mmap: bool = False, map_location: str | torch.device = "cpu") -> Any:

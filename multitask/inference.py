@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,11 +77,12 @@ class InstanceMaker:
         present = self._applicable[category_id].copy()
         if self.keypoint_threshold is not None:
             present &= keypoints[:, 2] >= self.keypoint_threshold
+        x1, y1, x2, y2 = (float(v) for v in box)
         return DetectedInstance(
             category_id=category_id,
             label=self.schema.category_by_id(category_id).name,
             score=float(score),
-            box=tuple(float(v) for v in box),
+            box=(x1, y1, x2, y2),
             mask=mask,
             # 0.01 px is far below a pixel and keeps predictions and ``predict --out`` compact
             polygons=[[round(v, 2) for v in p] for p in mask_to_polygons(mask, self.polygon_tolerance)],
@@ -123,7 +125,8 @@ class TorchvisionPredictor:
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        heads = self.model.roi_heads
+        # torchvision's RoIHeads: torchvision is untyped, and Module.__getattr__ is typed Tensor | Module.
+        heads: Any = self.model.roi_heads
         heads.score_thresh = max(heads.score_thresh, score_threshold)
         if max_detections is not None:
             heads.detections_per_img = min(heads.detections_per_img, max_detections)
@@ -138,7 +141,7 @@ class TorchvisionPredictor:
         self.batch_size = batch_size
         self._make_instance = InstanceMaker(schema, keypoint_threshold, polygon_tolerance)
 
-    def _counting_postprocess(self, heads: torch.nn.Module) -> Callable[..., tuple[list[torch.Tensor], ...]]:
+    def _counting_postprocess(self, heads: Any) -> Callable[..., tuple[list[torch.Tensor], ...]]:
         """RoIHeads' box post-processing, run down to the candidate floor so that the number of candidates
         under the threshold is known; only boxes at or above ``heads.score_thresh`` go on to the mask and
         keypoint heads. NMS is greedy by score, so boxes under the threshold never suppress one above it:
@@ -168,7 +171,7 @@ class TorchvisionPredictor:
         path: str | Path,
         device: str = "cpu",
         score_threshold: float = defaults.SCORE_THRESHOLD,
-        **options: float | int | None,
+        **options: Any,  # the other keyword arguments of __init__
     ) -> TorchvisionPredictor:
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -67,9 +68,11 @@ def synthetic_coco(
     if scenes:
         return _scene_coco(num_images, size, seed)
     rng = np.random.default_rng(seed)
-    images, annotations, pixels = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    pixels: list[np.ndarray] = []
     for i in range(num_images):
-        canvas = np.full((size, size, 3), 128, np.uint8)
+        canvas: np.ndarray = np.full((size, size, 3), 128, np.uint8)
         canvas = np.clip(canvas + rng.normal(0, 6, canvas.shape), 0, 255).astype(np.uint8)
         polygon, keypoints = _ellipse(rng, size)
         pts = (np.asarray(polygon).reshape(-1, 2) - 0.5).round().astype(np.int32)
@@ -97,7 +100,9 @@ def _scene_coco(num_images: int, size: int, seed: int) -> tuple[dict, list[np.nd
     """Several discs, plates and triangles per image on texture and clutter (all stored as polygons)."""
     rng = np.random.default_rng(seed)
     k = len(SCENE_SCHEMA.keypoint_names)
-    images, annotations, pixels = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    pixels: list[np.ndarray] = []
     for i in range(num_images):
         canvas = _texture(rng, size)
         _clutter(rng, canvas)
@@ -226,7 +231,9 @@ def parts_coco(
 ) -> tuple[dict, list[np.ndarray]]:
     """The parts dataset (module docstring) and its RGB images (file names ``synthetic_0001<suffix>`` ...)."""
     rng = np.random.default_rng(seed)
-    images, annotations, pixels = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    pixels: list[np.ndarray] = []
     for i in range(1, num_images + 1):
         image, anns = _parts_image(rng, width, height, n_objects)
         images.append({"id": i, "file_name": f"synthetic_{i:04d}{suffix}", "width": width, "height": height})
@@ -285,7 +292,11 @@ def _parts_image(rng: np.random.Generator, width: int, height: int, n_objects: i
         mask = mask_utils.decode(rle).astype(bool)
         texture = rng.integers(-25, 25, (height, width, 1))
         image[mask] = np.clip(np.array(colour) + texture[mask], 0, 255).astype(np.uint8)
-        ann = {"category_id": 1, "iscrowd": 0, "keypoints": _part_keypoints(rng, cx, cy, radius, width, height)}
+        ann: dict[str, Any] = {
+            "category_id": 1,
+            "iscrowd": 0,
+            "keypoints": _part_keypoints(rng, cx, cy, radius, width, height),
+        }
         if k % 5 == 2:  # stored as a brush mask
             area, bbox = rle_area_bbox(rle)
             ann.update(segmentation=rle_text(rle), area=area, bbox=bbox)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -213,7 +214,11 @@ def start_model(config: TrainConfig, schema: Schema) -> tuple[ModelConfig, torch
     reports (also logged) say what loaded.
     """
     previous = load_checkpoint(config.finetune_from) if config.finetune_from else None
-    sizes = {"min_size": config.min_size, "max_size": config.max_size, "rois_per_image": config.rois_per_image}
+    sizes: dict[str, Any] = {
+        "min_size": config.min_size,
+        "max_size": config.max_size,
+        "rois_per_image": config.rois_per_image,
+    }
     if previous is not None and continues(previous, schema, config.backbone):
         model_config = dataclasses.replace(previous.model_config, **sizes)
         model = build_model(model_config)
@@ -247,7 +252,9 @@ def _resume_path(resume: bool | str, last: Path) -> Path | None:
 
 def _rng_state() -> dict:
     """Tensors and plain values only, so the checkpoint loads with ``torch.load(weights_only=True)``."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state()
+    assert isinstance(legacy, tuple), "get_state() of the global MT19937 generator is the legacy tuple"
+    name, keys, pos, has_gauss, cached = legacy
     numpy_state = (name, keys.tolist(), pos, has_gauss, cached)
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -6,6 +6,9 @@ the project instead of creating another one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import httpx
 from label_studio_sdk import LabelStudio
 
@@ -23,12 +26,15 @@ class DemoError(RuntimeError):
 
 def create_demo_project(client: LabelStudio, url: str, token: str) -> int:
     """The demo project's id, creating it and uploading the photo (a real /data/upload file) if needed."""
-    existing = [p for p in client.projects.list() if p.title == DEMO_TITLE]
+    # SDK typing gap: projects.list() is typed SyncPagerExt[Never]; its items are the SDK's project models.
+    projects: Iterable[Any] = client.projects.list()
+    existing = [p for p in projects if p.title == DEMO_TITLE]
     if existing:
         return existing[0].id
     if not DEMO_IMAGE.exists():
         raise DemoError(f"the demo image {DEMO_IMAGE} is missing; clone the shared data beside the repository")
     project = client.projects.create(title=DEMO_TITLE, label_config=DEMO_CONFIG.read_text())
+    assert project.id is not None, "Label Studio returns the created project with its id"
     with DEMO_IMAGE.open("rb") as image:
         resp = httpx.post(
             f"{url}/api/projects/{project.id}/import",

@@ -25,10 +25,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from pluggy import Result
 
 from tests.support.backend import TrainedProject, shared_trained_project, stop_shared_processes
 from tests.support.labelstudio import LabelStudioServer, LabelStudioStartError, shared_label_studio
@@ -105,7 +106,9 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, Result[pytest.TestReport], None]:
     """On a failing Label Studio test, attach the server log tail: the cause is often only there."""
     outcome = yield
     report = outcome.get_result()

@@ -23,7 +23,7 @@ def test_bow_tie_is_repaired_into_two_parts_of_one_instance() -> None:
 
 
 def test_polygon_cut_by_the_frame_stays_one_instance_with_two_parts() -> None:
-    u_shape = [-2, 0, 8, 0, 8, 10, -2, 10, -2, 8, 6, 8, 6, 2, -2, 2]  # a C opening to the left, beyond x=0
+    u_shape = [-2.0, 0, 8, 0, 8, 10, -2, 10, -2, 8, 6, 8, 6, 2, -2, 2]  # a C opening to the left, beyond x=0
     r = clean_polygons([u_shape], 4, 10)
     assert r.clipped and len(r.polygons) == 2
 
@@ -34,6 +34,6 @@ def test_slivers_under_min_area_are_dropped() -> None:
 
 
 def test_union_area_counts_overlap_once() -> None:
-    a = [0, 0, 4, 0, 4, 4, 0, 4]
-    b = [2, 0, 6, 0, 6, 4, 2, 4]
+    a = [0.0, 0, 4, 0, 4, 4, 0, 4]
+    b = [2.0, 0, 6, 0, 6, 4, 2, 4]
     assert polygons_area([a, b]) == 24

@@ -18,7 +18,9 @@ def test_16_bit_greyscale_reads_as_opencv_does(tmp_path: Path) -> None:
     path = tmp_path / "grey16.png"
     assert cv2.imwrite(str(path), depth)
     assert Image.open(path).mode.startswith("I;16")
-    assert np.array_equal(read_image(path), cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None
+    assert np.array_equal(read_image(path), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def test_the_pixel_limit_is_checked_before_decoding() -> None:

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_flip_indices_swap_left_and_right_only() -> None:
 
 
 @pytest.mark.parametrize("layout", ["global", "per_category"])
-def test_schema_survives_coco_categories(layout: str) -> None:
+def test_schema_survives_coco_categories(layout: Literal["global", "per_category"]) -> None:
     s = generic()
     back = Schema.from_coco_categories(s.to_coco_categories(layout))
     assert back.keypoint_names == s.keypoint_names
@@ -62,7 +63,8 @@ def test_dict_round_trip_keeps_controls() -> None:
     assert Schema.from_dict(s.to_dict()) == s
     back = Schema.from_dict(json.loads(json.dumps(s.to_dict()))).controls
     assert back == s.controls
-    assert back is not None and back.__dict__ == s.controls.__dict__  # labels per control too (not compared)
+    assert back is not None and s.controls is not None
+    assert back.__dict__ == s.controls.__dict__  # labels per control too (not compared)
     assert s.controls.rectangle_labels == ("animal", "tool") and "nose" in s.controls.keypoint_labels
 
 

@@ -220,7 +220,7 @@ class Trainer(DefaultTrainer):
         self.hflip_prob = hflip_prob  # read by build_train_loader inside DefaultTrainer.__init__
         super().__init__(cfg)
 
-    def build_train_loader(self, cfg: CfgNode):  # type: ignore[override]
+    def build_train_loader(self, cfg: CfgNode):
         return build_detection_train_loader(cfg, mapper=train_mapper(cfg, self.hflip_prob))
 
     def build_writers(self) -> list:
@@ -255,6 +255,7 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
         trainer = Trainer(cfg, config.hflip_prob)
         if on_progress is not None:
             trainer.register_hooks([_Progress(on_progress)])
+        transfers: list[str]  # summaries of the transfer reports
         if config.resume is True and trainer.checkpointer.has_checkpoint():
             trainer.resume_or_load(resume=True)
             started_from, transfers = f"resumed {trainer.checkpointer.get_checkpoint_file()}", []
@@ -329,15 +330,16 @@ def start_weights(model: torch.nn.Module, config: TrainConfig, schema: Schema) -
     ``finetune_from`` with the same engine, schema and backbone: every tensor of it. Otherwise ``init``
     first, then the tensors of ``finetune_from`` (if any) that still fit, class-dependent layers fresh.
     """
-    previous = read_summary(config.finetune_from) if config.finetune_from else None
-    if previous is not None and previous.continued_by(NAME, schema, config.backbone):
-        report = transfer(model, _plain_state(config.finetune_from), f"checkpoint {config.finetune_from}", True)
-        return f"checkpoint {config.finetune_from}", [report]
+    source = config.finetune_from
+    previous = read_summary(source) if source else None
+    if source and previous is not None and previous.continued_by(NAME, schema, config.backbone):
+        report = transfer(model, _plain_state(source), f"checkpoint {source}", True)
+        return f"checkpoint {source}", [report]
     reports = [] if config.init == RANDOM_INIT else [transfer(model, *_init_weights(config))]
-    if previous is None:
+    if not source or previous is None:
         return config.init, reports
-    reports.append(transfer(model, _plain_state(config.finetune_from), f"checkpoint {config.finetune_from}"))
-    return f"{config.init} + fitting tensors of checkpoint {config.finetune_from}", reports
+    reports.append(transfer(model, _plain_state(source), f"checkpoint {source}"))
+    return f"{config.init} + fitting tensors of checkpoint {source}", reports
 
 
 def _init_weights(config: TrainConfig) -> tuple[dict, str]:

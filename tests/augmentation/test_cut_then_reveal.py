@@ -146,6 +146,7 @@ def test_translate_down_and_back_up_keeps_only_what_stayed(as_rle: bool) -> None
     sample = augment_sample(build_pipeline(pipeline), image, [inst], 0)
     shown = sample.image[:, :, 0] > 127
     out = sample.instances[0]
+    assert out is not None
     assert shown.sum() == 40 * 20 and np.array_equal(np.argwhere(shown).min(0), [60, 30])
     assert np.allclose(out.bbox, [30.0, 60.0, 40.0, 20.0]) and out.area == pytest.approx(800.0)
     assert iou(rasterize(out.segmentation, 100, 100), shown) == 1.0

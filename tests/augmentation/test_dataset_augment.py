@@ -89,7 +89,7 @@ def test_quokka_horizontal_flip_swaps_named_keypoints(quokka: Path, tmp_path: Pa
     assert flipped[names.index("eye_left"), 0] == pytest.approx(960 - 366.0)  # eye_right was at x=366
     assert out["annotations"][1]["area"] == pytest.approx(out["annotations"][0]["area"])
     image = cv2.imread(str(tmp_path / "out" / "images" / "quokka__img1_aug1.jpg"))
-    assert image.shape == (643, 960, 3)
+    assert image is not None and image.shape == (643, 960, 3)
 
 
 @pytest.mark.parametrize("preset", preset_names())
@@ -201,11 +201,15 @@ def test_entries_sharing_a_photo_get_their_own_copies(synthetic: Path, tmp_path:
     copies = [im for im in out["images"] if im["aug_copy"] > 0]
     assert len({im["file_name"] for im in copies}) == len(copies) == 10
     compose = load_pipeline(pipeline)
-    source = cv2.imread(str(synthetic.parent / "images" / first["file_name"]))[:, :, ::-1].copy()
+    bgr = cv2.imread(str(synthetic.parent / "images" / first["file_name"]))
+    assert bgr is not None
+    source = bgr[:, :, ::-1].copy()
     for entry in (im for im in copies if im["source_image_id"] in (1, 5)):
         seed = sample_seed(0, entry["source_image_id"], entry["aug_copy"])
         expected = augment_sample(compose, source, [], seed).image
-        written = cv2.imread(str(tmp_path / "out" / "images" / entry["file_name"]))[:, :, ::-1]
+        written = cv2.imread(str(tmp_path / "out" / "images" / entry["file_name"]))
+        assert written is not None
+        written = written[:, :, ::-1]
         assert np.array_equal(written, expected), entry["file_name"]
 
 

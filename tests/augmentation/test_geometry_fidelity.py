@@ -47,7 +47,9 @@ def _load(path: Path) -> tuple[dict, list[tuple[np.ndarray, list[dict]]]]:
     coco = json.loads(path.read_text())
     items = []
     for im in coco["images"]:
-        image = cv2.imread(str(path.parent / "images" / im["file_name"]))[:, :, ::-1].copy()
+        bgr = cv2.imread(str(path.parent / "images" / im["file_name"]))
+        assert bgr is not None
+        image = bgr[:, :, ::-1].copy()
         items.append((image, [a for a in coco["annotations"] if a["image_id"] == im["id"]]))
     return coco, items
 
@@ -140,8 +142,10 @@ def test_resize_chain_does_not_drift() -> None:
     image = np.zeros((360, 640, 3), np.uint8)
     square = [[100.0, 100.0, 140.0, 100.0, 140.0, 140.0, 100.0, 140.0]]
     sample = augment_sample(build_pipeline(data), image, [InstanceGeometry(square, None, [120.0, 120.0, 2.0], [0])], 0)
-    assert np.allclose(sample.instances[0].segmentation, square, atol=1e-9)
-    assert np.allclose(sample.instances[0].keypoints, [120.0, 120.0, 2.0])
+    out = sample.instances[0]
+    assert out is not None and isinstance(out.segmentation, list)
+    assert np.allclose(out.segmentation, square, atol=1e-9)
+    assert np.allclose(out.keypoints, [120.0, 120.0, 2.0])
     assert np.allclose(measured_matrix(data, 0, image), np.eye(3), atol=1e-2)
 
     naive = A.Compose(steps, keypoint_params=A.KeypointParams(format="xy"))
@@ -168,7 +172,9 @@ def test_mirroring_swaps_left_and_right(transform: A.BasicTransform, swaps: bool
     sample = augment_sample(build_pipeline(data), image, [inst], 0)
     truth = measured_matrix(data, 0, image)
     mapped_left, mapped_right = map_points(truth, np.array([left, right]))
-    kps = np.reshape(sample.instances[0].keypoints, (-1, 3))
+    out = sample.instances[0]
+    assert out is not None
+    kps = np.reshape(out.keypoints, (-1, 3))
     expected = [(*mapped_right, 1.0), (*mapped_left, 2.0)] if swaps else [(*mapped_left, 2.0), (*mapped_right, 1.0)]
     assert sample.mirrored == swaps
     assert np.allclose(kps, expected, atol=1e-3)
@@ -217,6 +223,7 @@ def test_each_rule_matches_the_pixels(name: str) -> None:
     compose = build_pipeline(data)
     for seed in range(3):
         ours = augment_sample(compose, image, [], seed).matrix
+        assert ours is not None  # these steps are all matrices
         measured = measured_matrix(data, seed, image)
         probe = np.array([[0.0, 0.0], [140.0, 0.0], [0.0, 100.0], [140.0, 100.0], [70.0, 50.0]])
         assert np.abs(map_points(ours, probe) - map_points(measured, probe)).max() < 0.02, (name, seed)
@@ -261,8 +268,8 @@ def test_non_affine_steps_go_through_the_instance_mask(synthetic: Path, distorti
                 got = np.reshape(out.keypoints, (-1, 3))[inst.flip_perm if sample.mirrored else slice(None)]
                 for (x, y, v), (gx, gy, gv) in zip(np.reshape(ann["keypoints"], (-1, 3)), got):
                     if v > 0 and gv > 0:  # where the output keypoint is, the pixels came from the source keypoint
-                        at = [np.float32([[gx - 0.5]]), np.float32([[gy - 0.5]])]
-                        sx, sy, ok = (cv2.remap(m, *at, cv2.INTER_LINEAR)[0, 0] for m in (src_x, src_y, valid))
+                        at_x, at_y = np.array([[gx - 0.5]], np.float32), np.array([[gy - 0.5]], np.float32)
+                        sx, sy, ok = (cv2.remap(m, at_x, at_y, cv2.INTER_LINEAR)[0, 0] for m in (src_x, src_y, valid))
                         if ok > 0.999:  # not blended with the fill outside the source image
                             kp_errors.append(np.hypot(sx - x, sy - y))
     assert np.mean(ious) >= 0.95, np.mean(ious)

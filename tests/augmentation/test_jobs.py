@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycocotools.coco import COCO
@@ -33,7 +34,7 @@ def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_fac
     coco = write_parts_dataset(tmp_path / "data", n_images=6, width=1280, height=720, n_objects=6, seed=3)
     images = coco.parent / "images"
     conn = connect(redis_url)
-    kwargs = dict(pipeline="medium", copies=3, seed=7, shard_size=3)
+    kwargs: dict[str, Any] = dict(pipeline="medium", copies=3, seed=7, shard_size=3)
 
     # Uninterrupted reference run, two workers, two shards.
     workers = [worker_factory("augment"), worker_factory("augment")]

@@ -62,6 +62,7 @@ def test_any_sample_gives_a_valid_clipped_instance_or_a_drop(polygons: list[list
     assert all(len(p) >= 6 for p in out.segmentation)
     assert -1e-9 <= min(xs) and max(xs) <= w + 1e-9 and -1e-9 <= min(ys) and max(ys) <= h + 1e-9
     assert out.bbox == [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    assert isinstance(out.segmentation, list)
     assert out.area == polygons_area(out.segmentation) > 0
     triples = np.reshape(out.keypoints, (-1, 3))
     assert out.num_keypoints == int((triples[:, 2] > 0).sum())

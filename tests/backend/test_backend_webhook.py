@@ -47,7 +47,7 @@ def test_second_trigger_while_one_is_queued_is_coalesced(backend: Backend, backe
 def test_job_loop_reruns_once_for_triggers_during_a_run(backend_redis_url: str) -> None:
     runs = Runs(redis.Redis.from_url(backend_redis_url), job_timeout=60)
     job = runs.request_training(8, "button")
-    assert job.enqueued
+    assert job.enqueued and job.job_id is not None
     assert runs.consume_pending(8, job.job_id)  # the job starts its first run
     assert not runs.request_training(8, "button").enqueued  # two clicks during the run ...
     assert not runs.request_training(8, "button").enqueued
@@ -95,6 +95,7 @@ def test_failed_run_is_reported_and_frees_the_project(
     conn = redis.Redis.from_url(backend_redis_url)
     runs = Runs(conn, job_timeout=60)
     job_id = runs.request_training(11, "button").job_id
+    assert job_id is not None
     SimpleWorker([Queue(TRAIN_QUEUE, connection=conn)], connection=conn).work(burst=True)  # in this process
     assert Job.fetch(job_id, connection=conn).get_status() == "failed"
     status = runs.status(11)

@@ -35,6 +35,7 @@ def test_export_dialog_offers_and_downloads_coco_combined(label_studio: LabelStu
     ls = label_studio
     config = (REPO / "labeling_configs" / "generic.xml").read_text()
     project_id = ls.client.projects.create(title="export dialog", label_config=config).id
+    assert project_id is not None  # the SDK types it Optional; Label Studio always returns it
     task_id = ls.import_images(project_id, {"two-animals.png": png_bytes(SIZE)})["two-animals.png"]
     ls.annotate(task_id, RESULT)
 

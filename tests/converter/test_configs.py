@@ -20,6 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
 def test_shipped_configs_parse_and_label_studio_reads_them(name: str) -> None:
     xml = (CONFIGS / f"{name}.xml").read_text()
     schema = Schema.from_label_config(xml)
+    assert schema.controls is not None
     assert schema.controls.polygon == "polygon" and schema.controls.keypoint == "keypoint"
     assert schema.controls.visibility == "visibility"
     assert all(c.keypoints for c in schema.categories), "every category has meaningful keypoints"
@@ -84,6 +85,7 @@ occluded: false
     schema = Schema.from_label_config(xml)
     assert schema.category("sun").keypoints == ("center",)
     assert schema.category("planet").keypoints == ("center", "tooth")
+    assert schema.controls is not None
     assert schema.controls.visibility is None and 'background="#000000"' in xml
 
 
@@ -140,13 +142,15 @@ def test_shipped_configs_have_free_hotkeys_model_index_and_the_ctrl_click_hint(n
     assert len(set(hotkeys)) == len(hotkeys), hotkeys
     assert not set(hotkeys) & LABEL_STUDIO_TOOL_KEYS
     schema = Schema.from_label_config((CONFIGS / f"{name}.xml").read_text())
-    keypoint_labels = root.find("KeyPointLabels").findall("Label")
+    control, header = root.find("KeyPointLabels"), root.find("Header")
+    assert control is not None and header is not None
+    keypoint_labels = control.findall("Label")
     assert (
-        [int(lab.get("model_index")) for lab in keypoint_labels]
-        == [schema.keypoint_index(lab.get("value")) for lab in keypoint_labels]
+        [int(lab.get("model_index", "")) for lab in keypoint_labels]
+        == [schema.keypoint_index(lab.get("value", "")) for lab in keypoint_labels]
         == list(range(schema.num_keypoints))
     )
-    assert "Ctrl+click (Cmd+click on a Mac)" in root.find("Header").get("value")
+    assert "Ctrl+click (Cmd+click on a Mac)" in header.get("value", "")
 
 
 def test_make_config_runs_out_of_hotkeys_with_a_clear_message() -> None:

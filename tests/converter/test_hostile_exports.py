@@ -38,7 +38,7 @@ CONVERT_TIMEOUT_S = 20.0  # one small export; the shared CI machine is slow, a h
 
 _DEEP = "[" * 100_000 + "]" * 100_000
 _RAW = {"@@deep@@": _DEEP, "@@digits@@": "9" * 5000}
-_nested = []
+_nested: list[Any] = []
 for _ in range(500):
     _nested = [_nested]
 HOSTILE: list[Any] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ GOOD = {
 def broken(path: str, value) -> dict:
     coco = copy.deepcopy(GOOD)
     *keys, last = path.split(".")
-    target = coco
+    target: Any = coco
     for k in keys:
         target = target[int(k)] if k.isdigit() else target[k]
     target[int(last) if last.isdigit() else last] = value

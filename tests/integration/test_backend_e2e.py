@@ -102,7 +102,8 @@ def test_start_training_with_the_detectron2_engine(
     (transfer,) = version["transfers"]  # the model zoo's COCO keypoint checkpoint, through Detectron2's checkpointer
     assert (
         transfer.startswith("coco: model_final_a6e10b.pkl: ")
-        and int(re.search(r"loaded (\d+) tensors", transfer)[1]) > 200
+        and (loaded := re.search(r"loaded (\d+) tensors", transfer)) is not None
+        and int(loaded[1]) > 200
     )
     assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
     assert run["result"]["checkpoint_model_version"].startswith("multitask-detectron2-resnet50_fpn-")

@@ -42,6 +42,7 @@ def test_retrieve_predictions_never_sends_the_token_elsewhere(
 ) -> None:
     ls = label_studio
     project = ls.client.projects.create(title="hostile media URLs", label_config=GENERIC_CONFIG.read_text())
+    assert project.id is not None  # the SDK types it Optional; Label Studio always returns it
     png, _ = synthetic_image(0)
     [good_task] = ls.import_images(project.id, {"animal.png": png}).values()
     host = urlsplit(canary.url).netloc

@@ -64,7 +64,9 @@ class Project:
 
 
 def create_project(ls: LabelStudioServer, title: str, config: str) -> int:
-    return ls.client.projects.create(title=title, label_config=config).id
+    project = ls.client.projects.create(title=title, label_config=config)
+    assert project.id is not None  # the SDK types it Optional; Label Studio always returns it
+    return project.id
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def test_label_studio_coco_and_yolo_exports_answer_200(label_studio: LabelStudio
     config = (REPO / "labeling_configs" / f"{name}.xml").read_text()
     category = Schema.from_label_config(config).categories[0]
     project = label_studio.client.projects.create(title=f"own exports {name}", label_config=config)
+    assert project.id is not None  # the SDK types it Optional; Label Studio always returns it
     [task_id] = label_studio.import_images(project.id, {"part.png": png_bytes(SIZE)}).values()
     label_studio.annotate(task_id, [
         polygon_result("poly", category.name, [(20, 20), (120, 20), (120, 100), (20, 100)], *SIZE),

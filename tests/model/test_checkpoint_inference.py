@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,7 +75,8 @@ def test_limits_apply_inside_the_model_and_keep_the_same_objects(checkpoint_path
     everything = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=0.0).predict([image])[0]
     cut = sorted(i.score for i in everything)[len(everything) // 2]
     fast = TorchvisionPredictor.from_checkpoint(checkpoint_path, score_threshold=cut, max_detections=2)
-    assert fast.model.roi_heads.score_thresh == cut and fast.model.roi_heads.detections_per_img == 2
+    heads: Any = fast.model.roi_heads  # torchvision's RoIHeads (torchvision is untyped)
+    assert heads.score_thresh == cut and heads.detections_per_img == 2
     image.setflags(write=False)  # images decoded by PIL/cv2 may be read-only: no torch warning, no error
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def d2_config(dataset: Path, output_dir: Path, **overrides: object) -> TrainConfig:
-    settings = dict(
+    settings: dict[str, Any] = dict(
         engine="detectron2", backbone="resnet50_fpn", dataset=str(dataset), output_dir=str(output_dir),
         steps=2, batch_size=2, lr=0.001, warmup_steps=1, min_size=SIZE, max_size=SIZE, device="cpu",
         rois_per_image=64, checkpoint_every=1000,
@@ -142,7 +143,8 @@ def test_evaluation_agrees_with_pycocotools_on_the_models_own_detections_as_grou
     so this is what shows that classes, masks and keypoint coordinates line up between the two."""
     predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0)
     coco, schema = read_combined_coco(dataset)
-    annotations, detections = [], []
+    annotations: list[dict[str, Any]] = []
+    detections: list[dict[str, Any]] = []
     for info in coco["images"]:
         (instances,) = predictor.predict([read_image(dataset.parent / info["file_name"])])
         for instance, own in zip(instances, instances_to_detections(info["id"], instances)):

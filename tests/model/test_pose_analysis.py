@@ -66,9 +66,11 @@ def test_depth_per_keypoint_and_over_mask() -> None:
 def test_quokka_real_depth() -> None:
     data = json.loads((QUOKKA / "quokka_annotations.json").read_text())
     image = cv2.imread(str(QUOKKA / "quokka.jpg"))
+    assert image is not None
     height, width = image.shape[:2]
     depth = load_aligned_depth(QUOKKA / "quokka_depth_map_halfres.png", height, width)
     raw = cv2.imread(str(QUOKKA / "quokka_depth_map_halfres.png"), cv2.IMREAD_UNCHANGED)
+    assert raw is not None
     assert raw.shape == (321, 480) and depth.shape == (643, 960)
     assert depth[2 * 100 + 1, 2 * 200 + 1] == raw[100, 200] and np.array_equal(depth[642], depth[641])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from multitask.pretrained import CLASS_DEPENDENT_PREFIXES, initialize
 from multitask.synthetic import write_synthetic_dataset
 from multitask.train import TrainConfig, start_model, train
 
-TINY = {"min_size": 128, "max_size": 128, "hflip_prob": 0.0, "checkpoint_every": 10**6, "init": "none"}
+TINY: dict[str, Any] = {"min_size": 128, "max_size": 128, "hflip_prob": 0.0, "checkpoint_every": 10**6, "init": "none"}
 
 
 @pytest.mark.slow
@@ -56,7 +57,7 @@ def test_overfit_one_image_recovers_box_and_keypoints(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     dataset = write_synthetic_dataset(tmp_path / "data", num_images=3, size=96)
-    common = dict(dataset=str(dataset), steps=4, batch_size=2, lr=0.005, warmup_steps=2, seed=3, **TINY)
+    common: dict[str, Any] = dict(dataset=str(dataset), steps=4, batch_size=2, lr=0.005, warmup_steps=2, seed=3, **TINY)
     common["hflip_prob"] = 0.5  # resume must also restore the flip RNG
     straight = load_checkpoint(train(TrainConfig(output_dir=str(tmp_path / "a"), **common)))
 

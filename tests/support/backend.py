@@ -111,6 +111,7 @@ def create_annotated_project(
     """A project from generic.xml: ``images`` uploaded PNGs annotated through the API, then ``unlabeled``
     new ones (the images pre-annotation is for). Returns project id, labeled and unlabeled task ids."""
     project = ls.client.projects.create(title=title, label_config=GENERIC_CONFIG.read_text())
+    assert project.id is not None  # the SDK types it Optional; Label Studio always returns it
     drawn = {f"animal{seed}.png": synthetic_image(seed) for seed in range(images + unlabeled)}
     task_ids = ls.import_images(project.id, {name: png for name, (png, _) in drawn.items()})
     ids = [task_ids[name] for name in drawn]
