@@ -92,16 +92,7 @@ def _child(heads: list[tuple[bool, bool]], args: dict, barrier, results) -> None
             for model in models:
                 detections.append(len(model(image)[0]["boxes"]))
             times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    results.put(
-        {
-            "median_s": statistics.median(times),
-            "min_s": min(times),
-            "peak_rss_mib": peak,
-            "model_rss_mib": peak - baseline,
-            "detections": sorted(set(detections)),
-        }
-    )
+    _put_measurement(results, times, detections, baseline)
 
 
 def _engine_child(engine_name: str, args: dict, results) -> None:
@@ -129,6 +120,11 @@ def _engine_child(engine_name: str, args: dict, results) -> None:
         start = time.perf_counter()
         detections.append(len(predictor.predict(image)[0]))
         times.append(time.perf_counter() - start)
+    _put_measurement(results, times, detections, baseline)
+
+
+def _put_measurement(results, times: list[float], detections: list[int], baseline: float) -> None:
+    """One child's latency, peak memory (ru_maxrss is KiB on Linux) and detection counts, on ``results``."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.put(
         {
