@@ -6,7 +6,9 @@ outlines. How a region is written (percent coordinates, ``original_width/height`
 becomes one polygon region; its keypoints are separate KeyPointLabels regions whose ``parentID`` is that
 polygon's id, so Label Studio nests them under the object and the converter reads them back to the same
 instance (``tests/backend/test_prediction_round_trip.py``). A rectangle region is added when the project's
-config has a RectangleLabels control with that label.
+config has a RectangleLabels control with that label, nested under the polygon the same way: the box head
+and the mask head answer separately, and a box much looser than the outline (IoU below the converter's
+0.85 match) would otherwise come back from an accepted pre-annotation as a second object.
 
 Predicted outlines are simplified (Douglas-Peucker, ``POLYGON_TOLERANCE_PX``) to about the vertex
 count a person would click: a mask contour has a vertex every pixel or two, which makes a
@@ -88,7 +90,7 @@ def task_regions(
             parent_id = region["id"]
             regions.append(region)
         if controls.rectangle and inst.label in controls.rectangle_labels:
-            region = image.rectangle(inst.label, inst.box, float(inst.score))
+            region = image.rectangle(inst.label, inst.box, float(inst.score), parent_id)
             parent_id = parent_id or region["id"]
             regions.append(region)
         if controls.keypoint and parent_id is not None:
@@ -131,7 +133,7 @@ class _ImageRegions:
             score=score,
         )
 
-    def rectangle(self, label: str, box: Sequence[float], score: float) -> dict[str, Any]:
+    def rectangle(self, label: str, box: Sequence[float], score: float, parent_id: str | None) -> dict[str, Any]:
         assert self.controls.rectangle is not None
         x1, y1 = self._inside(box[0], box[1])
         x2, y2 = self._inside(box[2], box[3])
@@ -144,6 +146,7 @@ class _ImageRegions:
             y2 - y1,
             self.width,
             self.height,
+            parent_id=parent_id,
             from_name=self.controls.rectangle,
             to_name=self.controls.image,
             score=score,

@@ -11,6 +11,7 @@ the sun gear, which has a ``center`` of its own).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def _convert(results: list[dict], schema: Schema) -> ConversionResult:
 
 def _region_of(results: list[dict], parent_label: str, keypoint: str) -> dict:
     parent = next(r for r in results if r["type"] == "polygonlabels" and r["value"]["polygonlabels"] == [parent_label])
-    return next(r for r in results if r.get("parentID") == parent["id"] and r["value"]["keypointlabels"] == [keypoint])
+    return next(
+        r for r in results if r.get("parentID") == parent["id"] and r["value"].get("keypointlabels") == [keypoint]
+    )
 
 
 def test_predictions_convert_back_to_the_same_objects(schema: Schema, detections: list[FakeInstance]) -> None:
@@ -115,3 +118,26 @@ def test_without_parent_ids_the_ring_center_would_go_to_the_sun_gear(
     center = schema.keypoint_index("center")
     assert ring["keypoints"][3 * center : 3 * center + 3] == [0, 0, 0]  # the sun gear took it
     assert any("already has keypoint 'center'" in issue.message for issue in converted.issues)
+
+
+def test_a_box_looser_than_its_outline_stays_one_object(schema: Schema, detections: list[FakeInstance]) -> None:
+    """The box head and the mask head answer separately; the converter merges a box with an outline it is
+    not linked to only at IoU >= 0.85. The backend nests the rectangle under its polygon, so an accepted
+    pre-annotation whose box is 40% wider and taller than the outline is still one object, outlined by the
+    polygon (the object's box is the outline's, as for any drawn polygon)."""
+    carrier = detections[2]
+    x1, y1, x2, y2 = carrier.box
+    dx, dy = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
+    loose = dataclasses.replace(carrier, box=(x1 - dx, y1 - dy, x2 + dx, y2 + dy))
+    results = task_regions([loose], schema, schema, W, H, TOLERANCE_PX)
+    polygon = next(r for r in results if r["type"] == "polygonlabels")
+    rectangle = next(r for r in results if r["type"] == "rectanglelabels")
+    assert rectangle["parentID"] == polygon["id"]
+    converted = _convert(results, schema)
+    assert not converted.issues, converted.issues
+    [obj] = converted.coco["annotations"]
+    assert obj["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=2e-3)
+    assert obj["num_keypoints"] == 3
+
+    unlinked = [{k: v for k, v in r.items() if k != "parentID" or r is not rectangle} for r in results]
+    assert len(_convert(unlinked, schema).coco["annotations"]) == 2  # what the link prevents

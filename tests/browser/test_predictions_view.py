@@ -55,8 +55,11 @@ def test_new_task_opens_with_predicted_polygon_and_keypoints(
         page.screenshot(path=str(ARTIFACTS / "predictions_view.png"))
     titles = [t.strip() for t in page.locator(".lsf-outliner-item__title").all_inner_texts()]
     first_object = next(r for r in prediction.result if r["type"] == "polygonlabels")
-    nested = [r["value"]["keypointlabels"][0] for r in prediction.result if r.get("parentID") == first_object["id"]]
+    # Nested under the polygon: its box (when the config has rectangles) and its keypoints.
+    children = [r for r in prediction.result if r.get("parentID") == first_object["id"]]
+    nested = [r["value"][r["type"]][0] for r in children]
     assert titles[0] == first_object["value"]["polygonlabels"][0], titles
-    assert nested and titles[1] == nested[0], titles  # the keypoints follow their polygon in the outliner
+    assert any(r["type"] == "keypointlabels" for r in children), children
+    assert titles[1 : 1 + len(nested)] == nested, titles  # the object's regions follow its polygon in the outliner
     # the prediction tab is labeled with the published model version (shortened by the UI)
     assert page.get_by_text(trained.model_version[:8]).count() >= 1
