@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from combined_coco.config_from_description import config_from_description  # noqa: E402
 from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
-from tests.support.backend import Process, backend_env, start_backend, start_worker  # noqa: E402
+from tests.support.backend import Process, backend_env, start_backend, start_train_worker  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer, shared_label_studio  # noqa: E402
 
 EXAMPLE = """example:
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             env = {**backend_env(ls, redis.url, root / "models"), **profile.worker_env(init)}
             if backend is None:
                 backend_url, backend = start_backend(env, root / "backend.log")
-            worker = start_worker(env, root / f"worker-{init.replace('/', '_')}.log")
+            worker = start_train_worker(env, root / f"worker-{init.replace('/', '_')}.log")
             print(f"init={init}: services up after {time.monotonic() - started:.0f} s", flush=True)
             results += run_init(
                 Loop(ls, backend_url, worker, root / "models", samples),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from pluggy import Result
 
 from tests.support.backend import TrainedProject, shared_trained_project, stop_shared_processes
 from tests.support.labelstudio import LabelStudioServer, LabelStudioStartError, shared_label_studio
-from tests.support.processes import stop_process
+from tests.support.processes import repo_env, start_worker, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -127,20 +126,13 @@ def trained(
     stop_shared_processes()
 
 
-def start_worker(redis_url: str, queues: str, log: Path, *, burst: bool = False) -> subprocess.Popen:
-    """A real ``python -m jobqueue.worker`` process; the caller stops (or kills) it."""
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "jobqueue.worker", "--queues", queues] + (["--burst"] if burst else [])
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def worker_factory(redis_url: str, tmp_path: Path) -> Iterator:
     """Start RQ worker processes on demand; all are terminated at the end of the test."""
     procs: list[subprocess.Popen] = []
 
     def factory(queues: str = "augment,train,default", burst: bool = False) -> subprocess.Popen:
-        proc = start_worker(redis_url, queues, tmp_path / f"worker-{len(procs)}.log", burst=burst)
+        proc = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / f"worker-{len(procs)}.log", queues, burst=burst)
         procs.append(proc)
         return proc
 

@@ -25,7 +25,7 @@ from backend.settings import Settings
 from combined_coco.schema import Schema
 from jobqueue.connection import EmbeddedRedis
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
-from tests.conftest import start_worker
+from tests.support.processes import repo_env, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def silent_label_studio() -> Iterator[str]:
 
 @pytest.fixture
 def job_env(silent_label_studio: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the worker processes inherit (start_worker passes os.environ on)."""
+    """What the worker processes inherit (repo_env passes os.environ on)."""
     for key, value in {
         "LABEL_STUDIO_URL": silent_label_studio,
         "LABEL_STUDIO_API_KEY": "token",
@@ -109,7 +109,7 @@ def test_sigkilled_work_horse_is_reported_failed_and_the_next_trigger_trains(
     redis_url: str, settings: Settings, schema: Schema, job_env: None, tmp_path: Path
 ) -> None:
     backend = _backend(settings, schema, redis_url)
-    worker = start_worker(redis_url, "train", tmp_path / "worker.log")
+    worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
     try:
         job = _start_training(backend, 9101)["job"]
         _wait_for(backend, 9101, _running(job), timeout=60)
@@ -130,7 +130,7 @@ def test_sigkilled_worker_is_reported_failed_after_the_heartbeat_and_the_next_tr
     redis_url: str, settings: Settings, schema: Schema, job_env: None, tmp_path: Path
 ) -> None:
     backend = _backend(settings, schema, redis_url)
-    worker = start_worker(redis_url, "train", tmp_path / "worker.log")
+    worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
     replacement = None
     try:
         job = _start_training(backend, 9102)["job"]
@@ -143,7 +143,7 @@ def test_sigkilled_worker_is_reported_failed_after_the_heartbeat_and_the_next_tr
         training = _wait_for(backend, 9102, _failed, timeout=HEARTBEAT_S + 30)
         failed_at = time.monotonic()
         assert "no heartbeat" in training["error"], training
-        replacement = start_worker(redis_url, "train", tmp_path / "replacement.log")
+        replacement = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "replacement.log")
         times = _retrain(backend, 9102, killed_at, failed_at)
         assert HEARTBEAT_S - 1 < times["failed_after_s"] < HEARTBEAT_S + 10
     finally:
@@ -164,7 +164,7 @@ def test_run_survives_a_redis_restart_and_a_later_death_is_still_reported(
     """
     server = EmbeddedRedis(tmp_path / "redis")
     backend = _backend(settings, schema, server.url)
-    worker = start_worker(server.url, "train", tmp_path / "worker.log")
+    worker = start_worker(repo_env(REDIS_URL=server.url), tmp_path / "worker.log")
     try:
         job = _start_training(backend, 9103)["job"]
         _wait_for(backend, 9103, _running(job), timeout=60)
@@ -197,7 +197,7 @@ def test_redis_restarted_without_its_data_leaves_nothing_running(
     must not claim "running", and the next trigger queues a run that a free worker trains."""
     server = EmbeddedRedis(tmp_path / "redis")
     backend = _backend(settings, schema, server.url)
-    worker = start_worker(server.url, "train", tmp_path / "worker.log")
+    worker = start_worker(repo_env(REDIS_URL=server.url), tmp_path / "worker.log")
     spare = None
     try:
         job = _start_training(backend, 9104)["job"]
@@ -210,7 +210,8 @@ def test_redis_restarted_without_its_data_leaves_nothing_running(
         assert backend.client.get("/runs/9104").json()["training"]["state"] == "idle"
         body = _start_training(backend, 9104)
         assert body["status"] == "queued", body
-        spare = start_worker(server.url, "train", tmp_path / "spare.log")  # the first one still serves the old job
+        # the first worker still serves the old job
+        spare = start_worker(repo_env(REDIS_URL=server.url), tmp_path / "spare.log")
         _wait_for(backend, 9104, _running(body["job"]), timeout=60)
         time.sleep(HEARTBEAT_S / 2)  # the old job's reports must not overwrite the new run's status
         assert _running(body["job"])(backend.client.get("/runs/9104").json()["training"])

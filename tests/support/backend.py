@@ -30,9 +30,8 @@ from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
 from multitask import defaults
 from tests.support.labelstudio import LabelStudioServer
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import REPO, free_port, repo_env, start_worker, stop_process
 
-REPO = Path(__file__).resolve().parents[2]
 GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
 TRAIN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs trains 5-20x slower than idle
 
@@ -190,15 +189,13 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
 
 def backend_env(ls: LabelStudioServer, redis_url: str, model_dir: Path) -> dict[str, str]:
     """The environment the server and the worker share (as in the stack)."""
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "LABEL_STUDIO_URL": ls.url,
-        "LABEL_STUDIO_API_KEY": ls.token,
-        "REDIS_URL": redis_url,
-        "MODEL_DIR": str(model_dir),
+    return repo_env(
+        LABEL_STUDIO_URL=ls.url,
+        LABEL_STUDIO_API_KEY=ls.token,
+        REDIS_URL=redis_url,
+        MODEL_DIR=str(model_dir),
         **FAST_TRAINING_ENV,
-    }
+    )
 
 
 def start_backend(env: dict[str, str], log: Path) -> tuple[str, Process]:
@@ -219,8 +216,11 @@ def start_backend(env: dict[str, str], log: Path) -> tuple[str, Process]:
     raise TimeoutError(f"the backend did not answer /health within 90 s:\n{process.log_tail()}")
 
 
-def start_worker(env: dict[str, str], log: Path) -> Process:
-    return _spawn(["-m", "jobqueue.worker", "--queues", "train"], env, log)
+def start_train_worker(env: dict[str, str], log: Path) -> Process:
+    """A worker of the ``train`` queue, stopped at exit if nobody stopped it earlier."""
+    process = Process(start_worker(env, log, "train"), log)
+    atexit.register(process.stop)
+    return process
 
 
 def wait_for_training(backend_url: str, project_id: int, previous: str, worker: Process) -> dict[str, Any]:
@@ -284,7 +284,7 @@ def _train_through_label_studio(
     if env.get("TRAIN_INIT", "coco") == "coco":
         _place_coco_stand_in(env)
     backend_url, backend = start_backend(env, root / "backend.log")
-    worker = start_worker(env, root / "worker.log")
+    worker = start_train_worker(env, root / "worker.log")
     _shared_processes.extend([backend, worker])
     project_id, labeled, new = create_annotated_project(ls, "backend e2e")
     # Settings > Model > Connect Model

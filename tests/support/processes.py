@@ -1,9 +1,30 @@
-"""Child processes of the tests: free ports, and stopping what a test started so it never outlives the session."""
+"""Child processes of the tests: RQ workers, free ports, and stopping what a test started so it never outlives
+the session."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def repo_env(**variables: str) -> dict[str, str]:
+    """This process's environment plus ``variables``, with the repository first on ``PYTHONPATH`` (as in the stack)."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": pythonpath, **variables}
+
+
+def start_worker(env: Mapping[str, str], log: Path, queues: str = "train", *, burst: bool = False) -> subprocess.Popen:
+    """A real ``python -m jobqueue.worker`` on ``queues`` (comma-separated), reaching Redis at ``env``'s
+    ``REDIS_URL``, its output in ``log``; the caller stops (or kills) it."""
+    cmd = [sys.executable, "-m", "jobqueue.worker", "--queues", queues] + (["--burst"] if burst else [])
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
