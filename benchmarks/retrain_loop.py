@@ -26,6 +26,7 @@ backend's simplification (``POLYGON_TOLERANCE_PX``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -330,10 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--size",
+        type=int,
+        help=f"image side in px, generated and trained at (default {FULL.size}; the backend's is 320)",
+    )
+    parser.add_argument(
         "--no-scratch", action="store_true", help="skip the from-scratch comparison (first run and retrain only)"
     )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
+    if args.size:
+        profile = dataclasses.replace(profile, size=args.size)
     import torch
 
     torch.set_num_threads(1)
