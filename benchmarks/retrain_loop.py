@@ -88,7 +88,8 @@ class Profile:
         }
 
 
-FULL = Profile(size=256, train_steps=300, retrain_steps=100, test_images=20)
+# The backend's defaults: TRAIN_STEPS, RETRAIN_STEPS, batch 2, and its TRAIN_MIN_SIZE (the scenes are square).
+FULL = Profile(size=320, train_steps=300, retrain_steps=100, test_images=20)
 QUICK = Profile(size=160, train_steps=10, retrain_steps=5, test_images=6)
 
 
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size",
         type=int,
-        help=f"image side in px, generated and trained at (default {FULL.size}; the backend's is 320)",
+        help=f"image side in px, generated and trained at (default {FULL.size}, the backend's TRAIN_MIN_SIZE)",
     )
     parser.add_argument(
         "--no-scratch", action="store_true", help="skip the from-scratch comparison (first run and retrain only)"
