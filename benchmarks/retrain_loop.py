@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from combined_coco.config_from_description import config_from_description  # noqa: E402
 from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
+from multitask import defaults  # noqa: E402
 from tests.support.backend import Process, backend_env, start_backend, start_train_worker  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer, shared_label_studio  # noqa: E402
 
@@ -89,7 +90,7 @@ class Profile:
 
 
 # The backend's defaults: TRAIN_STEPS, RETRAIN_STEPS, batch 2, and its TRAIN_MIN_SIZE (the scenes are square).
-FULL = Profile(size=320, train_steps=300, retrain_steps=100, test_images=20)
+FULL = Profile(size=defaults.BACKEND_MIN_SIZE, train_steps=300, retrain_steps=100, test_images=20)
 QUICK = Profile(size=160, train_steps=10, retrain_steps=5, test_images=6)
 
 

@@ -13,7 +13,6 @@ import io
 import math
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from combined_coco.labelstudio import keypoint_result, polygon_result
 from combined_coco.schema import Schema
 from multitask import defaults
 from tests.support.labelstudio import LabelStudioServer
-from tests.support.processes import REPO, free_port, repo_env, start_worker, stop_process
+from tests.support.processes import REPO, free_port, repo_env, run_python, start_worker, stop_process
 
 GENERIC_CONFIG = REPO / "labeling_configs" / "generic.xml"
 TRAIN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs trains 5-20x slower than idle
@@ -181,9 +180,7 @@ class Process:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+def _tracked(proc: subprocess.Popen, log: Path) -> Process:
     process = Process(proc, log)
     atexit.register(process.stop)  # safety net; tests stop their processes earlier, while Redis still runs
     return process
@@ -203,7 +200,7 @@ def backend_env(ls: LabelStudioServer, redis_url: str, model_dir: Path) -> dict[
 def start_backend(env: dict[str, str], log: Path) -> tuple[str, Process]:
     """``python -m backend`` on a free port; returns its URL once /health answers."""
     port = free_port()
-    process = _spawn(["-m", "backend", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    process = _tracked(run_python(["-m", "backend", "--host", "127.0.0.1", "--port", str(port)], env, log), log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -220,9 +217,7 @@ def start_backend(env: dict[str, str], log: Path) -> tuple[str, Process]:
 
 def start_train_worker(env: dict[str, str], log: Path) -> Process:
     """A worker of the ``train`` queue, stopped at exit if nobody stopped it earlier."""
-    process = Process(start_worker(env, log, "train"), log)
-    atexit.register(process.stop)
-    return process
+    return _tracked(start_worker(env, log, "train"), log)
 
 
 def wait_for_training(backend_url: str, project_id: int, previous: str, worker: Process) -> dict[str, Any]:

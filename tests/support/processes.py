@@ -19,12 +19,16 @@ def repo_env(**variables: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": pythonpath, **variables}
 
 
+def run_python(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
+    """``python <args>`` from the repository with ``env``, stdout and stderr in ``log``; the caller stops it."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=REPO, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+
+
 def start_worker(env: Mapping[str, str], log: Path, queues: str = "train", *, burst: bool = False) -> subprocess.Popen:
     """A real ``python -m jobqueue.worker`` on ``queues`` (comma-separated), reaching Redis at ``env``'s
     ``REDIS_URL``, its output in ``log``; the caller stops (or kills) it."""
-    cmd = [sys.executable, "-m", "jobqueue.worker", "--queues", queues] + (["--burst"] if burst else [])
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=REPO, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    return run_python(["-m", "jobqueue.worker", "--queues", queues] + (["--burst"] if burst else []), env, log)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
