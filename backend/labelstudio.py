@@ -333,6 +333,28 @@ def _shown_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"[:200]
 
 
+# Query parameters that make a URL a credential: S3 (SigV4, SigV2), GCS (V4) and Azure SAS signatures.
+_SIGNATURE_PARAMS = re.compile(r"(?:^|&)(?:X-Amz-Signature|Signature|X-Goog-Signature|sig)=", re.IGNORECASE)
+
+
+class _HidePresignedQueries(logging.Filter):
+    """httpx logs every request's full URL at INFO; a pre-signed URL's query grants access until it expires."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_hidden_signature(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args)
+        return True
+
+
+def _hidden_signature(url: httpx.URL) -> object:
+    if _SIGNATURE_PARAMS.search(url.query.decode(errors="replace")):
+        return f"{_shown_url(str(url))}?<pre-signed query hidden>"
+    return url
+
+
+logging.getLogger("httpx").addFilter(_HidePresignedQueries())
+
+
 def _has_unsafe_char(text: str) -> bool:
     """Whitespace, a backslash, or a control/format/unassigned code point anywhere in a raw task URL."""
     return any(ch.isspace() or _is_control(ch) for ch in text)

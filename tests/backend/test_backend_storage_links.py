@@ -9,6 +9,7 @@ every redirect that is not Label Studio's storage-link redirect to an http(s) UR
 from __future__ import annotations
 
 import base64
+import logging
 import string
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -97,8 +98,9 @@ def test_cloud_uris_are_fetched_through_label_studios_storage_link(backend: Back
 
 
 def test_the_presigned_redirect_is_followed_without_the_token_or_label_studios_cookie(
-    backend: Backend, label_studio: MediaServer, storage: MediaServer
+    backend: Backend, label_studio: MediaServer, storage: MediaServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
     presigned = "/bucket/cat.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc123"
     label_studio.redirects[link(11, "s3://bucket/cat.png")] = f"{storage.url}{presigned}"
     label_studio.files["/data/upload/1/cat.png"] = png_bytes()
@@ -112,6 +114,9 @@ def test_the_presigned_redirect_is_followed_without_the_token_or_label_studios_c
     assert [bool(r["result"]) for r in results] == [True, True], results
     assert storage.requests == [presigned]
     assert_nothing_of_label_studio_reached(storage)
+    # httpx logs each request's URL; the signature, a credential until it expires, is left out
+    assert f"{storage.url}/bucket/cat.png?<pre-signed query hidden>" in caplog.text
+    assert "abc123" not in caplog.text
 
 
 HOSTILE_TARGETS = [
