@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
 from combined_coco.schema import Schema
-from tests.backend.backend_fakes import GENERIC, TOKEN, FakePredictor, animal, make_backend, predict_payload
-from tests.support.backend import random_checkpoint
+from tests.backend.backend_fakes import (
+    GENERIC,
+    TOKEN,
+    FakePredictor,
+    animal,
+    make_backend,
+    png_bytes,
+    predict_payload,
+)
+from tests.support.backend import MediaServer, random_checkpoint
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -173,3 +183,47 @@ def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
     response = client.post("/predict", json=predict_payload())
     assert response.status_code == 503 and "train the project again" in response.json()["error"]
     assert str(tmp_path) not in response.text and "Traceback" not in response.text
+
+
+# A server path (the data directory, a Redis socket) or a memory address ("<_io.BytesIO object at 0x7f..>").
+SERVER_DETAIL = re.compile(r"(?<![\w:/.%-])/(?:tmp|home|root|work|usr|var|opt|srv|run|proc|etc)/|0x[0-9a-fA-F]{4,}")
+
+
+def test_error_bodies_name_no_server_path_or_memory_address(
+    settings: Settings, schema: Schema, media_server: MediaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faults whose messages used to reach the client with a path or an address, checked by a regex of their own."""
+    media_server.files["/data/upload/1/junk.png"] = b"this is not an image"
+    media_server.files["/data/upload/1/cut.png"] = png_bytes()[:60]
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LSMT_DATA_DIR", str(tmp_path / "no-stack"))  # no redis.url: the stack is not running
+    socket = f"unix://{tmp_path}/redis/redis.sock"
+    standalone = TestClient(create_app(settings, loader=lambda _: FakePredictor(schema)), raise_server_exceptions=False)
+    redis_gone = make_backend(settings, FakePredictor(schema), socket)  # RedisUnavailable from the connect check
+    unchecked = create_app(
+        settings, loader=lambda _: FakePredictor(schema), redis_factory=lambda: Redis.from_url(socket)
+    )
+    redis_lost = TestClient(unchecked, raise_server_exceptions=False)  # redis.ConnectionError on first use
+    redis_gone.publish(1)
+    media = predict_payload()
+    media["tasks"] = [
+        {"id": 21, "data": {"image": "/data/upload/1/junk.png"}},
+        {"id": 22, "data": {"image": "/data/upload/1/cut.png"}},
+    ]
+    start = {"action": "START_TRAINING", "project": {"id": 1}}
+    answers = {
+        "standalone /runs": standalone.get("/runs/1"),
+        "standalone /job_status": standalone.post("/job_status", json={"job": "x"}),
+        "standalone /webhook": standalone.post("/webhook", json=start),
+        "/runs, Redis gone": redis_gone.client.get("/runs/1"),
+        "/webhook, Redis gone": redis_gone.client.post("/webhook", json=start),
+        "/runs, Redis lost": redis_lost.get("/runs/1"),
+        "/job_status, Redis lost": redis_lost.post("/job_status", json={"job": "x"}),
+        "unreadable images": redis_gone.client.post("/predict", json=media),
+    }
+    for fault, response in answers.items():
+        assert SERVER_DETAIL.search(response.text) is None, (fault, response.text)
+        assert str(tmp_path) not in response.text and "Traceback" not in response.text, (fault, response.text)
+    assert all(answers[f].status_code == 503 and "Redis" in answers[f].json()["error"] for f in list(answers)[:-1])
+    junk, cut = answers["unreadable images"].json()["results"]
+    assert junk["error"].startswith("task 21: not an image Pillow can read") and cut["error"].startswith("task 22:")
