@@ -17,6 +17,7 @@ from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
 from combined_coco.schema import Schema
+from multitask.engines import Predictor
 from tests.backend.backend_fakes import (
     GENERIC,
     TOKEN,
@@ -189,6 +190,10 @@ def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
 SERVER_DETAIL = re.compile(r"(?<![\w:/.%-])/(?:tmp|home|root|work|usr|var|opt|srv|run|proc|etc)/|0x[0-9a-fA-F]{4,}")
 
 
+def _no_model(_: Path) -> Predictor:
+    raise AssertionError("these requests load no model")
+
+
 def test_error_bodies_name_no_server_path_or_memory_address(
     settings: Settings, schema: Schema, media_server: MediaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,11 +203,9 @@ def test_error_bodies_name_no_server_path_or_memory_address(
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("LSMT_DATA_DIR", str(tmp_path / "no-stack"))  # no redis.url: the stack is not running
     socket = f"unix://{tmp_path}/redis/redis.sock"
-    standalone = TestClient(create_app(settings, loader=lambda _: FakePredictor(schema)), raise_server_exceptions=False)
+    standalone = TestClient(create_app(settings, loader=_no_model), raise_server_exceptions=False)
     redis_gone = make_backend(settings, FakePredictor(schema), socket)  # RedisUnavailable from the connect check
-    unchecked = create_app(
-        settings, loader=lambda _: FakePredictor(schema), redis_factory=lambda: Redis.from_url(socket)
-    )
+    unchecked = create_app(settings, loader=_no_model, redis_factory=lambda: Redis.from_url(socket))
     redis_lost = TestClient(unchecked, raise_server_exceptions=False)  # redis.ConnectionError on first use
     redis_gone.publish(1)
     media = predict_payload()
