@@ -199,6 +199,27 @@ def test_many_tiny_tasks_are_refused_without_memory_or_log_growth(served: Served
     print(f"{tasks} tasks: 413 in {seconds:.2f} s, peak RSS +{peak_growth_mb:.0f} MB, log +{log_growth} B")
 
 
+def test_a_full_batch_of_tasks_without_images_logs_one_line(served: Served) -> None:
+    """MAX_PREDICT_TASKS tasks, none with an image: each result names its task, the log gets one line, not 1000."""
+    payload = {
+        "project": "1.1700000000",
+        "label_config": GENERIC,
+        "tasks": [{"id": i, "data": {}} for i in range(Settings().max_predict_tasks)],
+    }
+    # the first request loads the model (imports torch, which holds the GIL for a while): not this attack
+    warm = httpx.post(f"{served.url}/predict", json={**payload, "tasks": payload["tasks"][:1]}, timeout=120)
+    assert warm.status_code == 200, warm.text[:300]
+    log_before = served.process.log.stat().st_size
+    with HealthProbe(served.url):
+        response = httpx.post(f"{served.url}/predict", json=payload, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    results = response.json()["results"]
+    assert [r["error"].split(":")[0] for r in results] == [f"task {i}" for i in range(len(results))]
+    time.sleep(0.5)
+    log = served.process.log.read_bytes()[log_before:].decode()
+    assert log.count("no usable image for 1000 of 1000 task(s)") == 1 and len(log) < 5000, log[-2000:]
+
+
 def test_slow_clients_are_cut_off_after_the_request_timeout(served: Served) -> None:
     """Clients that dribble their request head or body are closed at REQUEST_TIMEOUT; /health keeps answering."""
     host, port = served.url.removeprefix("http://").split(":")
