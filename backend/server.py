@@ -23,7 +23,7 @@ from backend.settings import Settings
 class DeadlineH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request is still incomplete at the deadline."""
 
-    request_timeout: float = 20.0
+    request_timeout: float  # seconds; server_config sets it from REQUEST_TIMEOUT
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

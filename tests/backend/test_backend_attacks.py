@@ -86,6 +86,7 @@ class HealthProbe:
         self._stop.set()
         self._thread.join(10)
         assert self.count > 0
+        print(f"[/health slowest {1000 * self.slowest:.0f} ms over {self.count} probes]", end=" ")
         assert not self.failures, self.failures[:3]
         assert self.slowest < HEALTH_LIMIT_S, f"/health took {self.slowest:.2f} s during the attack"
 
