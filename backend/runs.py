@@ -38,7 +38,6 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from jobqueue.connection import RedisUnavailable
 from jobqueue.liveness import job_state
 
 log = logging.getLogger(__name__)
@@ -105,13 +104,12 @@ class Runs:
         self.heartbeat_seconds = heartbeat_seconds
 
     def request_training(self, project_id: int, reason: str) -> TriggerResult:
-        """Ask for a run with the project's current annotations; never blocks on the run itself."""
-        try:
-            self.settle(project_id)
-            job_id = _new_job_id(project_id)
-            enqueued = self._claim_and_enqueue(project_id, job_id, reason)
-        except redis.RedisError as exc:
-            raise RedisUnavailable(f"Redis is not reachable, training was not started ({exc})") from None
+        """Ask for a run with the project's current annotations; never blocks on the run itself.
+
+        Redis errors propagate: the server answers them in one place (503 with the reason)."""
+        self.settle(project_id)
+        job_id = _new_job_id(project_id)
+        enqueued = self._claim_and_enqueue(project_id, job_id, reason)
         if not enqueued:
             log.info(
                 "project %s: training requested (%s) while a run is active; it will run once more", project_id, reason
@@ -268,10 +266,7 @@ class Runs:
 
     def count_annotation_event(self, project_id: int, retrain_every: int) -> bool:
         """Count one annotation change; True when this one reached ``retrain_every`` (0: never)."""
-        try:
-            n = int(cast(int, self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), str(retrain_every))))
-        except redis.RedisError as exc:
-            raise RedisUnavailable(f"Redis is not reachable, the annotation event was not counted ({exc})") from None
+        n = int(cast(int, self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), str(retrain_every))))
         return n < 0
 
     def new_annotations(self, project_id: int) -> int:
