@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     )  # seconds an RQ training job may run
     # a running job silent this long is dead (worker killed, Redis lost)
     train_heartbeat_seconds: Count = Field(60, validation_alias="TRAIN_HEARTBEAT_SECONDS")
+    # seconds the server waits for Redis to connect / to answer a command before it answers 503: a
+    # stopped or overloaded Redis must not hold GET /runs or a webhook for as long as it hangs
+    redis_connect_timeout: Number = Field(1.0, validation_alias="REDIS_CONNECT_TIMEOUT")
+    redis_timeout: Number = Field(1.0, validation_alias="REDIS_TIMEOUT")
 
     @classmethod
     def settings_customise_sources(
@@ -207,6 +211,12 @@ class Settings(BaseSettings):
             raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
         if self.predict_queue < 1:
             raise SettingsError("PREDICT_QUEUE must be at least 1")
+        for name, seconds in (
+            ("REDIS_TIMEOUT", self.redis_timeout),
+            ("REDIS_CONNECT_TIMEOUT", self.redis_connect_timeout),
+        ):
+            if not seconds > 0:
+                raise SettingsError(f"{name} must be a number of seconds above 0")
         return self
 
     @property
