@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     )  # seconds an RQ training job may run
     # a running job silent this long is dead (worker killed, Redis lost)
     train_heartbeat_seconds: Count = Field(60, validation_alias="TRAIN_HEARTBEAT_SECONDS")
+    # seconds the server waits for Redis to connect / to answer a command before it answers 503: a
+    # stopped or overloaded Redis must not hold GET /runs or a webhook for as long as it hangs
+    redis_connect_timeout: Number = Field(1.0, validation_alias="REDIS_CONNECT_TIMEOUT")
+    redis_timeout: Number = Field(1.0, validation_alias="REDIS_TIMEOUT")
 
     @classmethod
     def settings_customise_sources(
@@ -216,8 +220,13 @@ class Settings(BaseSettings):
             raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
         if self.predict_queue < 1:
             raise SettingsError("PREDICT_QUEUE must be at least 1")
-        if not self.request_timeout > 0:
-            raise SettingsError("REQUEST_TIMEOUT must be a positive number of seconds")
+        for name, seconds in (
+            ("REDIS_TIMEOUT", self.redis_timeout),
+            ("REDIS_CONNECT_TIMEOUT", self.redis_connect_timeout),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+        ):
+            if not seconds > 0:
+                raise SettingsError(f"{name} must be a number of seconds above 0")
         if self.max_connections < 1 or self.max_predict_tasks < 1:
             raise SettingsError("MAX_CONNECTIONS and MAX_PREDICT_TASKS must be at least 1")
         return self

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from redis import Redis
 
 from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
 from combined_coco.schema import Schema
+from jobqueue.connection import EmbeddedRedis
 from multitask.engines import Predictor
 from tests.backend.backend_fakes import (
     GENERIC,
@@ -205,8 +205,10 @@ def test_error_bodies_name_no_server_path_or_memory_address(
     socket = f"unix://{tmp_path}/redis/redis.sock"
     standalone = TestClient(create_app(settings, loader=_no_model), raise_server_exceptions=False)
     redis_gone = make_backend(settings, FakePredictor(schema), socket)  # RedisUnavailable from the connect check
-    unchecked = create_app(settings, loader=_no_model, redis_factory=lambda: Redis.from_url(socket))
-    redis_lost = TestClient(unchecked, raise_server_exceptions=False)  # redis.ConnectionError on first use
+    lost = EmbeddedRedis(tmp_path / "lost")  # connected to, then stopped: redis.ConnectionError naming its socket
+    redis_lost = TestClient(create_app(settings, loader=_no_model, redis_url=lost.url), raise_server_exceptions=False)
+    assert redis_lost.get("/runs/1").status_code == 200
+    lost.stop()
     redis_gone.publish(1)
     media = predict_payload()
     media["tasks"] = [
