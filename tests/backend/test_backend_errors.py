@@ -15,6 +15,7 @@ from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
+from backend.training import TrainingError, failure_text
 from combined_coco.schema import Schema
 from jobqueue.connection import EmbeddedRedis
 from multitask.engines import Predictor
@@ -232,3 +233,10 @@ def test_error_bodies_name_no_server_path_or_memory_address(
     assert all(answers[f].status_code == 503 and "Redis" in answers[f].json()["error"] for f in list(answers)[:-1])
     junk, cut = answers["unreadable images"].json()["results"]
     assert junk["error"].startswith("task 21: not an image Pillow can read") and cut["error"].startswith("task 22:")
+
+
+def test_a_run_that_failed_on_a_file_reports_no_path() -> None:
+    """/runs shows a failed run's message; an OSError's carries the file's server path, which stays in the log."""
+    text = failure_text(FileNotFoundError(2, "No such file or directory", "/srv/lsmt/models/1/v0001/model.pt"))
+    assert SERVER_DETAIL.search(text) is None and text.startswith("FileNotFoundError: No such file or directory")
+    assert failure_text(TrainingError("project 1 has no annotated tasks")) == "project 1 has no annotated tasks"
