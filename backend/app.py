@@ -53,6 +53,10 @@ ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CR
 # (forward passes are serialized anyway); the rest of the thread pool stays free for other endpoints.
 PREDICT_THREADS = 2
 RETRY_AFTER_S = 10
+REDIS_DOWN = (
+    "Redis is not reachable: check that the stack (or the Redis in REDIS_URL) is running; "
+    "the backend log has the details"
+)
 
 
 class Services:
@@ -122,6 +126,13 @@ def create_app(
     @app.post("/predict")
     async def predict(payload: dict[str, Any]) -> dict[str, Any]:
         nonlocal predicts_pending
+        tasks = payload.get("tasks")
+        if isinstance(tasks, list) and len(tasks) > settings.max_predict_tasks:
+            raise HTTPException(
+                413,
+                f"{len(tasks)} tasks in one request, over MAX_PREDICT_TASKS={settings.max_predict_tasks}; "
+                "select fewer tasks for Retrieve Predictions",
+            )
         if predicts_pending >= settings.predict_queue:
             raise HTTPException(
                 503,
@@ -198,10 +209,11 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    # Redis's own messages name its socket file or the stack's data directory: they go to the log only.
     @app.exception_handler(RedisUnavailable)
     async def redis_down(_: Request, exc: RedisUnavailable) -> JSONResponse:
         log.error("%s", exc)
-        return error(503, str(exc))
+        return error(503, REDIS_DOWN)
 
     @app.exception_handler(redis.RedisError)
     async def redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
@@ -212,7 +224,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
                 f"Redis did not answer in time (REDIS_CONNECT_TIMEOUT={settings.redis_connect_timeout:g} s, "
                 f"REDIS_TIMEOUT={settings.redis_timeout:g} s): it may be stopped or overloaded; try again in a moment",
             )
-        return error(503, f"Redis is not reachable ({exc}); check REDIS_URL and that Redis is running")
+        return error(503, REDIS_DOWN)
 
     @app.exception_handler(LabelStudioError)
     async def ls_down(_: Request, exc: LabelStudioError) -> JSONResponse:

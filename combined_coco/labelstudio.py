@@ -240,7 +240,19 @@ def _is_side(v: object) -> TypeGuard[float]:
 
 def size_fits(task_id: int | str | None, width: int, height: int, max_side: int, issues: list[Issue]) -> bool:
     """Whether an image of this size may be converted; a larger one is reported before anything of its
-    size is allocated (masks are width x height bytes)."""
+    size is allocated (masks are width x height bytes), a side that rounds to 0 px (``original_width``
+    0.25) because COCO and ``validate`` need at least one pixel."""
+    if width < 1 or height < 1:
+        issues.append(
+            Issue(
+                task_id,
+                None,
+                f"image size {shown(width)}x{shown(height)} (original_width x original_height of its regions,"
+                " rounded to whole pixels) has a side of 0 px; skipped",
+                "error",
+            )
+        )
+        return False
     if width <= max_side and height <= max_side:
         return True
     issues.append(
