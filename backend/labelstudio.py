@@ -6,17 +6,24 @@ make this backend fetch internal addresses (SSRF) and hand them the API key. :fu
 builds every fetched URL from ``LABEL_STUDIO_URL``'s origin plus the task's path, and only Label
 Studio's media paths (uploads, local files, storage proxies) are fetched with the key; everything
 else is refused with a message saying what to do.
+
+Cloud storages (S3, GCS, Azure Blob) put ``s3://bucket/key`` URIs in task data and exports; they become
+Label Studio's own ``/tasks/<id>/presign/?fileuri=<base64>`` request, which answers with the bytes
+(``presign`` off) or a redirect to a pre-signed URL on the storage host. That one redirect chain is
+followed, by a second client that never holds Label Studio's token, headers or cookies
+(:meth:`LabelStudioClient.fetch_bytes`); every other redirect is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 import time
 import unicodedata
 from typing import Any
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpx
 import numpy as np
@@ -52,7 +59,11 @@ class LabelStudioClient:
         self.settings = settings
         self.base_url = settings.label_studio_url
         self.sdk = LabelStudio(base_url=self.base_url, api_key=settings.label_studio_api_key)
-        self._http = httpx.Client(timeout=settings.media_timeout, follow_redirects=False)
+        hooks = {"response": [_check_redirect]}
+        self._http = httpx.Client(timeout=settings.media_timeout, follow_redirects=False, event_hooks=hooks)
+        # Pre-signed storage URLs: a separate client, so Label Studio's cookies can never ride along, and
+        # requests built bare (httpx.Request), so no default or Label Studio header is ever added.
+        self._storage = httpx.Client(timeout=settings.media_timeout, follow_redirects=False, event_hooks=hooks)
         self._key_checked_at: float | None = None
 
     def _auth_headers(self) -> dict[str, str]:
@@ -126,7 +137,7 @@ class LabelStudioClient:
     def media_url(self, url: object, task_id: Any = None) -> str:
         """The absolute URL to fetch with the API key, or :class:`MediaError` saying what to do."""
         try:
-            return resolve_media_url(self.base_url, url)
+            return resolve_media_url(self.base_url, url, task_id)
         except UnsafeMediaUrl as exc:
             shown = url[:120] if isinstance(url, str) else url
             raise MediaError(
@@ -136,15 +147,26 @@ class LabelStudioClient:
             ) from None
 
     def fetch_bytes(self, url: object, task_id: Any = None) -> bytes:
-        """The image at ``url`` (whatever the task's data holds: :meth:`media_url` refuses a non-URL)."""
+        """The image at ``url`` (whatever the task's data holds: :meth:`media_url` refuses a non-URL).
+
+        A redirect is followed only from Label Studio's storage link (``/tasks/<id>/presign/``), see
+        :meth:`_follow_storage_redirects`; the bytes then come from the storage host, under the same
+        size limit and timeout.
+        """
         absolute = self.media_url(url, task_id)
         limit = self.settings.max_image_bytes
         try:
             response = self._send(absolute, stream=True)
         except httpx.InvalidURL as exc:  # e.g. a query httpx will not encode: this task's problem, not the batch's
             raise MediaError(f"task {task_id}: image URL {str(url)[:120]!r} cannot be requested ({exc})") from None
+        except UnsafeMediaUrl as exc:  # a redirect target _check_redirect refused
+            raise MediaError(f"task {task_id}: the redirect from {_shown_url(absolute)} is refused: {exc}") from None
+        from_storage = response.is_redirect
+        if from_storage:
+            response = self._follow_storage_redirects(absolute, response, task_id)
+        answered_by = f"the storage at {_shown_url(str(response.request.url))}" if from_storage else "Label Studio"
         try:
-            if response.status_code in (401, 403):
+            if response.status_code in (401, 403) and not from_storage:  # the storage's 403: an expired link
                 self.check_key()  # raises if the key itself is rejected: then every task fails, say so once
                 raise MediaError(
                     f"task {task_id}: Label Studio refused the image {str(url)[:120]!r} (HTTP {response.status_code})"
@@ -152,7 +174,7 @@ class LabelStudioClient:
                     " Studio may serve it (local files need LOCAL_FILES_SERVING_ENABLED=true)"
                 )
             if response.status_code != 200:
-                raise MediaError(f"task {task_id}: Label Studio answered HTTP {response.status_code} for {url}")
+                raise MediaError(f"task {task_id}: {answered_by} answered HTTP {response.status_code} for {url}")
             length = response.headers.get("content-length", "")
             declared = int(length) if length.isdigit() else 0
             if declared > limit:
@@ -164,9 +186,48 @@ class LabelStudioClient:
                     raise MediaError(f"task {task_id}: image is over MAX_IMAGE_BYTES={limit}")
             return bytes(data)
         except httpx.HTTPError as exc:
+            if from_storage:
+                raise MediaError(f"task {task_id}: reading the image from {answered_by} failed ({exc})") from None
             raise self._unreachable(exc) from None
         finally:
             response.close()
+
+    def _follow_storage_redirects(self, url: str, response: httpx.Response, task_id: Any) -> httpx.Response:
+        """The storage's answer behind Label Studio's redirect from a storage link, or :class:`MediaError`.
+
+        Label Studio's presign/resolve views answer 303 to a pre-signed URL when the storage has
+        pre-signed URLs on. Only that redirect is followed: the first hop must come from such a view on
+        ``LABEL_STUDIO_URL``, each target must be http(s) without a user name, and at most
+        :data:`MAX_STORAGE_REDIRECTS` hops are taken. Every hop after Label Studio's own answer is a
+        bare request (no Authorization, no cookie, no Label Studio header), so even a redirect back to
+        Label Studio's API reaches it without the key.
+        """
+        path = urlsplit(url).path[len(urlsplit(self.base_url).path.rstrip("/")) :]
+        if not STORAGE_LINK_PATHS.fullmatch(path):
+            response.close()
+            raise MediaError(
+                f"task {task_id}: Label Studio redirected {_shown_url(url)} elsewhere (HTTP {response.status_code});"
+                " the backend follows redirects only from Label Studio's storage links (/tasks/<id>/presign/)"
+            )
+        for _ in range(MAX_STORAGE_REDIRECTS):
+            current, location = str(response.request.url), response.headers["location"]
+            response.close()
+            try:
+                target = storage_redirect_target(current, location)
+                response = self._storage.send(httpx.Request("GET", target), stream=True)
+            except UnsafeMediaUrl as exc:
+                raise MediaError(f"task {task_id}: the redirect from {_shown_url(current)} is refused: {exc}") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # unreachable host, or a URL httpx cannot request
+                raise MediaError(
+                    f"task {task_id}: the storage behind Label Studio's link cannot be read"
+                    f" ({_shown_url(location)}: {exc})"
+                ) from None
+            if not response.is_redirect:
+                return response
+        response.close()
+        raise MediaError(
+            f"task {task_id}: more than {MAX_STORAGE_REDIRECTS} redirects from Label Studio's storage link for {url}"
+        )
 
     def fetch_image(self, url: object, task_id: Any = None) -> np.ndarray:
         """HxWx3 uint8 RGB, after checking the pixel count before decoding."""
@@ -177,12 +238,15 @@ class LabelStudioClient:
 # Label Studio 1.23's own media endpoints (label_studio/data_import/urls.py, io_storages/urls.py):
 # uploads, local-files storage (``?d=``), the cloud-storage proxies (``?fileuri=``) and persistent
 # storage downloads (``?filepath=``). Nothing else is fetched with the API key.
-MEDIA_PATHS = re.compile(
-    r"/data/upload/[^/].*"
-    r"|/data/local-files/"
-    r"|/(?:tasks|projects)/\d+/(?:resolve|presign)/"
-    r"|/storage-data/uploaded/"
-)
+_STORAGE_LINK = r"/(?:tasks|projects)/\d+/(?:resolve|presign)/"
+MEDIA_PATHS = re.compile(rf"/data/upload/[^/].*|/data/local-files/|{_STORAGE_LINK}|/storage-data/uploaded/")
+# The only paths whose redirect is followed: Label Studio's views that redirect to a pre-signed storage URL
+# (label_studio/io_storages/proxy_api.py, 303 See Other).
+STORAGE_LINK_PATHS = re.compile(_STORAGE_LINK)
+MAX_STORAGE_REDIRECTS = 3  # Label Studio's 303, plus two on the storage side (e.g. a region or CDN hop)
+# The URIs Label Studio 1.23's cloud storages write into task data (io_storages: S3ImportStorage.url_scheme
+# "s3", GCS "gs", Azure Blob "azure-blob"): scheme, bucket, key. The SDK's get_local_path resolves the same.
+CLOUD_URI = re.compile(r"(?:s3|gs|azure-blob)://[^/]+/.+", re.DOTALL)
 _MAX_URL_CHARS = 8192
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar minus '%', so every segment is re-encoded canonically
 
@@ -191,8 +255,11 @@ class UnsafeMediaUrl(ValueError):
     """A task URL that does not name a Label Studio media file; the message says why."""
 
 
-def resolve_media_url(base_url: str, url: object) -> str:
+def resolve_media_url(base_url: str, url: object, task_id: object = None) -> str:
     """The absolute URL on ``base_url``'s origin that ``url`` (task data) names, or :class:`UnsafeMediaUrl`.
+
+    A cloud-storage URI (:data:`CLOUD_URI`) of task ``task_id`` becomes Label Studio's storage link for it
+    (:func:`storage_link`).
 
     Built, not checked: scheme, host and port always come from ``base_url``; the task URL contributes
     only a path (percent-decoded once, ``.``/``..`` resolved, re-encoded) and a query. The task's own
@@ -205,6 +272,8 @@ def resolve_media_url(base_url: str, url: object) -> str:
         raise UnsafeMediaUrl("no image URL in the task data")
     if len(url) > _MAX_URL_CHARS:
         raise UnsafeMediaUrl(f"the image URL is {len(url)} characters long, over {_MAX_URL_CHARS}")
+    if CLOUD_URI.fullmatch(url):
+        return storage_link(base_url, url, task_id)
     if _has_unsafe_char(url):
         raise UnsafeMediaUrl("the image URL contains a control character, whitespace or a backslash")
     base = urlsplit(base_url)
@@ -228,6 +297,91 @@ def resolve_media_url(base_url: str, url: object) -> str:
     encoded = "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in path.split("/"))
     query = f"?{parts.query}" if parts.query else ""
     return f"{base.scheme}://{base.netloc}{prefix}{encoded}{query}"
+
+
+def storage_link(base_url: str, uri: str, task_id: object) -> str:
+    """Label Studio's ``/tasks/<id>/presign/?fileuri=<urlsafe base64 of uri>`` on ``base_url``, as the SDK builds it.
+
+    The URI travels base64-encoded and only Label Studio interprets it (it looks up the project's storage
+    for the bucket), so a key may hold spaces; control characters are still refused. The task id must
+    be a plain number: it becomes a path segment.
+    """
+    if any(_is_control(ch) and ch != "\\" for ch in uri):
+        raise UnsafeMediaUrl("the storage URI contains a control character")
+    if isinstance(task_id, bool) or not isinstance(task_id, (int, str)) or not str(task_id).isascii():
+        raise UnsafeMediaUrl("a cloud-storage URI needs the task's id to be resolved by Label Studio")
+    if not str(task_id).isdigit():
+        raise UnsafeMediaUrl(f"a cloud-storage URI needs a numeric task id, not {str(task_id)[:40]!r}")
+    base = urlsplit(base_url)
+    fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
+    return f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}/tasks/{int(task_id)}/presign/?fileuri={fileuri}"
+
+
+def storage_redirect_target(current: str, location: str) -> str:
+    """The absolute URL a redirect from ``current`` to ``location`` leads to, or :class:`UnsafeMediaUrl`.
+
+    Only http(s) targets with a host and without a user name; whitespace, control characters and
+    backslashes are refused as in task URLs (pre-signed URLs are percent-encoded and carry none).
+    """
+    if not location:
+        raise UnsafeMediaUrl("the redirect has no target")
+    if len(location) > _MAX_URL_CHARS:
+        raise UnsafeMediaUrl(f"the redirect target is {len(location)} characters long, over {_MAX_URL_CHARS}")
+    if _has_unsafe_char(location):
+        raise UnsafeMediaUrl("the redirect target contains a control character, whitespace or a backslash")
+    try:
+        target = urljoin(current, location)
+        parts = urlsplit(target)
+    except ValueError:
+        raise UnsafeMediaUrl("the redirect target cannot be parsed") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UnsafeMediaUrl(f"it leads to a {parts.scheme or 'relative'}: URL, not http(s)")
+    if not parts.hostname:
+        raise UnsafeMediaUrl("the redirect target has no host")
+    _authority(parts, parts.scheme)  # refuses a user name or password and an invalid port
+    return target
+
+
+def _check_redirect(response: httpx.Response) -> None:
+    """Response hook: a redirect's target must pass :func:`storage_redirect_target`, followed or not.
+
+    httpx builds the next request of every redirect even when it does not follow it, and fails on a
+    ``Location`` it cannot parse; checking first makes a hostile target this task's refusal
+    (:class:`UnsafeMediaUrl`) rather than an error of the whole connection.
+    """
+    if response.is_redirect:
+        storage_redirect_target(str(response.request.url), response.headers["location"])
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without its query: a pre-signed URL's signature grants access and stays out of messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unparsable URL"
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"[:200]
+
+
+# Query parameters that make a URL a credential: S3 (SigV4, SigV2), GCS (V4) and Azure SAS signatures.
+_SIGNATURE_PARAMS = re.compile(r"(?:^|&)(?:X-Amz-Signature|Signature|X-Goog-Signature|sig)=", re.IGNORECASE)
+
+
+class _HidePresignedQueries(logging.Filter):
+    """httpx logs every request's full URL at INFO; a pre-signed URL's query grants access until it expires."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_hidden_signature(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args)
+        return True
+
+
+def _hidden_signature(url: httpx.URL) -> object:
+    if _SIGNATURE_PARAMS.search(url.query.decode(errors="replace")):
+        return f"{_shown_url(str(url))}?<pre-signed query hidden>"
+    return url
+
+
+logging.getLogger("httpx").addFilter(_HidePresignedQueries())
 
 
 def _has_unsafe_char(text: str) -> bool:

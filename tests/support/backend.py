@@ -124,36 +124,54 @@ class MediaServer:
     """A real HTTP server standing in for Label Studio's media URLs (``/data/upload/...``), checking the token.
 
     For tests and benchmarks of the backend alone; ``files`` maps URL paths to bytes, ``redirects``
-    maps URL paths to a ``Location``. Every request's path and Authorization header are recorded, so
-    a second instance with no files is the canary that tests assert is never reached.
+    maps URL paths to a ``Location``. Every request's path, Authorization header and all headers are
+    recorded, so a second instance with no files is the canary that tests assert is never reached.
+    ``token=None`` serves files to anyone (a storage host behind a pre-signed URL);
+    ``response_headers`` go on every answer (e.g. a ``Set-Cookie`` that must not travel on).
     """
 
-    def __init__(self, token: str, files: dict[str, bytes], redirects: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        files: dict[str, bytes],
+        redirects: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> None:
         self.files = files
         self.redirects = redirects or {}
+        self.response_headers = response_headers or {}
         self.requests: list[str] = []
         self.authorizations: list[str | None] = []
+        self.request_headers: list[dict[str, str]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 server.requests.append(self.path)
                 server.authorizations.append(self.headers.get("Authorization"))
+                server.request_headers.append(dict(self.headers.items()))
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
                     self.send_header("Content-Length", "0")
+                    self._extra_headers()
                     self.end_headers()
                     return
-                if self.headers.get("Authorization") != f"Token {token}":
+                if token is not None and self.headers.get("Authorization") != f"Token {token}":
                     self.send_response(401)
+                    self._extra_headers()
                     self.end_headers()
                     return
                 body = server.files.get(self.path)
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Length", str(len(body or b"")))
+                self._extra_headers()
                 self.end_headers()
                 self.wfile.write(body or b"")
+
+            def _extra_headers(self) -> None:
+                for name, value in server.response_headers.items():
+                    self.send_header(name, value)
 
             def log_message(self, *args: object) -> None:
                 pass
