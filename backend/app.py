@@ -11,6 +11,7 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
   answers at once; annotation events (1 s timeout) are counted for ``RETRAIN_EVERY``; others get 200.
 - ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
 - ``GET /runs/{project_id}``: this project's training status and published versions (for people).
+- ``GET /dashboard``: the same for people in a browser, with progress, plots and rollback (:mod:`backend.dashboard`).
 
 Every error answers ``{"error": "<what to do>"}`` with a status code, never a traceback or a server path.
 
@@ -38,6 +39,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend import dashboard
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
 from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
 from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
@@ -101,6 +103,7 @@ def create_app(
     app.add_middleware(RequestGuard, settings=settings)
     app.state.services = services
     _install_error_handlers(app)
+    dashboard.install(app, services)
     predict_threads = anyio.CapacityLimiter(PREDICT_THREADS)
     predicts_pending = 0  # running or waiting; only touched on the event loop, so no lock
 
@@ -145,14 +148,16 @@ def create_app(
         return response
 
     @app.post("/webhook")
-    def webhook(payload: dict[str, Any]) -> JSONResponse:
+    def webhook(payload: dict[str, Any], request: Request) -> JSONResponse:
         action = payload.get("action")
         if action is not None and not isinstance(action, str):
             raise ValueError(f"'action' must be a Label Studio event name, got {type(action).__name__}")
         if action == "START_TRAINING":
             project_id = project_id_of(payload)
             result = services.runs().request_training(project_id, "Start Training")
-            body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced"}
+            watch = dashboard.dashboard_url(str(request.base_url), project_id)
+            log.info("project %s: Start Training; watch the run at %s", project_id, watch)
+            body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced", "dashboard": watch}
             if not result.enqueued:
                 body["message"] = "a training run is in progress; it will run once more with the new annotations"
             return JSONResponse(body, status_code=201)
@@ -180,10 +185,12 @@ def create_app(
 
     @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:
+        versions = dashboard.version_summaries(services.store, project_id, settings.holdout_min_tasks)
         return {
             "project": project_id,
             "model_version": services.store.current_version(project_id),
-            "versions": services.store.version_summaries(project_id),
+            "versions": versions,
+            "quality": dashboard.early_quality(versions, settings.holdout_min_tasks),
             "new_annotations": services.runs().new_annotations(project_id),
             "training": services.runs().status(project_id),
         }
