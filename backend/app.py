@@ -4,7 +4,8 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
 
 - ``GET /health``, ``GET /``: liveness, checked with a 1 s timeout when a backend is connected.
 - ``POST /setup``: ``{"project": "<id>.<ts>", "schema": <config>}`` -> ``{"model_version"}``; called before
-  every prediction batch, so it only reads the ``current`` pointer.
+  every prediction batch, so it only reads the ``current`` pointer (and, while nothing is published, the
+  run status: a failed first run answers 503, which Label Studio shows as the model card's *Error* state).
 - ``POST /predict``: ``{"tasks", "project", "label_config", "params"}`` -> ``{"results": [{"result",
   "score", "model_version"}]}``, one item per task.
 - ``POST /webhook``: ``START_TRAINING`` (the "Start Training" button, 100 s timeout) queues a run and
@@ -41,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import dashboard
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
+from backend.model_store import UNTRAINED, ModelCache, ModelStore, ModelUnavailable, PredictorLoader
 from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
@@ -113,7 +114,7 @@ def create_app(
         return {"status": "UP", "model_class": "multitask"}
 
     @app.post("/setup")
-    async def setup(payload: dict[str, Any]) -> dict[str, Any]:
+    async def setup(payload: dict[str, Any], request: Request) -> dict[str, Any]:
         project_id = project_id_of(payload)
         schema = payload.get("schema")
         if schema and not isinstance(schema, str):
@@ -121,6 +122,12 @@ def create_app(
         if schema:
             project_schema(schema)  # a config this backend cannot serve shows up in LS as an error now
         version, problem = services.models.served(project_id)
+        if version == UNTRAINED:  # Redis in a thread: /setup never waits on the event loop
+            failure = await anyio.to_thread.run_sync(
+                dashboard.first_run_failure, services.runs, project_id, str(request.base_url)
+            )
+            if failure:
+                raise HTTPException(503, failure)
         return {"model_version": version, **({"warning": problem} if problem else {})}
 
     @app.post("/predict")

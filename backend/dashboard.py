@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from backend.app import Services
+    from backend.runs import Runs
 
 POLL_SECONDS = 2  # the page's status poll; training writes its progress every 2 s (training.PROGRESS_EVERY_S)
 SVG = "image/svg+xml"
@@ -78,6 +80,21 @@ def early_quality(versions: list[dict[str, Any]], min_tasks: int) -> dict[str, A
         "more_tasks_needed": max(0, min_tasks - tasks),
         "message": versions[-1]["heldout_note"],
     }
+
+
+def first_run_failure(runs: Callable[[], Runs], project_id: int, base_url: str) -> str | None:
+    """Why the project's last run failed while no version is published yet, for ``/setup`` to answer as an
+    error: Label Studio 1.23 then shows its model card as *Error* (and asks for no predictions, which
+    an untrained project has none of), until the first version is published. Once a version serves,
+    a failed run leaves the card alone: *Error* would stop the served version's predictions.
+    None when Redis cannot say (``/setup`` must keep working without Redis)."""
+    try:
+        status = runs().status(project_id)
+    except (redis.RedisError, RedisUnavailable):
+        return None
+    if status.get("state") != "failed":
+        return None
+    return f"the last training run failed: {status.get('error')} (see {dashboard_url(base_url, project_id)})"
 
 
 def run_view(status: dict[str, Any], now: float) -> dict[str, Any]:

@@ -94,3 +94,24 @@ def test_progress_history_stays_bounded_and_spans_the_run(backend_redis_url: str
     assert len(history) <= LOSS_POINTS
     assert history[0][0] < 5000 * 0.02 and history[-1][0] == 5000
     assert [s for s, _ in history] == sorted(s for s, _ in history)
+
+
+def test_a_failed_first_run_is_an_error_for_label_studios_card_until_a_version_serves(
+    guarded: Backend, backend_redis_url: str
+) -> None:
+    """Label Studio shows its model card as *Error* when ``/setup`` answers an error (``MLBackend.update_state``)."""
+    runs = Runs(connect(backend_redis_url), job_timeout=60)
+    setup = {"project": "6.1700000000"}
+    assert guarded.client.post("/setup", json=setup, headers=AUTH).status_code == 200
+    runs.conn.set("lsmt:backend:6:active", "job-6")
+    assert runs.fail(6, "job-6", "pretrained weights x could not be loaded; set TRAIN_INIT=none")
+
+    answer = guarded.client.post("/setup", json=setup, headers=AUTH)
+    assert answer.status_code == 503
+    assert "set TRAIN_INIT=none" in answer.json()["error"] and "/dashboard/6" in answer.json()["error"]
+
+    version = guarded.publish(6)  # a version is published: the card is Connected again
+    assert guarded.client.post("/setup", json=setup, headers=AUTH).json()["model_version"] == version
+    runs.conn.set("lsmt:backend:6:active", "job-7")
+    assert runs.fail(6, "job-7", "a retrain failed")
+    assert guarded.client.post("/setup", json=setup, headers=AUTH).status_code == 200  # the version keeps serving
