@@ -44,7 +44,7 @@ def loss_svg(history: Sequence[Sequence[float | None]], total: int | None) -> by
     fig, ax = _figure()
     points = [(step, loss) for step, loss in history if step is not None and loss is not None]
     if points:
-        ax.plot([s for s, _ in points], [loss for _, loss in points], "-", color="C3")
+        ax.plot([s for s, _ in points], [loss for _, loss in points], ".-", color="C3", markersize=4)
     else:
         ax.text(0.5, 0.5, "no training steps yet", ha="center", va="center", transform=ax.transAxes)
     if total:
