@@ -41,6 +41,8 @@ def heldout_ap_svg(versions: Sequence[dict[str, Any]]) -> bytes:
 
 def loss_svg(history: Sequence[Sequence[float | None]], total: int | None) -> bytes:
     """The current run's total training loss per step (``[[step, loss], ...]``, from the run status)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = _figure()
     points = [(step, loss) for step, loss in history if step is not None and loss is not None]
     if points:
@@ -49,6 +51,7 @@ def loss_svg(history: Sequence[Sequence[float | None]], total: int | None) -> by
         ax.text(0.5, 0.5, "no training steps yet", ha="center", va="center", transform=ax.transAxes)
     if total:
         ax.set_xlim(0, total)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers, even in a 4-step run
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Training loss of the current run")
