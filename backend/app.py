@@ -4,13 +4,15 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
 
 - ``GET /health``, ``GET /``: liveness, checked with a 1 s timeout when a backend is connected.
 - ``POST /setup``: ``{"project": "<id>.<ts>", "schema": <config>}`` -> ``{"model_version"}``; called before
-  every prediction batch, so it only reads the ``current`` pointer.
+  every prediction batch, so it only reads the ``current`` pointer (and, while nothing is published, the
+  run status: a failed first run answers 503, which Label Studio shows as the model card's *Error* state).
 - ``POST /predict``: ``{"tasks", "project", "label_config", "params"}`` -> ``{"results": [{"result",
   "score", "model_version"}]}``, one item per task.
 - ``POST /webhook``: ``START_TRAINING`` (the "Start Training" button, 100 s timeout) queues a run and
   answers at once; annotation events (1 s timeout) are counted for ``RETRAIN_EVERY``; others get 200.
 - ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
 - ``GET /runs/{project_id}``: this project's training status and published versions (for people).
+- ``GET /dashboard``: the same for people in a browser, with progress, plots and rollback (:mod:`backend.dashboard`).
 
 Every error answers ``{"error": "<what to do>"}`` with a status code, never a traceback or a server path.
 
@@ -37,8 +39,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend import dashboard
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
+from backend.model_store import UNTRAINED, ModelCache, ModelStore, ModelUnavailable, PredictorLoader
 from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
@@ -104,6 +107,7 @@ def create_app(
     app.add_middleware(RequestGuard, settings=settings)
     app.state.services = services
     _install_error_handlers(app, settings)
+    dashboard.install(app, services)
     predict_threads = anyio.CapacityLimiter(PREDICT_THREADS)
     predicts_pending = 0  # running or waiting; only touched on the event loop, so no lock
 
@@ -113,7 +117,7 @@ def create_app(
         return {"status": "UP", "model_class": "multitask"}
 
     @app.post("/setup")
-    async def setup(payload: dict[str, Any]) -> dict[str, Any]:
+    async def setup(payload: dict[str, Any], request: Request) -> dict[str, Any]:
         project_id = project_id_of(payload)
         schema = payload.get("schema")
         if schema and not isinstance(schema, str):
@@ -121,6 +125,12 @@ def create_app(
         if schema:
             project_schema(schema)  # a config this backend cannot serve shows up in LS as an error now
         version, problem = services.models.served(project_id)
+        if version == UNTRAINED:  # Redis in a thread: /setup never waits on the event loop
+            failure = await anyio.to_thread.run_sync(
+                dashboard.first_run_failure, services.runs, project_id, str(request.base_url)
+            )
+            if failure:
+                raise HTTPException(503, failure)
         return {"model_version": version, **({"warning": problem} if problem else {})}
 
     @app.post("/predict")
@@ -155,14 +165,16 @@ def create_app(
         return response
 
     @app.post("/webhook")
-    def webhook(payload: dict[str, Any]) -> JSONResponse:
+    def webhook(payload: dict[str, Any], request: Request) -> JSONResponse:
         action = payload.get("action")
         if action is not None and not isinstance(action, str):
             raise ValueError(f"'action' must be a Label Studio event name, got {type(action).__name__}")
         if action == "START_TRAINING":
             project_id = project_id_of(payload)
             result = services.runs().request_training(project_id, "Start Training")
-            body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced"}
+            watch = dashboard.dashboard_url(str(request.base_url), project_id)
+            log.info("project %s: Start Training; watch the run at %s", project_id, watch)
+            body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced", "dashboard": watch}
             if not result.enqueued:
                 body["message"] = "a training run is in progress; it will run once more with the new annotations"
             return JSONResponse(body, status_code=201)
@@ -190,10 +202,12 @@ def create_app(
 
     @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:
+        versions = dashboard.version_summaries(services.store, project_id, settings.holdout_min_tasks)
         return {
             "project": project_id,
             "model_version": services.store.current_version(project_id),
-            "versions": services.store.version_summaries(project_id),
+            "versions": versions,
+            "quality": dashboard.early_quality(versions, settings.holdout_min_tasks),
             "new_annotations": services.runs().new_annotations(project_id),
             "training": services.runs().status(project_id),
         }

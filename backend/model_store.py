@@ -131,6 +131,14 @@ class ModelStore:
         log.info("project %s: published model version %s", project_id, version)
         return version
 
+    def make_current(self, project_id: int, version: str) -> None:
+        """Point ``current`` at an already published ``version`` (rollback), atomically as :meth:`publish`
+        does; :class:`ModelCache` sees the new pointer on its next lookup and serves that version."""
+        if version not in self.versions(project_id) or not self.checkpoint(project_id, version).is_file():
+            raise ValueError(f"project {project_id} has no published model version {version!r}")
+        write_atomic(self.project_dir(project_id) / POINTER_NAME, (version + "\n").encode())
+        log.info("project %s: model version %s made current again", project_id, version)
+
 
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as f:

@@ -281,6 +281,11 @@ class Runs:
         raw = cast(dict[bytes, bytes], self.conn.hgetall(_key(project_id, "status")))
         return {k.decode(): json.loads(v) for k, v in raw.items()} or {"state": "idle"}
 
+    def projects(self) -> list[int]:
+        """Ids of the projects that have a run status (for the dashboard's list of projects)."""
+        ids = {key.decode().split(":")[2] for key in self.conn.scan_iter(f"{_PREFIX}:*:status", count=1000)}
+        return sorted(int(i) for i in ids if i.isdigit())
+
     def report(self, project_id: int, job_id: str, **fields: Any) -> bool:
         """For job ``job_id``: update its run's status, only while the slot is still its own (a job
         presumed dead must not overwrite the next run's status). Best effort: a Redis restart is

@@ -36,6 +36,7 @@ from jobqueue.connection import connect
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 2.0  # status writes per run stay cheap even at hundreds of steps per minute
+LOSS_POINTS = 200  # the loss history in the run status (the dashboard's plot) stays this short however long the run
 
 
 class TrainingError(RuntimeError):
@@ -60,7 +61,9 @@ def train_project_job(project_id: int) -> dict[str, Any]:
         try:
             report = functools.partial(runs.report, project_id, job_id)
             while runs.consume_pending(project_id, job_id):
-                report(state="running", started_at=time.time(), rerun_pending=False, error=None)
+                # a coalesced rerun starts in the same status hash: clear the previous run's progress
+                report(state="running", started_at=time.time(), rerun_pending=False, error=None, phase="exporting",
+                       step=None, total=None, loss_history=[], training_started_at=None)  # fmt: skip
                 version, meta = train_once(project_id, settings, store, report)
                 preannotation = preannotate_after_publish(project_id, version, settings, store, report)
                 report(state="succeeded", phase="finished", finished_at=time.time(),
@@ -179,7 +182,7 @@ def train_and_publish(
                 dataset, image_root, work / "augmented", copies=settings.train_augment_copies, seed=settings.train_seed
             )
             image_root = dataset.parent / "images"
-        report(phase="training", step=0, total=start.steps)
+        report(phase="training", step=0, total=start.steps, training_started_at=time.time())
         config = TrainConfig(
             dataset=str(dataset),
             image_root=str(image_root),
@@ -449,16 +452,29 @@ def _download_images(fetch: ImageFetcher, coco: dict, image_root: Path) -> None:
 
 
 class _ProgressReporter:
-    """``on_progress`` hook: step and losses into the run status, at most every few seconds."""
+    """``on_progress`` hook: step, losses and the loss history into the run status, at most every few seconds.
+
+    The history keeps every step's total loss until it holds :data:`LOSS_POINTS` points; then the
+    stride doubles (only steps divisible by it stay, and only those are added from then on), so a
+    long run's whole curve fits in a bounded status.
+    """
 
     def __init__(self, project_id: int, report: Callable[..., bool]) -> None:
         self.project_id, self.report, self._last = project_id, report, 0.0
+        self.history: list[tuple[int, float]] = []
+        self._stride = 1
 
     def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
+        loss = float(losses.get("loss", sum(losses.values())))
+        if step % self._stride == 0 or step == total:
+            self.history.append((step, round(loss, 4)))
+            if len(self.history) > LOSS_POINTS:
+                self._stride *= 2
+                self.history = [p for p in self.history if p[0] % self._stride == 0 or p[0] == total]
         now = time.monotonic()
         if now - self._last < PROGRESS_EVERY_S and step < total:
             return
         self._last = now
         rounded = {k: round(float(v), 4) for k, v in losses.items()}
-        self.report(step=step, total=total, losses=rounded)
+        self.report(step=step, total=total, losses=rounded, loss_history=self.history)
         log.info("project %s: step %d/%d %s", self.project_id, step, total, rounded)
