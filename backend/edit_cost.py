@@ -43,11 +43,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
+
+from combined_coco.schema import Schema
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
+    from multitask.engines import Predictor
 
 KINDS = (
     "delete_object",
@@ -112,6 +119,30 @@ class EditCost:
 
 def total_edit_cost(costs: Iterable[EditCost]) -> EditCost:
     return sum(costs, EditCost())
+
+
+def dataset_edit_cost(
+    predictor: Predictor, coco: Mapping[str, Any], image_root: Path, project_schema: Schema, settings: Settings
+) -> EditCost:
+    """The edit cost of every image of ``coco`` (files in ``image_root``), pre-annotated by ``predictor`` with the
+    regions the backend would send the project (``settings``: thresholds, outlines, duplicates, object cap)."""
+    from backend.predictions import image_regions
+    from combined_coco.images import read_image
+
+    costs = []
+    for info in coco["images"]:
+        detections = predictor.predict([read_image(image_root / info["file_name"])])[0]
+        regions = image_regions(detections, predictor.schema, project_schema, info["width"], info["height"], settings)
+        costs.append(image_edit_cost(regions, coco, info["id"], box_only_labels(project_schema)))
+    return total_edit_cost(costs)
+
+
+def box_only_labels(schema: Schema) -> list[str]:
+    """Labels the project's config has as RectangleLabels and not as PolygonLabels: drawn as rectangles."""
+    controls = schema.controls
+    if controls is None:
+        return []
+    return [label for label in controls.rectangle_labels if label not in controls.polygon_labels]
 
 
 @dataclass
