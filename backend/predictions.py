@@ -46,6 +46,7 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
         mask_threshold=settings.mask_threshold,
         keypoint_threshold=settings.keypoint_threshold,
         max_objects=settings.max_objects,
+        mask_nms_iou=settings.mask_nms_iou,
     )
 
 
@@ -68,6 +69,17 @@ def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
         return "the model found no object candidates at all -- train longer or label more images"
     return (
         f"0 of {candidates} detections above SCORE_THRESHOLD={score_threshold:g} -- train longer or lower the threshold"
+    )
+
+
+def image_regions(
+    detections: Sequence[Any], model_schema: Schema, project_schema: Schema, width: int, height: int, settings: Settings
+) -> list[dict[str, Any]]:
+    """The regions of one image as the backend sends them (``/predict``, pre-annotation, the held-out edit cost):
+    highest scores first, at most ``MAX_OBJECTS_PER_IMAGE``, outlines simplified and duplicates suppressed."""
+    found = sorted(detections, key=lambda inst: -float(inst.score))[: settings.max_objects]
+    return task_regions(
+        found, model_schema, project_schema, width, height, settings.polygon_tolerance_px, settings.mask_nms_iou
     )
 
 
@@ -130,9 +142,8 @@ class PredictionService:
                 results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
                 continue
             detections = instances.pop(0)
-            found = sorted(detections, key=lambda inst: -float(inst.score))[: self._settings.max_objects]
             height, width = image.shape[:2]
-            regions = task_regions(found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px)
+            regions = image_regions(detections, predictor.schema, schema, width, height, self._settings)
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             if not regions:

@@ -20,7 +20,9 @@ Printed per run: the time to the served version, the backend's held-out AP (``ve
 of ``GET /runs``, on the tasks the backend holds out of training) and the AP of the served version
 on a fixed test set of synthetic scenes generated here (the same images for every run, so the
 runs are comparable), plus the median vertex count of predicted polygons before and after the
-backend's simplification (``POLYGON_TOLERANCE_PX``).
+backend's simplification (``POLYGON_TOLERANCE_PX``), and the edit cost (``backend.edit_cost``: an annotator's
+actions to correct the pre-annotations, over drawing from scratch) on the held-out tasks
+(``versions[].heldout_edit_cost``) and on the test set.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from backend.settings import Settings  # noqa: E402
 from combined_coco.labelstudio import coco_image_results  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 from multitask import defaults  # noqa: E402
@@ -104,6 +107,7 @@ class RunResult:
     meta: dict[str, Any] = field(default_factory=dict)
     test_ap: dict[str, float] = field(default_factory=dict)
     vertices: tuple[float, float] | None = None  # median raw / simplified, on the test set
+    test_edit_cost: float | None = None  # edit actions / from-scratch actions on the test set (backend.edit_cost)
 
 
 def png(image: Any) -> bytes:
@@ -166,11 +170,14 @@ class Loop:
 
 
 def score_on_test_set(
-    checkpoint: Path, test_json: Path, tolerance: float
-) -> tuple[dict[str, float], tuple[float, float] | None]:
-    """AP of a served checkpoint on the fixed test set, and polygon vertex medians before/after simplification."""
+    checkpoint: Path, test_json: Path, tolerance: float, project: Schema, settings: Settings
+) -> tuple[dict[str, float], tuple[float, float] | None, float | None]:
+    """AP of a served checkpoint on the fixed test set, polygon vertex medians before/after simplification, and
+    the edit cost ratio of the regions the backend (``settings``: the worker's environment) would send."""
     import numpy as np
 
+    from backend.edit_cost import dataset_edit_cost
+    from backend.predictions import predictor_loader
     from combined_coco.geometry import simplify_outline
     from combined_coco.images import read_image
     from multitask.evaluate import evaluate_checkpoint
@@ -178,6 +185,8 @@ def score_on_test_set(
 
     results = evaluate_checkpoint(checkpoint, test_json)
     ap = {f"{kind}_AP": float(results[kind]["AP"]) for kind in ("bbox", "segm", "keypoints") if kind in results}
+    test = json.loads(test_json.read_text())
+    edit = dataset_edit_cost(predictor_loader(settings)(checkpoint), test, test_json.parent, project, settings).ratio
     predictor = TorchvisionPredictor.from_checkpoint(checkpoint, score_threshold=0.3)
     raw, simple = [], []
     for info in json.loads(test_json.read_text())["images"]:
@@ -186,7 +195,7 @@ def score_on_test_set(
                 points = np.asarray(flat, float).reshape(-1, 2)
                 raw.append(len(points))
                 simple.append(len(simplify_outline(points, tolerance)))
-    return ap, ((statistics.median(raw), statistics.median(simple)) if raw else None)
+    return ap, ((statistics.median(raw), statistics.median(simple)) if raw else None), edit
 
 
 def run_init(
@@ -197,6 +206,7 @@ def run_init(
     pixels: list,
     test_json: Path,
     tolerance: float,
+    settings: Settings,
     scratch_run: bool = True,
 ) -> list[RunResult]:
     schema = Schema.from_label_config(config)
@@ -232,7 +242,9 @@ def run_init(
 
     for result, pid in zip(results, projects, strict=True):
         checkpoint = loop.model_dir / str(pid) / result.version / "model.pt"
-        result.test_ap, result.vertices = score_on_test_set(checkpoint, test_json, tolerance)
+        result.test_ap, result.vertices, result.test_edit_cost = score_on_test_set(
+            checkpoint, test_json, tolerance, schema, settings
+        )
     return results
 
 
@@ -253,6 +265,8 @@ def report(results: list[RunResult], load: str) -> None:
         "held-out tasks",
         *(f"held-out {k}" for k in AP_KINDS),
         *(f"test {k}" for k in AP_KINDS),
+        "held-out edit cost",
+        "test edit cost",
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -260,7 +274,8 @@ def report(results: list[RunResult], load: str) -> None:
         heldout = r.meta.get("heldout") or {}
         row = [r.name, r.init, r.tasks, r.meta.get("started_from", "-"), r.meta.get("steps"), f"{r.served_s:.0f}",
                r.meta.get("train_seconds"), heldout.get("tasks"), *(heldout.get(k) for k in AP_KINDS),
-               *(r.test_ap.get(k) for k in AP_KINDS)]  # fmt: skip
+               *(r.test_ap.get(k) for k in AP_KINDS), (r.meta.get("heldout_edit_cost") or {}).get("ratio"),
+               r.test_edit_cost]  # fmt: skip
         print("| " + " | ".join(fmt(v) for v in row) + " |")
     vertices = [r.vertices for r in results if r.vertices]
     if vertices:
@@ -317,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from backend.settings import Settings
     from jobqueue.connection import EmbeddedRedis
     from multitask.synthetic import synthetic_coco, write_synthetic_dataset
 
@@ -355,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 pixels,
                 test_json,
                 tolerance,
+                Settings.from_env(profile.worker_env(init)),
                 not args.no_scratch,
             )
             worker.stop()
