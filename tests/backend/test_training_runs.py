@@ -119,7 +119,8 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(
     backend: Backend = make_backend(settings, FakePredictor(schema, []), backend_redis_url)
     first = backend.publish(4)
     meta = {"started_from": "version " + first, "steps": 100, "training_set_fit": {"bbox_AP": 0.9},
-            "heldout": {"tasks": 2, "bbox_AP": 0.5}, "beat_previous": True, "train_seconds": 12.5}  # fmt: skip
+            "heldout": {"tasks": 2, "bbox_AP": 0.5}, "heldout_edit_cost": {"ratio": 0.25, "actions": 30, "scratch": 120},
+            "beat_previous": True, "train_seconds": 12.5}  # fmt: skip
     checkpoint = backend.store.root / "fake.pt"
     second = backend.store.publish(4, checkpoint, meta)
     third = backend.store.publish(4, checkpoint, {})
