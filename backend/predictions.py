@@ -123,6 +123,9 @@ class PredictionService:
                 errors.append(str(exc))
         with self._inference:  # the predictor batches internally; a 100-task request is one call
             instances = predictor.predict([im for im in images if im is not None])
+        # what the run recorded (multitask.taught); checkpoints from before it, and stand-in predictors, have none
+        taught = getattr(predictor, "taught", None)
+        vertex_medians = taught.polygon_vertices if taught is not None else None
         results = []
         for task, image, error in zip(tasks, images, errors, strict=True):
             if image is None:
@@ -131,7 +134,9 @@ class PredictionService:
             detections = instances.pop(0)
             found = sorted(detections, key=lambda inst: -float(inst.score))[: self._settings.max_objects]
             height, width = image.shape[:2]
-            regions = task_regions(found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px)
+            regions = task_regions(
+                found, predictor.schema, schema, width, height, self._settings.polygon_tolerance_px, vertex_medians
+            )
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             if not regions:

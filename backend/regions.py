@@ -10,9 +10,14 @@ config has a RectangleLabels control with that label, nested under the polygon t
 and the mask head answer separately, and a box much looser than the outline (IoU below the converter's
 0.85 match) would otherwise come back from an accepted pre-annotation as a second object.
 
-Predicted outlines are simplified (Douglas-Peucker, ``POLYGON_TOLERANCE_PX``) to about the vertex
-count a person would click: a mask contour has a vertex every pixel or two, which makes a
-pre-annotation tedious to correct in the editor.
+Predicted outlines are simplified to about the vertex count a person clicks for that label: a mask
+contour has a vertex every pixel or two, and the mask head's 28 x 28 grid pasted onto a large object
+leaves a staircase of steps several pixels high, which makes a pre-annotation tedious to correct in the
+editor. With the median vertex count of the label's labelled polygons (recorded by the run,
+:mod:`multitask.taught`) an outline gets at most :func:`vertex_bound` vertices; without it (older
+checkpoints) only the staircase goes (:func:`combined_coco.geometry.staircase_tolerance`, at least
+``POLYGON_TOLERANCE_PX``). Either way the outline keeps a mask IoU of :data:`OUTLINE_MIN_IOU` with
+the model's (:func:`combined_coco.geometry.sparse_outline`).
 
 Labels and keypoint names are matched by name between the model's schema (what it was trained on)
 and the project's current labeling config; whatever the project no longer has is skipped with a
@@ -24,16 +29,20 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from combined_coco.geometry import FlatPolygon, largest_polygon, simplify_outline
+from combined_coco.geometry import FlatPolygon, largest_polygon, sparse_outline, staircase_tolerance
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from combined_coco.schema import Controls, Schema
 
 log = logging.getLogger(__name__)
+
+# A person corrects an outline further off than this; at it, an annotator's redraw threshold (0.85) is
+# still well away after the model's own error.
+OUTLINE_MIN_IOU = 0.9
 
 
 class PredictedObject(Protocol):
@@ -63,11 +72,13 @@ def task_regions(
     width: int,
     height: int,
     polygon_tolerance: float = 0.0,
+    vertex_medians: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """All regions of one image, in Label Studio's prediction ``result`` format.
 
     ``project_schema`` is the project's current labeling config (its controls and their labels);
-    ``polygon_tolerance`` (pixels) simplifies each outline; 0 keeps the model's contour as it is.
+    ``polygon_tolerance`` (pixels) is the least simplification of each outline (see :func:`predicted_outline`),
+    0 keeps the model's contour as it is; ``vertex_medians``: label -> median vertex count of its labelled polygons.
     """
     controls = project_schema.controls
     assert controls is not None  # Schema.from_label_config always sets them
@@ -84,7 +95,7 @@ def task_regions(
         parent_id = None
         polygon = largest_polygon(inst.polygons)
         if polygon is not None:
-            polygon = simplify_outline(polygon, polygon_tolerance)
+            polygon = predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))
         if controls.polygon and inst.label in controls.polygon_labels and polygon is not None:
             region = image.polygon(inst.label, polygon, float(inst.score))
             parent_id = region["id"]
@@ -96,6 +107,23 @@ def task_regions(
         if controls.keypoint and parent_id is not None:
             regions.extend(_keypoint_regions(image, inst, model_schema, project_schema, parent_id))
     return regions
+
+
+def vertex_bound(median: float) -> int:
+    """The most vertices a predicted outline of a label gets: 1.5x its labelled median, or the median + 2
+    for very simple shapes (a person clicks a box's 4 corners; 6 is still a box, 1.5x would be 6 too)."""
+    return max(math.floor(1.5 * median), math.ceil(median) + 2)
+
+
+def predicted_outline(points: np.ndarray, tolerance: float, median: float | None) -> np.ndarray:
+    """The outline of one predicted object as a person would click it (module docstring); ``tolerance`` 0
+    keeps the model's contour as it is."""
+    if tolerance <= 0:
+        return points
+    smoothing = staircase_tolerance(points, floor=tolerance)
+    if median is None:
+        return sparse_outline(points, smoothing, min_iou=OUTLINE_MIN_IOU)
+    return sparse_outline(points, smoothing, round(median), vertex_bound(median), OUTLINE_MIN_IOU)
 
 
 def _keypoint_regions(

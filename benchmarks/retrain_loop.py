@@ -201,7 +201,7 @@ def score_on_test_set(
     """AP of a served checkpoint on the fixed test set, and polygon vertex medians before/after simplification."""
     import numpy as np
 
-    from combined_coco.geometry import simplify_outline
+    from backend.regions import predicted_outline
     from combined_coco.images import read_image
     from multitask.evaluate import evaluate_checkpoint
     from multitask.inference import TorchvisionPredictor
@@ -215,7 +215,8 @@ def score_on_test_set(
             for flat in inst.polygons:
                 points = np.asarray(flat, float).reshape(-1, 2)
                 raw.append(len(points))
-                simple.append(len(simplify_outline(points, tolerance)))
+                median = predictor.taught.polygon_vertices.get(inst.label) if predictor.taught else None
+                simple.append(len(predicted_outline(points, tolerance, median)))
     return ap, ((statistics.median(raw), statistics.median(simple)) if raw else None)
 
 
