@@ -44,7 +44,15 @@ class ModelUnavailable(RuntimeError):
 
 
 # Fields every version summary has (null when a version predates them or did not measure them).
-SUMMARY_KEYS = ("started_from", "steps", "training_set_fit", "heldout", "beat_previous", "train_seconds")
+SUMMARY_KEYS = (
+    "started_from",
+    "steps",
+    "training_set_fit",
+    "heldout",
+    "heldout_edit_cost",
+    "beat_previous",
+    "train_seconds",
+)
 
 
 PredictorLoader = Callable[[Path], Predictor]
@@ -56,6 +64,7 @@ def load_multitask_predictor(
     mask_threshold: float = defaults.MASK_THRESHOLD,
     keypoint_threshold: float | None = None,
     max_objects: int = defaults.MAX_DETECTIONS,
+    mask_nms_iou: float = defaults.MASK_NMS_IOU,
 ) -> Predictor:
     """The real loader, by the engine the checkpoint names; torch is imported only by processes that
     actually load a model."""
@@ -68,6 +77,7 @@ def load_multitask_predictor(
         mask_threshold=mask_threshold,
         keypoint_threshold=keypoint_threshold,
         max_detections=max_objects,
+        mask_nms_iou=mask_nms_iou,
     )
 
 

@@ -5,10 +5,11 @@ outlines. How a region is written (percent coordinates, ``original_width/height`
 :mod:`combined_coco.labelstudio`'s, the same module the converter reads it back with. Each object
 becomes one polygon region; its keypoints are separate KeyPointLabels regions whose ``parentID`` is that
 polygon's id, so Label Studio nests them under the object and the converter reads them back to the same
-instance (``tests/backend/test_prediction_round_trip.py``). A rectangle region is added when the project's
-config has a RectangleLabels control with that label, nested under the polygon the same way: the box head
-and the mask head answer separately, and a box much looser than the outline (IoU below the converter's
-0.85 match) would otherwise come back from an accepted pre-annotation as a second object.
+instance (``tests/backend/test_prediction_round_trip.py``). An object with a polygon gets no rectangle:
+the export derives its box from the outline, and a rectangle under every polygon was one more region to
+delete per object (and, with the parent deleted, one Label Studio leaves behind). Only a box-only label
+(RectangleLabels without a PolygonLabels label of the same name) is sent as a rectangle, with its
+keypoints nested under it.
 
 Predicted outlines are simplified to about the vertex count a person clicks for that label: a mask
 contour has a vertex every pixel or two, and the mask head's 28 x 28 grid pasted onto a large object
@@ -34,7 +35,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from combined_coco.geometry import FlatPolygon, largest_polygon, sparse_outline, staircase_tolerance
+from combined_coco.geometry import (
+    FlatPolygon,
+    largest_polygon,
+    outline_pixel_iou,
+    sparse_outline,
+    staircase_tolerance,
+    suppress_overlaps,
+)
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from combined_coco.schema import Controls, Schema
 
@@ -72,6 +80,7 @@ def task_regions(
     width: int,
     height: int,
     polygon_tolerance: float = 0.0,
+    mask_nms_iou: float | None = None,
     vertex_medians: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """All regions of one image, in Label Studio's prediction ``result`` format.
@@ -79,11 +88,14 @@ def task_regions(
     ``project_schema`` is the project's current labeling config (its controls and their labels);
     ``polygon_tolerance`` (pixels) is the least simplification of each outline (see :func:`predicted_outline`),
     0 keeps the model's contour as it is; ``vertex_medians``: label -> median vertex count of its labelled polygons.
+    ``mask_nms_iou``: the predictor's duplicate rule (``MASK_NMS_IOU``) applied again to the outlines sent
+    (:func:`combined_coco.geometry.suppress_overlaps`): an outline is the mask's largest part, simplified,
+    so two outlines can overlap more than their whole masks did; None keeps every outline.
     """
     controls = project_schema.controls
     assert controls is not None  # Schema.from_label_config always sets them
     image = _ImageRegions(controls, width, height)
-    regions: list[dict[str, Any]] = []
+    known: list[tuple[PredictedObject, np.ndarray | None]] = []
     for inst in instances:
         if not project_schema.has_category(inst.label):
             log.warning(
@@ -92,20 +104,28 @@ def task_regions(
                 inst.label,
             )
             continue
-        parent_id = None
         polygon = largest_polygon(inst.polygons)
+        if polygon is not None and controls.polygon and inst.label in controls.polygon_labels:
+            known.append((inst, predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))))
+        elif (
+            controls.rectangle and inst.label in controls.rectangle_labels and inst.label not in controls.polygon_labels
+        ):
+            known.append((inst, None))
+
+    def iou(i: int, j: int) -> float:
+        a, b = known[i][1], known[j][1]
+        return 0.0 if a is None or b is None else outline_pixel_iou(a, b)
+
+    regions: list[dict[str, Any]] = []
+    kept = suppress_overlaps([inst.label for inst, _ in known], [inst.score for inst, _ in known], iou, mask_nms_iou)
+    for inst, polygon in (known[i] for i in kept):
         if polygon is not None:
-            polygon = predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))
-        if controls.polygon and inst.label in controls.polygon_labels and polygon is not None:
             region = image.polygon(inst.label, polygon, float(inst.score))
-            parent_id = region["id"]
-            regions.append(region)
-        if controls.rectangle and inst.label in controls.rectangle_labels:
-            region = image.rectangle(inst.label, inst.box, float(inst.score), parent_id)
-            parent_id = parent_id or region["id"]
-            regions.append(region)
-        if controls.keypoint and parent_id is not None:
-            regions.extend(_keypoint_regions(image, inst, model_schema, project_schema, parent_id))
+        else:
+            region = image.rectangle(inst.label, inst.box, float(inst.score))
+        regions.append(region)
+        if controls.keypoint:
+            regions.extend(_keypoint_regions(image, inst, model_schema, project_schema, region["id"]))
     return regions
 
 
@@ -161,7 +181,7 @@ class _ImageRegions:
             score=score,
         )
 
-    def rectangle(self, label: str, box: Sequence[float], score: float, parent_id: str | None) -> dict[str, Any]:
+    def rectangle(self, label: str, box: Sequence[float], score: float) -> dict[str, Any]:
         assert self.controls.rectangle is not None
         x1, y1 = self._inside(box[0], box[1])
         x2, y2 = self._inside(box[2], box[3])
@@ -174,7 +194,6 @@ class _ImageRegions:
             y2 - y1,
             self.width,
             self.height,
-            parent_id=parent_id,
             from_name=self.controls.rectangle,
             to_name=self.controls.image,
             score=score,

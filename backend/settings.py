@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # per image, highest scores first: hundreds of regions make the editor sluggish (the model's own cap is
     # defaults.MAX_DETECTIONS)
     max_objects: Count = Field(50, validation_alias="MAX_OBJECTS_PER_IMAGE")
+    # same-label detections whose masks overlap more are one object: the lower-scoring one is dropped (1: keep all)
+    mask_nms_iou: Number = Field(defaults.MASK_NMS_IOU, validation_alias="MASK_NMS_IOU")
     # heatmap logit a keypoint must reach; None: every applicable one
     keypoint_threshold: Number | None = Field(None, validation_alias="KEYPOINT_THRESHOLD")
     # Douglas-Peucker tolerance: about the vertices a person would click
@@ -205,6 +207,10 @@ class Settings(BaseSettings):
             if not self.basic_auth_user:
                 given, missing = missing, given
             raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
+        if not 0.0 < self.mask_nms_iou <= 1.0:
+            raise SettingsError(
+                f"MASK_NMS_IOU={self.mask_nms_iou:g} must be above 0 and at most 1 (1: keep overlapping detections)"
+            )
         if self.predict_queue < 1:
             raise SettingsError("PREDICT_QUEUE must be at least 1")
         return self

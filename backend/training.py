@@ -108,7 +108,15 @@ def train_once(
         )
     counts = {"tasks": len(tasks), "issues": len(conversion.issues)}
     return train_and_publish(
-        project_id, conversion.coco, ls.fetch_bytes, counts, settings, store, report, conversion.write_embedded_images
+        project_id,
+        conversion.coco,
+        ls.fetch_bytes,
+        counts,
+        settings,
+        store,
+        report,
+        conversion.write_embedded_images,
+        project_schema=schema,
     )
 
 
@@ -124,11 +132,14 @@ def train_and_publish(
     store: ModelStore,
     report: Callable[..., bool],
     write_embedded: Callable[[Path], object] = lambda folder: None,
+    project_schema: Schema | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Train on a project's combined COCO and publish the version; returns it and its metadata.
 
     ``fetch`` downloads an image entry's file; ``write_embedded`` writes the images that tasks held as
     ``data:`` URLs (:meth:`ConversionResult.write_embedded_images`), which have no URL to fetch.
+    ``project_schema`` is the project's labeling config, needed to score the held-out edit cost (the regions
+    the backend would send it); None leaves that score out with the reason.
 
     A share of the tasks is held out of training once ``counts["tasks"]`` (annotated tasks) reaches
     ``holdout_min_tasks`` (see :func:`holdout_split`); the run starts from the current version when
@@ -196,11 +207,13 @@ def train_and_publish(
         fit_set = _fit_subset(coco)
         fit = _scores(checkpoint, write_json(work / "fit.json", fit_set), work / "images", settings)
         scores = previous_scores = None
+        edit_cost: dict[str, Any] = {"ratio": None, "reason": "no held-out tasks"}
         if heldout is not None:
             digest = _set_digest(heldout)
             scores = {"tasks": _task_count(heldout), "images": len(heldout["images"]), "set": digest}
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
             previous_scores = _previous_heldout(project_id, store, work / "heldout.json", digest, settings)
+            edit_cost = _heldout_edit_cost(checkpoint, heldout, work / "images", project_schema, settings)
         model_version, transfers, taught = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
@@ -220,6 +233,7 @@ def train_and_publish(
             "checkpoint_model_version": model_version,
             "training_set_fit": fit,
             "heldout": scores,
+            "heldout_edit_cost": edit_cost,
             "previous_on_heldout": previous_scores,
             "beat_previous": _beats(scores, previous_scores),
             "taught": taught,
@@ -364,6 +378,21 @@ def _scores(checkpoint: Path, dataset: Path, image_root: Path, settings: Setting
         checkpoint, dataset, image_root=image_root, device=settings.train_device, max_detections=_scoring_cap(dataset)
     )
     return {f"{kind}_AP": results[kind].get("AP") for kind in ("bbox", "segm", "keypoints") if kind in results}
+
+
+def _heldout_edit_cost(
+    checkpoint: Path, heldout: dict, image_root: Path, project_schema: Schema | None, settings: Settings
+) -> dict[str, Any]:
+    """Actions an annotator needs to turn this version's pre-annotations of the held-out images into their
+    annotations (:mod:`backend.edit_cost`), against drawing them from scratch; the regions are the ones
+    ``/predict`` would send with this backend's settings."""
+    if project_schema is None:
+        return {"ratio": None, "reason": "the project's labeling config is unknown"}
+    from backend.edit_cost import dataset_edit_cost
+    from backend.predictions import predictor_loader
+
+    predictor = predictor_loader(settings)(checkpoint)
+    return dataset_edit_cost(predictor, heldout, image_root, project_schema, settings).as_dict()
 
 
 def _previous_heldout(

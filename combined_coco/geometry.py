@@ -12,7 +12,7 @@ OpenCV is imported only by :func:`mask_to_polygons`: it is an optional dependenc
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -338,3 +338,36 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float | None = 0.5, min_area: 
             if part.area >= min_area:
                 polygons.append(_exterior_flat(part))
     return polygons
+
+
+def suppress_overlaps(
+    groups: Sequence[Hashable], scores: Sequence[float], iou: Callable[[int, int], float], max_iou: float | None
+) -> list[int]:
+    """Indices (ascending) kept by greedy non-maximum suppression: highest score first, an item is dropped when
+    ``iou(item, kept)`` exceeds ``max_iou`` for a kept item of the same group (None: keep all).
+
+    The one duplicate rule of predictions: the predictor applies it to masks, the backend again to the outline
+    it sends (the largest part of the mask, simplified), which can overlap more than the whole masks did."""
+    if max_iou is None:
+        return list(range(len(scores)))
+    kept: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: -float(scores[i])):
+        if not any(groups[j] == groups[i] and iou(i, j) > max_iou for j in kept):
+            kept.append(i)
+    return sorted(kept)
+
+
+def outline_pixel_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two outlines (``(N, 2)`` vertices) as masks: the pixels whose centres lie inside each.
+
+    Pixels, not exact areas: a duplicate is judged on the masks an outline covers, as the masks it came from
+    were (an exact-area IoU differs from the pixel one by a few percent on objects ten pixels wide)."""
+    lo = np.floor(np.minimum(a.min(0), b.min(0))).astype(int)
+    hi = np.ceil(np.maximum(a.max(0), b.max(0))).astype(int)
+    if (np.maximum(a.min(0), b.min(0)) >= np.minimum(a.max(0), b.max(0))).any():
+        return 0.0
+    ys, xs = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]] + 0.5
+    inside_a = shapely.contains_xy(Polygon(a), xs, ys)
+    inside_b = shapely.contains_xy(Polygon(b), xs, ys)
+    union = np.logical_or(inside_a, inside_b).sum()
+    return float(np.logical_and(inside_a, inside_b).sum() / union) if union else 0.0

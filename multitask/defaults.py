@@ -32,3 +32,6 @@ MAX_DETECTIONS = 100
 BOX_SCORE_FLOOR = 0.05
 SCORE_THRESHOLD = 0.5
 MASK_THRESHOLD = 0.5  # mask probability that counts as inside the object
+# Mask NMS after the model's box NMS (multitask.inference.distinct_masks): a same-label detection whose mask
+# overlaps a higher-scoring one by more than this IoU is a duplicate of it (predict CLI, ML backend MASK_NMS_IOU).
+MASK_NMS_IOU = 0.5

@@ -156,9 +156,11 @@ def evaluate_checkpoint(
     score_threshold: float = defaults.BOX_SCORE_FLOOR,
     max_detections: int | None = None,
 ) -> dict:
-    """Predict every image of ``dataset`` with the checkpoint and score it."""
+    """Predict every image of ``dataset`` with the checkpoint and score it.
+
+    Without mask NMS: AP scores the model, as the Detectron2 engine's evaluation (which has none) does."""
     predictor = TorchvisionPredictor.from_checkpoint(
-        checkpoint, device=device, score_threshold=score_threshold, max_detections=max_detections
+        checkpoint, device=device, score_threshold=score_threshold, max_detections=max_detections, mask_nms_iou=None
     )
     coco, schema = read_combined_coco(dataset)
     if schema != predictor.schema:

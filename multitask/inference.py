@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from combined_coco.dataset import rle_encode
-from combined_coco.geometry import mask_to_polygons
+from combined_coco.geometry import mask_to_polygons, suppress_overlaps
 from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask import defaults
@@ -104,6 +104,49 @@ class InstanceMaker:
         )
 
 
+def distinct_masks(
+    labels: Sequence[int], scores: Sequence[float], masks: Sequence[np.ndarray], max_iou: float | None
+) -> list[int]:
+    """Indices (ascending) of the detections to keep after mask NMS: greedily by score, a detection is dropped
+    when its mask overlaps a kept one of the same label by a mask IoU above ``max_iou`` (None: keep all;
+    :func:`combined_coco.geometry.suppress_overlaps`).
+
+    The model's own NMS compares boxes, so two detections of one object whose boxes differ (one box around
+    a part, one around the whole) both survive it, and an annotator gets a duplicate polygon to delete
+    with everything nested under it. Masks are compared on the crop where both bounding boxes overlap, so
+    a full-image mask per detection costs only its own extent.
+    """
+    if max_iou is None:
+        return list(range(len(masks)))
+    extents = [_extent(mask) for mask in masks]
+    areas = [int(mask.sum()) for mask in masks]
+
+    def iou(i: int, j: int) -> float:
+        return _mask_iou(masks[i], masks[j], extents[i], extents[j], areas[i] + areas[j])
+
+    return suppress_overlaps(labels, scores, iou, max_iou)
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows and columns ``(y1, y2, x1, x2)`` (end exclusive) that hold the mask's pixels; None when empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _mask_iou(
+    a: np.ndarray, b: np.ndarray, ea: tuple[int, int, int, int] | None, eb: tuple[int, int, int, int] | None, total: int
+) -> float:
+    if ea is None or eb is None:
+        return 0.0
+    y1, y2, x1, x2 = max(ea[0], eb[0]), min(ea[1], eb[1]), max(ea[2], eb[2]), min(ea[3], eb[3])
+    if y1 >= y2 or x1 >= x2:
+        return 0.0
+    inter = int(np.logical_and(a[y1:y2, x1:x2], b[y1:y2, x1:x2]).sum())
+    return inter / (total - inter)
+
+
 def check_rgb_image(image: np.ndarray) -> None:
     """ValueError unless ``image`` is what predictors take: HxWx3 uint8 RGB."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -116,7 +159,9 @@ class TorchvisionPredictor:
     ``score_threshold`` drops low-scoring detections; ``mask_threshold`` binarizes the mask
     probabilities; ``keypoint_threshold`` (logit, optional) additionally requires a keypoint score,
     over the run's calibrated ones (``taught``, see :mod:`multitask.taught`); ``polygon_tolerance`` is
-    the contour simplification in pixels; ``max_detections`` caps the objects per image.
+    the contour simplification in pixels; ``max_detections`` caps the objects per image; ``mask_nms_iou``
+    drops same-label detections whose masks overlap a higher-scoring one by more than this IoU
+    (:func:`distinct_masks`; None: off).
 
     Both limits are applied inside torchvision's RoIHeads (before NMS and before the mask and
     keypoint heads), not after: on CPU the per-detection heads are most of a request, and detections
@@ -135,6 +180,7 @@ class TorchvisionPredictor:
         polygon_tolerance: float = 0.5,
         batch_size: int = 2,
         max_detections: int | None = None,
+        mask_nms_iou: float | None = defaults.MASK_NMS_IOU,
         taught: Taught | None = None,
     ):
         self.device = torch.device(device)
@@ -153,6 +199,7 @@ class TorchvisionPredictor:
         self.keypoint_threshold = keypoint_threshold
         self.polygon_tolerance = polygon_tolerance
         self.batch_size = batch_size
+        self.mask_nms_iou = mask_nms_iou
         self.taught = taught
         self._make_instance = InstanceMaker(schema, keypoint_threshold, polygon_tolerance, taught)
 
@@ -227,15 +274,11 @@ class TorchvisionPredictor:
             keypoints = torch.cat([out["keypoints"][..., :2], out["keypoints_scores"][..., None]], -1).numpy()
         else:
             keypoints = np.zeros((count, k, 3), np.float32)
+        masks = [(out["masks"][i, 0] >= self.mask_threshold).numpy() for i in range(count)]
+        labels = out["labels"].tolist()
         return [
-            self._make_instance(
-                int(out["labels"][i]),
-                float(out["scores"][i]),
-                out["boxes"][i].tolist(),
-                (out["masks"][i, 0] >= self.mask_threshold).numpy(),
-                keypoints[i],
-            )
-            for i in range(count)
+            self._make_instance(labels[i], float(out["scores"][i]), out["boxes"][i].tolist(), masks[i], keypoints[i])
+            for i in distinct_masks(labels, out["scores"].tolist(), masks, self.mask_nms_iou)
         ]
 
 
@@ -265,6 +308,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("preds.json"))
     parser.add_argument("--score-threshold", type=float, default=defaults.SCORE_THRESHOLD)
     parser.add_argument("--keypoint-threshold", type=float, help="minimum keypoint score (heatmap logit)")
+    parser.add_argument(
+        "--mask-nms-iou", type=float, default=defaults.MASK_NMS_IOU,
+        help="drop a detection whose mask overlaps a higher-scoring one of its label by more than this IoU (1: keep all)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
 
 
@@ -273,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
 
     predictor = engines.load_predictor(
         args.checkpoint, device=args.device, score_threshold=args.score_threshold,
-        keypoint_threshold=args.keypoint_threshold,
+        keypoint_threshold=args.keypoint_threshold, mask_nms_iou=args.mask_nms_iou,
     )  # fmt: skip
     images = []
     for path in args.images:

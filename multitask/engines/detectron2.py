@@ -56,7 +56,7 @@ from multitask import defaults
 from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
-from multitask.inference import DetectedInstance, InstanceMaker, check_rgb_image
+from multitask.inference import DetectedInstance, InstanceMaker, check_rgb_image, distinct_masks
 from multitask.pretrained import DOWNLOAD_TIMEOUT_S, RANDOM_INIT, PretrainedWeightsUnavailable, TransferReport
 from multitask.taught import Taught
 from multitask.taught import record as record_taught
@@ -451,7 +451,8 @@ class Detectron2Predictor:
 
     Options as :class:`multitask.inference.TorchvisionPredictor`: ``score_threshold`` and ``max_detections`` act
     inside the ROI heads (``SCORE_THRESH_TEST``, ``DETECTIONS_PER_IMAGE``), ``mask_threshold`` when
-    pasting masks; keypoint scores are heatmap logits, as in the torchvision engine.
+    pasting masks, ``mask_nms_iou`` after them (:func:`multitask.inference.distinct_masks`); keypoint scores are
+    heatmap logits, as in the torchvision engine.
     """
 
     def __init__(
@@ -464,6 +465,7 @@ class Detectron2Predictor:
         polygon_tolerance: float = 0.5,
         batch_size: int = 2,
         max_detections: int | None = None,
+        mask_nms_iou: float | None = defaults.MASK_NMS_IOU,
     ) -> None:
         loaded = read_checkpoint(checkpoint, device)
         cfg, self.schema, self.model_version = loaded.cfg, loaded.schema, loaded.model_version
@@ -473,7 +475,7 @@ class Detectron2Predictor:
         with _quiet_checkpointer():
             self._d2 = DefaultPredictor(cfg)  # builds a model with the thresholds above (no weights: WEIGHTS="")
         self._d2.model.load_state_dict(loaded.state_dict)
-        self.mask_threshold, self.batch_size = mask_threshold, batch_size
+        self.mask_threshold, self.batch_size, self.mask_nms_iou = mask_threshold, batch_size, mask_nms_iou
         self._category_ids = sorted(c.id for c in self.schema.categories)  # Detectron2's contiguous class order
         self.taught = loaded.taught
         self._make_instance = InstanceMaker(self.schema, keypoint_threshold, polygon_tolerance, loaded.taught)
@@ -506,17 +508,17 @@ class Detectron2Predictor:
                 heatmaps_to_keypoints(output.pred_keypoint_heatmaps, output.pred_boxes.tensor)[:, :, 2].cpu().numpy()
             )
         out = detector_postprocess(output, height, width, self.mask_threshold).to("cpu")
+        labels = [self._category_ids[int(c)] for c in out.pred_classes]
+        masks = [m.numpy().astype(bool) for m in out.pred_masks]
         instances = []
-        for i in range(len(out)):
+        for i in distinct_masks(labels, out.scores.tolist(), masks, self.mask_nms_iou):
             keypoints = np.zeros((k, 3), np.float32)
             if logits is not None:
                 keypoints[:, :2] = out.pred_keypoints[i, :, :2].numpy() - 0.5  # continuous -> COCO convention
                 keypoints[:, 2] = logits[i]
-            category_id = self._category_ids[int(out.pred_classes[i])]
-            mask = out.pred_masks[i].numpy().astype(bool)
             instances.append(
                 self._make_instance(
-                    category_id, float(out.scores[i]), out.pred_boxes.tensor[i].tolist(), mask, keypoints
+                    labels[i], float(out.scores[i]), out.pred_boxes.tensor[i].tolist(), masks[i], keypoints
                 )
             )
         return instances

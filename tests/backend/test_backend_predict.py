@@ -44,7 +44,7 @@ def test_predict_without_model_is_empty_not_an_error(backend: Backend) -> None:
     assert response.json() == {"results": [], "model_version": "untrained"}
 
 
-def test_predict_returns_polygon_rectangle_and_nested_keypoints_in_percent(backend: Backend) -> None:
+def test_predict_returns_polygon_and_nested_keypoints_in_percent(backend: Backend) -> None:
     version = backend.publish(1)
     response = backend.client.post("/predict", json=predict_payload())
     assert response.status_code == 200, response.text
@@ -64,16 +64,8 @@ def test_predict_returns_polygon_rectangle_and_nested_keypoints_in_percent(backe
     assert polygon["value"]["polygonlabels"] == ["animal"]
     # the 128x64 image: (32, 16) px is (25 %, 25 %); the tiny second part of the mask is dropped
     assert polygon["value"]["points"] == [[25.0, 25.0], [75.0, 25.0], [75.0, 75.0], [25.0, 75.0]]
-    [box] = by_type["rectanglelabels"]
-    assert box["from_name"] == "box"
-    assert box["value"] | {} == {
-        "x": 25.0,
-        "y": 25.0,
-        "width": 50.0,
-        "height": 50.0,
-        "rotation": 0,
-        "rectanglelabels": ["animal"],
-    }
+    # the config has RectangleLabels "animal" too, but an object with a polygon gets no box: the export derives it
+    assert "rectanglelabels" not in by_type
     keypoints = by_type["keypointlabels"]
     schema = backend.predictor.schema
     assert [k["value"]["keypointlabels"][0] for k in keypoints] == list(schema.category("animal").keypoints)
@@ -172,8 +164,20 @@ def test_at_most_max_objects_per_image_highest_scores_first(
     instances = [animal(schema) for _ in range(4)]
     for i, inst in enumerate(instances):
         inst.score = 0.1 * (i + 1)
-    capped = Settings(**{**settings.__dict__, "max_objects": 2})
+    # four copies of one square: MASK_NMS_IOU=1 keeps the duplicates, so that only the cap picks
+    capped = Settings(**{**settings.__dict__, "max_objects": 2, "mask_nms_iou": 1.0})
     backend = make_backend(capped, FakePredictor(schema, instances), backend_redis_url)
     backend.publish(1)
     result = backend.client.post("/predict", json=predict_payload()).json()["results"][0]["result"]
     assert sorted(r["score"] for r in result if r["type"] == "polygonlabels") == pytest.approx([0.3, 0.4])
+
+
+def test_duplicates_of_one_object_come_back_once_with_the_best_score(backend: Backend, schema: Schema) -> None:
+    """Three same-label squares over one object (default MASK_NMS_IOU=0.5): one polygon, the highest score."""
+    instances = [animal(schema) for _ in range(3)]
+    for inst, score in zip(instances, (0.6, 0.9, 0.7)):
+        inst.score = score
+    backend.predictor.instances = instances
+    backend.publish(1)
+    result = backend.client.post("/predict", json=predict_payload()).json()["results"][0]["result"]
+    assert [r["score"] for r in result if r["type"] == "polygonlabels"] == [pytest.approx(0.9)]

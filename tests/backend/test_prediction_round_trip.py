@@ -85,13 +85,14 @@ def _region_of(results: list[dict], parent_label: str, keypoint: str) -> dict:
 
 def test_predictions_convert_back_to_the_same_objects(schema: Schema, detections: list[FakeInstance]) -> None:
     results = task_regions(detections, schema, schema, W, H, TOLERANCE_PX)
-    assert {r["type"] for r in results} == {"polygonlabels", "rectanglelabels", "keypointlabels"}
+    # every label is a polygon label: no rectangles, the export derives each box from its outline
+    assert {r["type"] for r in results} == {"polygonlabels", "keypointlabels"}
     # The annotator accepts the pre-annotation and marks the ring's center occluded (the sun gear hides it).
     results.append(occluded_result(_region_of(results, "ring_gear", "center")["id"]))
     converted = _convert(results, schema)
     assert not converted.issues, converted.issues
     objects = {schema.category_by_id(a["category_id"]).name: a for a in converted.coco["annotations"]}
-    assert sorted(objects) == sorted(d.label for d in detections)  # one object each: box and outline merged
+    assert sorted(objects) == sorted(d.label for d in detections)  # one object each
     for detection in detections:
         obj = objects[detection.label]
         x1, y1, x2, y2 = detection.box
@@ -120,24 +121,43 @@ def test_without_parent_ids_the_ring_center_would_go_to_the_sun_gear(
     assert any("already has keypoint 'center'" in issue.message for issue in converted.issues)
 
 
-def test_a_box_looser_than_its_outline_stays_one_object(schema: Schema, detections: list[FakeInstance]) -> None:
-    """The box head and the mask head answer separately; the converter merges a box with an outline it is
-    not linked to only at IoU >= 0.85. The backend nests the rectangle under its polygon, so an accepted
-    pre-annotation whose box is 40% wider and taller than the outline is still one object, outlined by the
-    polygon (the object's box is the outline's, as for any drawn polygon)."""
+def test_a_box_looser_than_its_outline_is_not_sent_and_the_object_keeps_its_outline_box(
+    schema: Schema, detections: list[FakeInstance]
+) -> None:
+    """The box head and the mask head answer separately. The backend sends no rectangle for an object that has a
+    polygon, so an accepted pre-annotation whose box is 40% wider and taller than the outline is exactly one
+    object, boxed by its polygon (as any drawn polygon), with all its keypoints."""
     carrier = detections[2]
     x1, y1, x2, y2 = carrier.box
     dx, dy = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
     loose = dataclasses.replace(carrier, box=(x1 - dx, y1 - dy, x2 + dx, y2 + dy))
     results = task_regions([loose], schema, schema, W, H, TOLERANCE_PX)
-    polygon = next(r for r in results if r["type"] == "polygonlabels")
-    rectangle = next(r for r in results if r["type"] == "rectanglelabels")
-    assert rectangle["parentID"] == polygon["id"]
+    assert [r["type"] for r in results].count("polygonlabels") == 1
+    assert not [r for r in results if r["type"] == "rectanglelabels"]
     converted = _convert(results, schema)
     assert not converted.issues, converted.issues
     [obj] = converted.coco["annotations"]
-    assert obj["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=2e-3)
+    xs, ys = carrier.polygons[0][0::2], carrier.polygons[0][1::2]
+    assert obj["bbox"] == pytest.approx([min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], abs=2e-3)
     assert obj["num_keypoints"] == 3
 
-    unlinked = [{k: v for k, v in r.items() if k != "parentID" or r is not rectangle} for r in results]
-    assert len(_convert(unlinked, schema).coco["annotations"]) == 2  # what the link prevents
+
+def test_a_box_only_label_is_a_rectangle_with_its_keypoints_nested() -> None:
+    """A label the config has only as RectangleLabels comes back as its box, keypoints nested under it, and
+    converts to one object with that box."""
+    config = CONFIG.read_text().replace('<Label value="shaft" background="#16A085" hotkey="6" />', "", 1)
+    box_only = Schema.from_label_config(config)
+    assert box_only.controls is not None and "shaft" not in box_only.controls.polygon_labels
+    shaft = _detection(
+        box_only, "shaft", _octagon(300, 300, 50), 0.9, {"shaft_end_left": (260, 300), "shaft_end_right": (340, 300)}
+    )
+    results = task_regions([shaft], box_only, box_only, W, H, TOLERANCE_PX)
+    rectangle = next(r for r in results if r["type"] == "rectanglelabels")
+    assert {r["type"] for r in results} == {"rectanglelabels", "keypointlabels"}
+    assert all(r.get("parentID") == rectangle["id"] for r in results if r is not rectangle)
+    converted = _convert(results, box_only)
+    assert not converted.issues, converted.issues
+    [obj] = converted.coco["annotations"]
+    x1, y1, x2, y2 = shaft.box
+    assert obj["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=2e-3)
+    assert obj["num_keypoints"] == 2

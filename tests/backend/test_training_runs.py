@@ -18,10 +18,11 @@ from backend.training import (
     holdout_split,
     train_and_publish,
 )
+from combined_coco.config_from_description import config_from_description
 from combined_coco.schema import Schema
 from multitask.checkpoint import Checkpoint, save_checkpoint
 from multitask.model import ModelConfig, build_model
-from multitask.synthetic import write_synthetic_dataset
+from multitask.synthetic import SCHEMA, write_synthetic_dataset
 from tests.backend.backend_fakes import Backend, FakePredictor, make_backend
 
 
@@ -161,7 +162,11 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
         return True
 
     counts = {"tasks": 6, "issues": 0}
-    first, meta1 = train_and_publish(7, coco, fetch, counts, settings, store, report)
+    categories = {c.name: list(c.keypoints) for c in SCHEMA.categories}
+    project = Schema.from_label_config(
+        config_from_description({"title": "t", "rectangles": True, "categories": categories})
+    )
+    first, meta1 = train_and_publish(7, coco, fetch, counts, settings, store, report, project_schema=project)
     second, meta2 = train_and_publish(7, coco, fetch, counts, settings, store, report)
 
     assert (meta1["started_from"], meta1["steps"], meta1["beat_previous"]) == ("coco", 2, None)
@@ -171,6 +176,21 @@ def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(
         assert meta["heldout"]["tasks"] == len(expected) and meta["images"] == 6 - len(expected)
         assert set(meta["heldout"]) == {"tasks", "images", "set", "bbox_AP", "segm_AP", "keypoints_AP"}
         assert set(meta["training_set_fit"]) == {"bbox_AP", "segm_AP", "keypoints_AP"}
+    # the edit cost of the held-out tasks: drawing them from scratch is every vertex and labelled keypoint
+    held_anns = [
+        a
+        for a in coco["annotations"]
+        if a["image_id"] in {im["id"] for im in coco["images"] if im["ls_task_id"] in expected}
+    ]
+    scratch = sum(len(a["segmentation"][0]) // 2 if isinstance(a["segmentation"], list) else 0 for a in held_anns)
+    edit = meta1["heldout_edit_cost"]
+    assert edit["images"] == len(expected) and edit["truth_objects"] == len(held_anns)
+    assert edit["from_scratch"] >= scratch + sum(a["num_keypoints"] for a in held_anns)
+    assert edit["actions"] == sum(edit["by_kind"].values()) and edit["ratio"] == pytest.approx(
+        edit["actions"] / edit["from_scratch"], abs=1e-4
+    )
+    assert meta2["heldout_edit_cost"] == {"ratio": None, "reason": "the project's labeling config is unknown"}
+    assert store.version_summaries(7)[0]["heldout_edit_cost"] == edit
     # the held-out set did not change, so v1's published scores are reused ...
     v1_scores = {"version": first, **{k: v for k, v in meta1["heldout"].items() if k.endswith("_AP")}}
     assert meta2["heldout"]["set"] == meta1["heldout"]["set"] and meta2["previous_on_heldout"] == v1_scores

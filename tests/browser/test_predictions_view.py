@@ -55,7 +55,7 @@ def test_new_task_opens_with_predicted_polygon_and_keypoints(
         page.screenshot(path=str(ARTIFACTS / "predictions_view.png"))
     titles = [t.strip() for t in page.locator(".lsf-outliner-item__title").all_inner_texts()]
     first_object = next(r for r in prediction.result if r["type"] == "polygonlabels")
-    # Nested under the polygon: its box (when the config has rectangles) and its keypoints.
+    # Nested under the polygon: its keypoints (no box: the export derives it from the polygon).
     children = [r for r in prediction.result if r.get("parentID") == first_object["id"]]
     nested = [r["value"][r["type"]][0] for r in children]
     assert titles[0] == first_object["value"]["polygonlabels"][0], titles

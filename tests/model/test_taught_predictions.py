@@ -147,7 +147,7 @@ def test_only_taught_keypoints_and_sparse_faithful_outlines(
         for instance in predictor.predict([pixels])[0]:
             regions = task_regions(
                 [instance], predictor.schema, Schema.from_label_config(config), SIZE, SIZE,
-                settings.polygon_tolerance_px, taught.polygon_vertices,
+                settings.polygon_tolerance_px, vertex_medians=taught.polygon_vertices,
             )  # fmt: skip
             polygons = [r for r in regions if r["type"] == "polygonlabels"]
             if not polygons:
