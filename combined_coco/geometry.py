@@ -180,7 +180,7 @@ def sparse_outline(
         return points
     # ``min_iou`` is meant on pixels: on a small object the pixels an outline half-covers (about its
     # perimeter over its area) move the pixel IoU away from the area IoU, so the area IoU keeps a margin
-    min_iou = min(0.99, min_iou + outline.length / outline.area / 8)
+    min_iou = min(0.99, min_iou + outline.length / outline.area / 12)
     base = outline
     tolerance = smoothing
     while tolerance >= 0.25:
@@ -193,12 +193,18 @@ def sparse_outline(
     if most is None or len(coords) <= most:
         return coords
     ranks = _vertex_ranks(coords)
+    # plain Douglas-Peucker at coarser tolerances places vertices differently: a second candidate per count
+    coarser: dict[int, Polygon] = {}
+    for step in np.geomspace(max(tolerance, 0.25), max(tolerance, 0.25) * 40, 24):
+        simple = outline.simplify(float(step), preserve_topology=True)
+        if isinstance(simple, Polygon) and simple.is_valid and not simple.is_empty:
+            coarser.setdefault(len(simple.exterior.coords) - 1, simple)
     best, best_iou = coords, 0.0
     for count in range(max(3, min(target or 3, most)), len(coords)):
-        candidate = _fitted(coords, ranks < count, outline)
-        iou = outline_iou(candidate, outline) if candidate is not None else 0.0
-        if candidate is not None and iou > best_iou:
-            best, best_iou = np.asarray(candidate.exterior.coords)[:-1], iou
+        for candidate in (_fitted(coords, ranks < count, outline), coarser.get(count)):
+            iou = outline_iou(candidate, outline) if candidate is not None else 0.0
+            if candidate is not None and iou > best_iou:
+                best, best_iou = np.asarray(candidate.exterior.coords)[:-1], iou
         if best_iou >= (CLOSE_FIT_IOU if count < most else min_iou):
             return best
     return coords
