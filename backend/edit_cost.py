@@ -126,13 +126,16 @@ def dataset_edit_cost(
 ) -> EditCost:
     """The edit cost of every image of ``coco`` (files in ``image_root``), pre-annotated by ``predictor`` with the
     regions the backend would send the project (``settings``: thresholds, outlines, duplicates, object cap)."""
-    from backend.predictions import image_regions
+    from backend.predictions import image_regions, labelled_vertices
     from combined_coco.images import read_image
 
     costs = []
+    medians = labelled_vertices(predictor)
     for info in coco["images"]:
         detections = predictor.predict([read_image(image_root / info["file_name"])])[0]
-        regions = image_regions(detections, predictor.schema, project_schema, info["width"], info["height"], settings)
+        regions = image_regions(
+            detections, predictor.schema, project_schema, info["width"], info["height"], settings, medians
+        )
         costs.append(image_edit_cost(regions, coco, info["id"], box_only_labels(project_schema)))
     return total_edit_cost(costs)
 

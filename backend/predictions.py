@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -73,14 +73,35 @@ def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
 
 
 def image_regions(
-    detections: Sequence[Any], model_schema: Schema, project_schema: Schema, width: int, height: int, settings: Settings
+    detections: Sequence[Any],
+    model_schema: Schema,
+    project_schema: Schema,
+    width: int,
+    height: int,
+    settings: Settings,
+    vertex_medians: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """The regions of one image as the backend sends them (``/predict``, pre-annotation, the held-out edit cost):
-    highest scores first, at most ``MAX_OBJECTS_PER_IMAGE``, outlines simplified and duplicates suppressed."""
+    highest scores first, at most ``MAX_OBJECTS_PER_IMAGE``, outlines simplified (to about ``vertex_medians``,
+    see :func:`labelled_vertices`) and duplicates suppressed."""
     found = sorted(detections, key=lambda inst: -float(inst.score))[: settings.max_objects]
     return task_regions(
-        found, model_schema, project_schema, width, height, settings.polygon_tolerance_px, settings.mask_nms_iou
+        found,
+        model_schema,
+        project_schema,
+        width,
+        height,
+        settings.polygon_tolerance_px,
+        settings.mask_nms_iou,
+        vertex_medians,
     )
+
+
+def labelled_vertices(predictor: object) -> Mapping[str, float] | None:
+    """Label -> median vertex count of its labelled polygons, as the predictor's run recorded it
+    (:mod:`multitask.taught`); None for checkpoints from before it and for stand-in predictors."""
+    taught = getattr(predictor, "taught", None)
+    return taught.polygon_vertices if taught is not None else None
 
 
 @functools.lru_cache(maxsize=32)
@@ -135,6 +156,7 @@ class PredictionService:
         _log_some(logging.WARNING, f"project {project_id}: no usable image", [e for e in errors if e], len(tasks))
         with self._inference:  # the predictor batches internally; a 100-task request is one call
             instances = predictor.predict([im for im in images if im is not None])
+        vertex_medians = labelled_vertices(predictor)
         results = []
         empty: list[str] = []
         for task, image, error in zip(tasks, images, errors, strict=True):
@@ -143,7 +165,7 @@ class PredictionService:
                 continue
             detections = instances.pop(0)
             height, width = image.shape[:2]
-            regions = image_regions(detections, predictor.schema, schema, width, height, self._settings)
+            regions = image_regions(detections, predictor.schema, schema, width, height, self._settings, vertex_medians)
             scores = [r["score"] for r in regions if "parentID" not in r]  # object regions, not their points
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             if not regions:

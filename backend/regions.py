@@ -11,9 +11,14 @@ delete per object (and, with the parent deleted, one Label Studio leaves behind)
 (RectangleLabels without a PolygonLabels label of the same name) is sent as a rectangle, with its
 keypoints nested under it.
 
-Predicted outlines are simplified (Douglas-Peucker, ``POLYGON_TOLERANCE_PX``) to about the vertex
-count a person would click: a mask contour has a vertex every pixel or two, which makes a
-pre-annotation tedious to correct in the editor.
+Predicted outlines are simplified to about the vertex count a person clicks for that label: a mask
+contour has a vertex every pixel or two, and the mask head's 28 x 28 grid pasted onto a large object
+leaves a staircase of steps several pixels high, which makes a pre-annotation tedious to correct in the
+editor. With the median vertex count of the label's labelled polygons (recorded by the run,
+:mod:`multitask.taught`) an outline gets at most :func:`vertex_bound` vertices; without it (older
+checkpoints) only the staircase goes (:func:`combined_coco.geometry.staircase_tolerance`, at least
+``POLYGON_TOLERANCE_PX``). Either way the outline keeps a mask IoU of :data:`OUTLINE_MIN_IOU` with
+the model's (:func:`combined_coco.geometry.sparse_outline`).
 
 Labels and keypoint names are matched by name between the model's schema (what it was trained on)
 and the project's current labeling config; whatever the project no longer has is skipped with a
@@ -25,16 +30,27 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from combined_coco.geometry import FlatPolygon, largest_polygon, outline_pixel_iou, simplify_outline, suppress_overlaps
+from combined_coco.geometry import (
+    FlatPolygon,
+    largest_polygon,
+    outline_pixel_iou,
+    sparse_outline,
+    staircase_tolerance,
+    suppress_overlaps,
+)
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result
 from combined_coco.schema import Controls, Schema
 
 log = logging.getLogger(__name__)
+
+# A person corrects an outline further off than this; at it, an annotator's redraw threshold (0.85) is
+# still well away after the model's own error.
+OUTLINE_MIN_IOU = 0.9
 
 
 class PredictedObject(Protocol):
@@ -65,11 +81,13 @@ def task_regions(
     height: int,
     polygon_tolerance: float = 0.0,
     mask_nms_iou: float | None = None,
+    vertex_medians: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """All regions of one image, in Label Studio's prediction ``result`` format.
 
     ``project_schema`` is the project's current labeling config (its controls and their labels);
-    ``polygon_tolerance`` (pixels) simplifies each outline; 0 keeps the model's contour as it is.
+    ``polygon_tolerance`` (pixels) is the least simplification of each outline (see :func:`predicted_outline`),
+    0 keeps the model's contour as it is; ``vertex_medians``: label -> median vertex count of its labelled polygons.
     ``mask_nms_iou``: the predictor's duplicate rule (``MASK_NMS_IOU``) applied again to the outlines sent
     (:func:`combined_coco.geometry.suppress_overlaps`): an outline is the mask's largest part, simplified,
     so two outlines can overlap more than their whole masks did; None keeps every outline.
@@ -88,7 +106,7 @@ def task_regions(
             continue
         polygon = largest_polygon(inst.polygons)
         if polygon is not None and controls.polygon and inst.label in controls.polygon_labels:
-            known.append((inst, simplify_outline(polygon, polygon_tolerance)))
+            known.append((inst, predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))))
         elif (
             controls.rectangle and inst.label in controls.rectangle_labels and inst.label not in controls.polygon_labels
         ):
@@ -109,6 +127,23 @@ def task_regions(
         if controls.keypoint:
             regions.extend(_keypoint_regions(image, inst, model_schema, project_schema, region["id"]))
     return regions
+
+
+def vertex_bound(median: float) -> int:
+    """The most vertices a predicted outline of a label gets: 1.5x its labelled median, or the median + 2
+    for very simple shapes (a person clicks a box's 4 corners; 6 is still a box, 1.5x would be 6 too)."""
+    return max(math.floor(1.5 * median), math.ceil(median) + 2)
+
+
+def predicted_outline(points: np.ndarray, tolerance: float, median: float | None) -> np.ndarray:
+    """The outline of one predicted object as a person would click it (module docstring); ``tolerance`` 0
+    keeps the model's contour as it is."""
+    if tolerance <= 0:
+        return points
+    smoothing = staircase_tolerance(points, floor=tolerance)
+    if median is None:
+        return sparse_outline(points, smoothing, min_iou=OUTLINE_MIN_IOU)
+    return sparse_outline(points, smoothing, round(median), vertex_bound(median), OUTLINE_MIN_IOU)
 
 
 def _keypoint_regions(

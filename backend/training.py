@@ -226,7 +226,7 @@ def train_and_publish(
             scores |= _scores(checkpoint, work / "heldout.json", work / "images", settings)
             previous_scores = _previous_heldout(project_id, store, work / "heldout.json", digest, settings)
             edit_cost = _heldout_edit_cost(checkpoint, heldout, work / "images", project_schema, settings)
-        model_version, transfers = _checkpoint_record(checkpoint)
+        model_version, transfers, taught = _checkpoint_record(checkpoint)
         meta = {
             "project": project_id,
             "tasks": counts["tasks"],
@@ -248,6 +248,7 @@ def train_and_publish(
             "heldout_edit_cost": edit_cost,
             "previous_on_heldout": previous_scores,
             "beat_previous": _beats(scores, previous_scores),
+            "taught": taught,
         }
         version = store.publish(project_id, checkpoint, meta)
     return version, meta
@@ -331,12 +332,13 @@ def _start_point(project_id: int, store: ModelStore, schema: Schema, settings: S
     return _Start(str(path), settings.train_steps, settings.train_lr, settings.train_init, f"version {current}")
 
 
-def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str]]:
-    """The checkpoint's model version and what its weight transfers loaded (one summary line per source)."""
+def _checkpoint_record(checkpoint: Path) -> tuple[str, list[str], dict | None]:
+    """The checkpoint's model version, what its weight transfers loaded (one summary line per source), and
+    what the run was taught (:mod:`multitask.taught`: keypoints labelled, their thresholds, polygon vertices)."""
     from multitask.engines import read_summary
 
     summary = read_summary(checkpoint)
-    return summary.model_version, summary.transfers
+    return summary.model_version, summary.transfers, summary.taught
 
 
 FIT_IMAGES = 10  # the training-set fit is a did-it-learn check; more images only cost time

@@ -178,7 +178,7 @@ def score_on_test_set(
 
     from backend.edit_cost import dataset_edit_cost
     from backend.predictions import predictor_loader
-    from combined_coco.geometry import simplify_outline
+    from backend.regions import predicted_outline
     from combined_coco.images import read_image
     from multitask.evaluate import evaluate_checkpoint
     from multitask.inference import TorchvisionPredictor
@@ -194,7 +194,8 @@ def score_on_test_set(
             for flat in inst.polygons:
                 points = np.asarray(flat, float).reshape(-1, 2)
                 raw.append(len(points))
-                simple.append(len(simplify_outline(points, tolerance)))
+                median = predictor.taught.polygon_vertices.get(inst.label) if predictor.taught else None
+                simple.append(len(predicted_outline(points, tolerance, median)))
     return ap, ((statistics.median(raw), statistics.median(simple)) if raw else None), edit
 
 

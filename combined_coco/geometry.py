@@ -11,6 +11,7 @@ OpenCV is imported only by :func:`mask_to_polygons`: it is an optional dependenc
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -137,25 +138,178 @@ def largest_polygon(polygons: Sequence[FlatPolygon]) -> np.ndarray | None:
     return best
 
 
-def simplify_outline(points: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker with ``tolerance`` pixels; the outline stays a valid polygon (no self-crossing).
+def outline_iou(a: Polygon, b: Polygon) -> float:
+    """Area IoU of two valid polygons (0 when both are empty)."""
+    union = a.union(b).area
+    return float(a.intersection(b).area / union) if union > 0 else 0.0
 
-    ``preserve_topology`` keeps a valid input valid; an invalid one (a mask contour touching itself) is
-    repaired first and its largest part kept, as Label Studio draws one outline per region.
+
+def staircase_tolerance(points: np.ndarray, grid: int = 28, floor: float = 0.0) -> float:
+    """The Douglas-Peucker tolerance (pixels) that removes the steps of a ``grid`` x ``grid`` mask stretched
+    over the outline's bounds: three quarters of a step (the longer side over ``grid``), at least ``floor``.
+
+    A mask head predicts a small grid (28 x 28 in both engines) that is pasted onto the object's box, so
+    on a 300 px object each mask cell is 11 px and its contour is a staircase of 11 px steps; a
+    tolerance in image pixels (1.5) keeps every step. A tolerance relative to the step removes them and
+    stays below the detail the grid can hold.
     """
-    if tolerance <= 0 or len(points) <= 4:
+    extent = np.ptp(points, axis=0) if len(points) else np.zeros(2)
+    return max(floor, 0.75 * float(extent.max()) / grid)
+
+
+# An outline this close to the mask is left as it is by an annotator; below it, a few more vertices (up to the
+# label's bound) buy a closer fit before the count is called enough.
+CLOSE_FIT_IOU = 0.95
+
+
+def sparse_outline(
+    points: np.ndarray, smoothing: float, target: int | None = None, most: int | None = None, min_iou: float = 0.9
+) -> np.ndarray:
+    """An outline with about the vertices a person clicks, whose mask IoU with ``points`` is at least ``min_iou``.
+
+    First Douglas-Peucker with ``smoothing`` pixels (see :func:`staircase_tolerance`), halved until the
+    IoU holds; then, when that still has more than ``most`` vertices, the fewest vertices from ``target``
+    up that reach :data:`CLOSE_FIT_IOU`, or else the closest fit with at most ``most`` that keeps
+    ``min_iou``, taken in Douglas-Peucker's order of importance (:func:`_vertex_ranks`), so the corners
+    that shape the object come first. The IoU wins over ``most``: a shape that needs more vertices than
+    people drew for its label keeps them. The result is a valid polygon; an invalid input
+    (a contour touching itself) is repaired first and its largest part kept.
+    """
+    outline = _valid_outline(points)
+    if outline is None:
         return points
+    # ``min_iou`` is meant on pixels: on a small object the pixels an outline half-covers (about its
+    # perimeter over its area) move the pixel IoU away from the area IoU, so the area IoU keeps a margin
+    min_iou = min(0.99, min_iou + outline.length / outline.area / 12)
+    base = outline
+    tolerance = smoothing
+    while tolerance >= 0.25:
+        simple = outline.simplify(tolerance, preserve_topology=True)
+        if isinstance(simple, Polygon) and not simple.is_empty and outline_iou(simple, outline) >= min_iou:
+            base = simple
+            break
+        tolerance /= 2
+    coords = np.asarray(base.exterior.coords)[:-1]
+    if most is None or len(coords) <= most:
+        return coords
+    ranks = _vertex_ranks(coords)
+    # plain Douglas-Peucker at coarser tolerances places vertices differently: a second candidate per count
+    coarser: dict[int, Polygon] = {}
+    for step in np.geomspace(max(tolerance, 0.25), max(tolerance, 0.25) * 40, 24):
+        simple = outline.simplify(float(step), preserve_topology=True)
+        if isinstance(simple, Polygon) and simple.is_valid and not simple.is_empty:
+            coarser.setdefault(len(simple.exterior.coords) - 1, simple)
+    best, best_iou = coords, 0.0
+    for count in range(max(3, min(target or 3, most)), len(coords)):
+        for candidate in (_fitted(coords, ranks < count, outline), coarser.get(count)):
+            iou = outline_iou(candidate, outline) if candidate is not None else 0.0
+            if candidate is not None and iou > best_iou:
+                best, best_iou = np.asarray(candidate.exterior.coords)[:-1], iou
+        if best_iou >= (CLOSE_FIT_IOU if count < most else min_iou):
+            return best
+    return coords
+
+
+def _fitted(ring: np.ndarray, keep: np.ndarray, outline: Polygon) -> Polygon | None:
+    """The outline through ``ring[keep]``, its corners moved to where a person clicks them; None if invalid.
+
+    A mask rounds an object's corners, so its outline's vertices sit inside them, and chords between
+    outline vertices cut off every convex bulge. Each kept edge gets the line fitted to the outline
+    points it spans, and each corner goes to where its two lines meet (unless they are nearly parallel or
+    meet far away); otherwise the polygon is grown to the outline's area. Whichever of these fits the
+    outline best is returned.
+    """
+    subset = Polygon(ring[keep])
+    if not subset.is_valid:
+        return None
+    options = [subset, _corners_from_edges(ring, np.flatnonzero(keep))]
+    grow = (outline.area - subset.area) / subset.length if subset.length > 0 else 0.0
+    if grow > 0:
+        options.append(subset.buffer(grow, join_style="mitre", mitre_limit=4.0))
+    count = len(subset.exterior.coords)
+    valid = [
+        g
+        for g in options
+        if isinstance(g, Polygon) and g.is_valid and not g.is_empty and len(g.exterior.coords) == count
+    ]
+    return max(valid, key=lambda g: outline_iou(g, outline))
+
+
+def _corners_from_edges(ring: np.ndarray, kept: np.ndarray) -> Polygon | None:
+    """The polygon whose vertex ``j`` is where the lines fitted to the outline points of its two edges meet."""
+    n = len(ring)
+    lines = []  # (point on the line, unit direction) per edge kept[j] -> kept[j + 1]
+    for j, start in enumerate(kept):
+        end = kept[(j + 1) % len(kept)]
+        run = ring[np.arange(start, start + (end - start) % n + 1) % n]
+        centre = run.mean(axis=0)
+        _, _, axes = np.linalg.svd(run - centre)
+        lines.append((centre, axes[0]))
+    corners = []
+    for j, vertex in enumerate(kept):
+        (p, d), (q, e) = lines[j - 1], lines[j]
+        cross = d[0] * e[1] - d[1] * e[0]
+        corner = ring[vertex]
+        if abs(cross) > 0.2:  # the lines cross at more than ~12 degrees
+            t = ((q - p)[0] * e[1] - (q - p)[1] * e[0]) / cross
+            meet = p + t * d
+            if np.hypot(*(meet - corner)) <= 0.25 * np.hypot(*(ring[kept[j - 1]] - corner)) + 1.0:
+                corner = meet
+        corners.append(corner)
+    return Polygon(corners) if len(corners) >= 3 else None
+
+
+def _valid_outline(points: np.ndarray) -> Polygon | None:
+    """``points`` as a valid polygon; an invalid ring is repaired and its largest part kept (None: no area)."""
+    if len(points) < 3:
+        return None
     outline = Polygon(points)
-    if not outline.is_valid:
-        repaired = shapely.make_valid(outline)
-        parts = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon)]
-        if not parts:
-            return points
-        outline = max(parts, key=lambda g: g.area)
-    simple = outline.simplify(tolerance, preserve_topology=True)
-    if not isinstance(simple, Polygon) or simple.is_empty:
-        return points
-    return np.asarray(simple.exterior.coords)[:-1]
+    if outline.is_valid:
+        return outline
+    repaired = shapely.make_valid(outline)
+    parts = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon) and not g.is_empty]
+    return max(parts, key=lambda g: g.area) if parts else None
+
+
+def _vertex_ranks(ring: np.ndarray) -> np.ndarray:
+    """For each vertex of a closed ring, when Douglas-Peucker would add it: the vertices of rank below
+    ``n`` are the ``n``-vertex outline closest to the ring that this greedy order gives.
+
+    Starts from the vertex farthest from the centroid and the one farthest from it; then repeatedly
+    adds the vertex farthest from the chord of the arc it lies on (a heap of arcs, each scanned once).
+    """
+    n = len(ring)
+    ranks = np.full(n, n, dtype=int)
+    first = int(np.argmax(((ring - ring.mean(axis=0)) ** 2).sum(axis=1)))
+    second = int(np.argmax(((ring - ring[first]) ** 2).sum(axis=1)))
+    ranks[first], ranks[second] = 0, 1
+    heap: list[tuple[float, int, int, int]] = []  # (-distance, farthest vertex, arc start, arc end)
+
+    def push(start: int, end: int) -> None:
+        span = (end - start) % n
+        if span > 1:
+            inner = np.arange(start + 1, start + span) % n
+            distances = _distances_to_segment(ring[inner], ring[start], ring[end])
+            far = int(np.argmax(distances))
+            heapq.heappush(heap, (-float(distances[far]), int(inner[far]), start, end))
+
+    push(first, second)
+    push(second, first)
+    rank = 2
+    while heap:
+        _, vertex, start, end = heapq.heappop(heap)
+        ranks[vertex] = rank
+        rank += 1
+        push(start, vertex)
+        push(vertex, end)
+    return ranks
+
+
+def _distances_to_segment(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = b - a
+    length2 = float(d @ d)
+    t = np.clip(((points - a) @ d) / length2, 0.0, 1.0) if length2 > 0 else np.zeros(len(points))
+    return np.hypot(*(points - a - t[:, None] * d).T)
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float | None = 0.5, min_area: float = 4.0) -> list[FlatPolygon]:

@@ -23,6 +23,7 @@ from torch import nn
 from combined_coco.dataset import write_atomic
 from combined_coco.schema import Schema
 from multitask.model import ModelConfig, build_model
+from multitask.taught import Taught
 
 FORMAT = "ls-multitask-checkpoint/1"
 
@@ -37,6 +38,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     step: int = 0
     training: dict[str, Any] = field(default_factory=dict)
+    taught: Taught | None = None  # recorded after training (multitask.taught); None in older files
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model with these weights, in eval mode."""
@@ -55,6 +57,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "step": checkpoint.step,
         "training": checkpoint.training,
     }
+    if checkpoint.taught is not None:
+        payload["taught"] = checkpoint.taught.to_dict()
     return save_payload(payload, path)
 
 
@@ -102,4 +106,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state_dict=data["model"],
         step=data["step"],
         training=data["training"],
+        taught=Taught.from_dict(data.get("taught")),
     )

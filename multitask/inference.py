@@ -5,7 +5,9 @@ Polygons trace the outer boundary of each mask's pixels (COCO continuous coordin
 
 Keypoint scores are the keypoint head's heatmap logits (torchvision's ``keypoints_scores``), not
 probabilities. A keypoint is *present* only if it applies to the predicted category
-(``schema.categories[i].keypoints``) and, when ``keypoint_threshold`` is set, its score reaches it.
+(``schema.categories[i].keypoints``), was labelled on that category at least once in the run's training
+data, and its score reaches ``keypoint_threshold`` when set, else the run's calibrated threshold for that
+keypoint (:mod:`multitask.taught`; a checkpoint without those keeps every applicable keypoint).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from combined_coco.images import read_image
 from combined_coco.schema import Schema
 from multitask import defaults
 from multitask.checkpoint import load_checkpoint
+from multitask.taught import Taught
 
 
 @dataclass
@@ -58,9 +61,16 @@ class Detections(list):
 class InstanceMaker:
     """One detection (in input-image pixels) -> :class:`DetectedInstance`, by the rules every engine's predictor
     shares: the label from the schema, polygons from the mask, and keypoints present only where the
-    category has them and, with ``keypoint_threshold``, where their score reaches it."""
+    category has them and was taught them (``taught``), and where their score reaches ``keypoint_threshold``
+    or, without it, the run's calibrated threshold per keypoint."""
 
-    def __init__(self, schema: Schema, keypoint_threshold: float | None = None, polygon_tolerance: float = 0.5):
+    def __init__(
+        self,
+        schema: Schema,
+        keypoint_threshold: float | None = None,
+        polygon_tolerance: float = 0.5,
+        taught: Taught | None = None,
+    ):
         self.schema = schema
         self.keypoint_threshold = keypoint_threshold
         self.polygon_tolerance = polygon_tolerance
@@ -69,14 +79,17 @@ class InstanceMaker:
         self._applicable = np.zeros((max((c.id for c in schema.categories), default=0) + 1, len(names)), bool)
         for category in schema.categories:
             self._applicable[category.id, [names.index(n) for n in category.keypoints]] = True
+        self._thresholds = np.full(len(names), -np.inf if keypoint_threshold is None else keypoint_threshold)
+        if taught is not None:
+            self._applicable &= taught.labelled(schema)
+            if keypoint_threshold is None:
+                self._thresholds = taught.thresholds(schema)
 
     def __call__(
         self, category_id: int, score: float, box: Sequence[float], mask: np.ndarray, keypoints: np.ndarray
     ) -> DetectedInstance:
         """``mask``: bool [H, W]; ``keypoints``: [K, 3] x, y, score in COCO coordinates."""
-        present = self._applicable[category_id].copy()
-        if self.keypoint_threshold is not None:
-            present &= keypoints[:, 2] >= self.keypoint_threshold
+        present = self._applicable[category_id] & (keypoints[:, 2] >= self._thresholds)
         x1, y1, x2, y2 = (float(v) for v in box)
         return DetectedInstance(
             category_id=category_id,
@@ -144,10 +157,11 @@ class TorchvisionPredictor:
     """A trained multi-task model with its schema, ready for batched prediction.
 
     ``score_threshold`` drops low-scoring detections; ``mask_threshold`` binarizes the mask
-    probabilities; ``keypoint_threshold`` (logit, optional) additionally requires a keypoint score;
-    ``polygon_tolerance`` is the contour simplification in pixels; ``max_detections`` caps the
-    objects per image; ``mask_nms_iou`` drops same-label detections whose masks overlap a higher-scoring
-    one by more than this IoU (:func:`distinct_masks`; None: off).
+    probabilities; ``keypoint_threshold`` (logit, optional) additionally requires a keypoint score,
+    over the run's calibrated ones (``taught``, see :mod:`multitask.taught`); ``polygon_tolerance`` is
+    the contour simplification in pixels; ``max_detections`` caps the objects per image; ``mask_nms_iou``
+    drops same-label detections whose masks overlap a higher-scoring one by more than this IoU
+    (:func:`distinct_masks`; None: off).
 
     Both limits are applied inside torchvision's RoIHeads (before NMS and before the mask and
     keypoint heads), not after: on CPU the per-detection heads are most of a request, and detections
@@ -167,6 +181,7 @@ class TorchvisionPredictor:
         batch_size: int = 2,
         max_detections: int | None = None,
         mask_nms_iou: float | None = defaults.MASK_NMS_IOU,
+        taught: Taught | None = None,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -185,7 +200,8 @@ class TorchvisionPredictor:
         self.polygon_tolerance = polygon_tolerance
         self.batch_size = batch_size
         self.mask_nms_iou = mask_nms_iou
-        self._make_instance = InstanceMaker(schema, keypoint_threshold, polygon_tolerance)
+        self.taught = taught
+        self._make_instance = InstanceMaker(schema, keypoint_threshold, polygon_tolerance, taught)
 
     def _counting_postprocess(self, heads: Any) -> Callable[..., tuple[list[torch.Tensor], ...]]:
         """RoIHeads' box post-processing, run down to the candidate floor so that the number of candidates
@@ -221,7 +237,15 @@ class TorchvisionPredictor:
     ) -> TorchvisionPredictor:
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.build(device)
-        return cls(model, checkpoint.schema, checkpoint.model_version, device, score_threshold, **options)
+        return cls(
+            model,
+            checkpoint.schema,
+            checkpoint.model_version,
+            device,
+            score_threshold,
+            taught=checkpoint.taught,
+            **options,
+        )
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:

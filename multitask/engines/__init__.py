@@ -15,7 +15,8 @@ dependency) is imported only when its engine is used.
 Checkpoints of both engines are one file format (:data:`multitask.checkpoint.FORMAT`), loadable with
 ``torch.load(weights_only=True)``: ``engine`` (absent: torchvision, the files written before engines
 existed), ``model_version``, ``schema``, ``model_config`` (with ``backbone``), ``model`` (the state
-dict), ``step`` and ``training`` (with ``transfers``, what the run's start loaded).
+dict), ``step``, ``training`` (with ``transfers``, what the run's start loaded) and ``taught`` (what the
+training data taught the run, :mod:`multitask.taught`; absent in files written before it).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class CheckpointSummary:
     backbone: str
     step: int
     transfers: list[str] = field(default_factory=list)
+    taught: dict | None = None  # multitask.taught.Taught.to_dict(); None in checkpoints written before it
 
     def continued_by(self, engine: str, schema: Schema, backbone: str) -> bool:
         """Whether a run of ``engine``/``backbone`` on ``schema`` can start from every tensor of this checkpoint."""
@@ -167,6 +169,7 @@ def read_summary(checkpoint: str | Path) -> CheckpointSummary:
         backbone=data["model_config"]["backbone"],
         step=data["step"],
         transfers=list(data.get("training", {}).get("transfers", [])),
+        taught=data.get("taught") if isinstance(data.get("taught"), dict) else None,
     )
 
 

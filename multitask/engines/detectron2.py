@@ -64,6 +64,8 @@ from multitask.pretrained import (
     PretrainedWeightsUnavailable,
     TransferReport,
 )
+from multitask.taught import Taught
+from multitask.taught import record as record_taught
 from multitask.train import TrainConfig, pick_device
 
 try:
@@ -285,9 +287,11 @@ def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> P
         "transfers": transfers,
     }
     version = f"multitask-detectron2-{config.backbone.replace('/', '_')}-{run_id}-step{total}"
-    return save_payload(
+    checkpoint = save_payload(
         _payload(cfg, schema, trainer.model, config.backbone, version, total, training), out_dir / "last.pt"
     )
+    record_taught(checkpoint, config.dataset, config.image_root, cfg.MODEL.DEVICE)
+    return checkpoint
 
 
 def _payload(
@@ -426,6 +430,7 @@ class Loaded:
     state_dict: dict[str, torch.Tensor]
     schema: Schema
     model_version: str
+    taught: Taught | None = None
 
     def build(self) -> torch.nn.Module:
         """Detectron2's model for ``cfg`` (thresholds as set on it now) with these weights, in eval mode."""
@@ -442,7 +447,8 @@ def read_checkpoint(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     cfg.merge_from_other_cfg(CfgNode.load_cfg(data["model_config"]["config"]))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
-    return Loaded(cfg, data["model"], Schema.from_dict(data["schema"]), data["model_version"])
+    taught = Taught.from_dict(data.get("taught"))
+    return Loaded(cfg, data["model"], Schema.from_dict(data["schema"]), data["model_version"], taught)
 
 
 class Detectron2Predictor:
@@ -476,7 +482,8 @@ class Detectron2Predictor:
         self._d2.model.load_state_dict(loaded.state_dict)
         self.mask_threshold, self.batch_size, self.mask_nms_iou = mask_threshold, batch_size, mask_nms_iou
         self._category_ids = sorted(c.id for c in self.schema.categories)  # Detectron2's contiguous class order
-        self._make_instance = InstanceMaker(self.schema, keypoint_threshold, polygon_tolerance)
+        self.taught = loaded.taught
+        self._make_instance = InstanceMaker(self.schema, keypoint_threshold, polygon_tolerance, loaded.taught)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[list[DetectedInstance]]:

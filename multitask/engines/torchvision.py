@@ -15,7 +15,8 @@ from multitask.engines import ProgressCallback, Sigmas
 from multitask.evaluate import evaluate_checkpoint
 from multitask.inference import TorchvisionPredictor
 from multitask.model import BACKBONES, ModelConfig, build_model
-from multitask.train import TrainConfig
+from multitask.taught import record as record_taught
+from multitask.train import TrainConfig, pick_device
 from multitask.train import train as _train
 
 NAME = "torchvision"
@@ -30,7 +31,9 @@ def check(config: TrainConfig) -> None:
 
 def train(config: TrainConfig, on_progress: ProgressCallback | None = None) -> Path:
     check(config)
-    return _train(config, on_progress)
+    checkpoint = _train(config, on_progress)
+    record_taught(checkpoint, config.dataset, config.image_root, str(pick_device(config.device)))
+    return checkpoint
 
 
 def evaluate(
