@@ -6,7 +6,8 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
 - ``POST /setup``: ``{"project": "<id>.<ts>", "schema": <config>}`` -> ``{"model_version"}``; called before
   every prediction batch, so it only reads the ``current`` pointer.
 - ``POST /predict``: ``{"tasks", "project", "label_config", "params"}`` -> ``{"results": [{"result",
-  "score", "model_version"}]}``, one item per task.
+  "score", "model_version"}]}``, one item per task; before the first version, an empty list of predictions
+  per task and ``empty_reason`` (the form Label Studio accepts without storing or logging anything).
 - ``POST /webhook``: ``START_TRAINING`` (the "Start Training" button, 100 s timeout) queues a run and
   answers at once; annotation events (1 s timeout) are counted for ``RETRAIN_EVERY``; others get 200.
 - ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
@@ -39,8 +40,14 @@ from rq.job import Job
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
-from backend.model_store import ModelCache, ModelStore, ModelUnavailable, PredictorLoader
-from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
+from backend.model_store import UNTRAINED, ModelCache, ModelStore, ModelUnavailable, PredictorLoader
+from backend.predictions import (
+    NO_VERSION_REASON,
+    PredictionService,
+    predictor_loader,
+    project_id_of,
+    project_schema,
+)
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
 from backend.settings import Settings
@@ -180,9 +187,11 @@ def create_app(
 
     @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:
+        version = services.store.current_version(project_id)
         return {
             "project": project_id,
-            "model_version": services.store.current_version(project_id),
+            "model_version": version,
+            "empty_reason": NO_VERSION_REASON if version == UNTRAINED else None,  # why Retrieve Predictions brings none
             "versions": services.store.version_summaries(project_id),
             "new_annotations": services.runs().new_annotations(project_id),
             "training": services.runs().status(project_id),
