@@ -88,7 +88,8 @@ class PredictionService:
 
     The one builder of prediction results: ``/predict`` and the pre-annotation after training
     (``backend.preannotation``) both call :meth:`predict`. A task whose image got no regions carries
-    ``empty_reason`` (Label Studio ignores the extra key); the reason is also logged.
+    ``empty_reason`` (Label Studio ignores the extra key); the reason is also logged. Before the first
+    version the answer holds no prediction at all, with :data:`NO_VERSION_REASON` as ``empty_reason``.
     """
 
     def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], settings: Settings) -> None:
