@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from backend.app import create_app
+from backend.server import server_config
 from backend.settings import Settings, SettingsError
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         parser.error(str(exc))
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.Server(server_config(app, settings, args.host, args.port, args.log_level)).run()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -61,22 +60,21 @@ ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CR
 # (forward passes are serialized anyway); the rest of the thread pool stays free for other endpoints.
 PREDICT_THREADS = 2
 RETRY_AFTER_S = 10
+REDIS_DOWN = (
+    "Redis is not reachable: check that the stack (or the Redis in REDIS_URL) is running; "
+    "the backend log has the details"
+)
 
 
 class Services:
     """The app's collaborators, created lazily so that /health works while Redis or LS are down."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        loader: PredictorLoader,
-        redis_factory: Callable[[], redis.Redis],
-    ) -> None:
+    def __init__(self, settings: Settings, loader: PredictorLoader, redis_url: str | None) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
         self.models = ModelCache(self.store, loader)
         self.predictions = PredictionService(self.models, self.labelstudio, settings)
-        self._redis_factory = redis_factory
+        self._redis_url = redis_url
         self._runs: Runs | None = None
         self._ls: LabelStudioClient | None = None
         self._guard = threading.Lock()
@@ -85,7 +83,10 @@ class Services:
         with self._guard:
             if self._runs is None:
                 settings = self.settings
-                self._runs = Runs(self._redis_factory(), settings.train_job_timeout, settings.train_heartbeat_seconds)
+                conn = connect(
+                    self._redis_url, timeout=settings.redis_timeout, connect_timeout=settings.redis_connect_timeout
+                )
+                self._runs = Runs(conn, settings.train_job_timeout, settings.train_heartbeat_seconds)
             return self._runs
 
     def labelstudio(self) -> LabelStudioClient:
@@ -99,15 +100,17 @@ def create_app(
     settings: Settings | None = None,
     *,
     loader: PredictorLoader | None = None,
-    redis_factory: Callable[[], redis.Redis] = connect,
+    redis_url: str | None = None,
 ) -> FastAPI:
-    """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code."""
+    """The ASGI app; tests pass ``loader`` to serve a stand-in predictor through the same protocol code.
+
+    ``redis_url``: None finds Redis as every process does (:func:`jobqueue.connection.redis_url`)."""
     settings = settings or Settings.from_env()
-    services = Services(settings, loader or predictor_loader(settings), redis_factory)
+    services = Services(settings, loader or predictor_loader(settings), redis_url)
     app = FastAPI(title="Label Studio multi-task ML backend", version="1")
     app.add_middleware(RequestGuard, settings=settings)
     app.state.services = services
-    _install_error_handlers(app)
+    _install_error_handlers(app, settings)
     predict_threads = anyio.CapacityLimiter(PREDICT_THREADS)
     predicts_pending = 0  # running or waiting; only touched on the event loop, so no lock
 
@@ -130,6 +133,13 @@ def create_app(
     @app.post("/predict")
     async def predict(payload: dict[str, Any]) -> dict[str, Any]:
         nonlocal predicts_pending
+        tasks = payload.get("tasks")
+        if isinstance(tasks, list) and len(tasks) > settings.max_predict_tasks:
+            raise HTTPException(
+                413,
+                f"{len(tasks)} tasks in one request, over MAX_PREDICT_TASKS={settings.max_predict_tasks}; "
+                "select fewer tasks for Retrieve Predictions",
+            )
         if predicts_pending >= settings.predict_queue:
             raise HTTPException(
                 503,
@@ -200,7 +210,7 @@ def create_app(
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
@@ -208,15 +218,22 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    # Redis's own messages name its socket file or the stack's data directory: they go to the log only.
     @app.exception_handler(RedisUnavailable)
     async def redis_down(_: Request, exc: RedisUnavailable) -> JSONResponse:
         log.error("%s", exc)
-        return error(503, str(exc))
+        return error(503, REDIS_DOWN)
 
     @app.exception_handler(redis.RedisError)
     async def redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
         log.error("Redis error: %s", exc)
-        return error(503, f"Redis is not reachable ({exc}); check REDIS_URL and that Redis is running")
+        if isinstance(exc, redis.TimeoutError):  # up (or its port open) but stopped or overloaded
+            return error(
+                503,
+                f"Redis did not answer in time (REDIS_CONNECT_TIMEOUT={settings.redis_connect_timeout:g} s, "
+                f"REDIS_TIMEOUT={settings.redis_timeout:g} s): it may be stopped or overloaded; try again in a moment",
+            )
+        return error(503, REDIS_DOWN)
 
     @app.exception_handler(LabelStudioError)
     async def ls_down(_: Request, exc: LabelStudioError) -> JSONResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import unicodedata
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -24,6 +25,9 @@ from backend.settings import Settings
 from combined_coco.images import ImageReadError, ImageTooLarge, read_image
 
 log = logging.getLogger(__name__)
+
+
+KEY_CHECK_INTERVAL_S = 60.0  # how long a confirmed key is trusted when media answers 401/403
 
 
 class LabelStudioError(RuntimeError):
@@ -49,6 +53,7 @@ class LabelStudioClient:
         self.base_url = settings.label_studio_url
         self.sdk = LabelStudio(base_url=self.base_url, api_key=settings.label_studio_api_key)
         self._http = httpx.Client(timeout=settings.media_timeout, follow_redirects=False)
+        self._key_checked_at: float | None = None
 
     def _auth_headers(self) -> dict[str, str]:
         # The SDK turns a Personal Access Token into a short-lived access token (and refreshes it);
@@ -65,11 +70,8 @@ class LabelStudioClient:
         return LabelStudioError(f"Label Studio at {self.base_url} is not reachable ({exc}); is it running?")
 
     def _get(self, url: str, *, stream: bool = False) -> httpx.Response:
-        request = self._http.build_request("GET", url, headers=self._auth_headers())
-        try:
-            response = self._http.send(request, stream=stream)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+        """A GET that must be allowed: 401/403 means the key is bad (not so for media, see :meth:`fetch_bytes`)."""
+        response = self._send(url, stream=stream)
         if response.status_code in (401, 403):
             response.close()
             raise LabelStudioError(
@@ -77,6 +79,26 @@ class LabelStudioClient:
                 " create a new Personal Access Token for a user who is a member of the project"
             )
         return response
+
+    def _send(self, url: str, *, stream: bool = False) -> httpx.Response:
+        request = self._http.build_request("GET", url, headers=self._auth_headers())
+        try:
+            return self._http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
+    def check_key(self) -> None:
+        """:class:`LabelStudioError` unless Label Studio accepts the key for a request every user may make.
+
+        A 403 on one task's media only says that this user may not read that file (local files serving
+        disabled, another project's upload); whether the key itself is bad is asked here, at most once per
+        :data:`KEY_CHECK_INTERVAL_S`, so a batch of such tasks costs one extra request.
+        """
+        now = time.monotonic()
+        if self._key_checked_at is not None and now - self._key_checked_at < KEY_CHECK_INTERVAL_S:
+            return
+        self._get(f"{self.base_url}/api/current-user/whoami").close()
+        self._key_checked_at = now
 
     # ---- project data ------------------------------------------------------------------------
     def label_config(self, project_id: int) -> str:
@@ -118,10 +140,17 @@ class LabelStudioClient:
         absolute = self.media_url(url, task_id)
         limit = self.settings.max_image_bytes
         try:
-            response = self._get(absolute, stream=True)
+            response = self._send(absolute, stream=True)
         except httpx.InvalidURL as exc:  # e.g. a query httpx will not encode: this task's problem, not the batch's
             raise MediaError(f"task {task_id}: image URL {str(url)[:120]!r} cannot be requested ({exc})") from None
         try:
+            if response.status_code in (401, 403):
+                self.check_key()  # raises if the key itself is rejected: then every task fails, say so once
+                raise MediaError(
+                    f"task {task_id}: Label Studio refused the image {str(url)[:120]!r} (HTTP {response.status_code})"
+                    " to the API key's user: check that the file is in this project's storage and that Label"
+                    " Studio may serve it (local files need LOCAL_FILES_SERVING_ENABLED=true)"
+                )
             if response.status_code != 200:
                 raise MediaError(f"task {task_id}: Label Studio answered HTTP {response.status_code} for {url}")
             length = response.headers.get("content-length", "")

@@ -132,15 +132,16 @@ class PredictionService:
                 images.append(source.fetch_image(url, task.get("id")))
                 errors.append(None)
             except MediaError as exc:
-                log.warning("%s", exc)
                 images.append(None)
                 errors.append(str(exc))
+        _log_some(logging.WARNING, f"project {project_id}: no usable image", [e for e in errors if e], len(tasks))
         with self._inference:
             # One image per forward pass: a batch pads its images to a common size, which moves the proposals
             # near the border, so a task's regions and its empty_reason would depend on the tasks it came with
             # (Label Studio sends one when a task is opened, the pre-annotation 16).
             instances = [predictor.predict([image])[0] for image in images if image is not None]
         results = []
+        empty: list[str] = []
         for task, image, error in zip(tasks, images, errors, strict=True):
             if image is None:
                 results.append({"result": [], "score": 0.0, "model_version": version, "error": error})
@@ -153,12 +154,18 @@ class PredictionService:
             item = {"result": regions, "score": float(np.mean(scores)) if scores else 0.0, "model_version": version}
             if not regions:
                 item["empty_reason"] = empty_reason(detections, self._settings.score_threshold)
-                log.info(
-                    "project %s, task %s: model %s predicts nothing: %s",
-                    project_id,
-                    task.get("id"),
-                    version,
-                    item["empty_reason"],
-                )
+                empty.append(f"task {task.get('id')}: {item['empty_reason']}")
             results.append(item)
+        _log_some(logging.INFO, f"project {project_id}: model {version} predicts nothing", empty, len(tasks))
         return {"results": results, "model_version": version}
+
+
+LOGGED_EXAMPLES = 10  # per log line; each task's own message is in its result
+
+
+def _log_some(level: int, what: str, problems: list[str], tasks: int) -> None:
+    """One log line per request, however many tasks share a problem: a request of a million tasks
+    with broken images must not write a million lines (each task's own message is in its result)."""
+    if problems:
+        shown = "; ".join(problems[:LOGGED_EXAMPLES]) + ("; ..." if len(problems) > LOGGED_EXAMPLES else "")
+        log.log(level, "%s for %d of %d task(s): %s", what, len(problems), tasks, shown)

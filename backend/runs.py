@@ -16,7 +16,8 @@ then marks the job failed), its whole worker killed, or Redis restarted under it
 to the job's real state: while it runs, the job refreshes a short ``alive`` key from a background
 thread, and every trigger and every status read first *settles* a dead run (RQ says failed, stopped,
 canceled or gone, or started with no heartbeat for ``heartbeat_seconds``): the run is reported
-failed with the reason and the slot is freed. A job still waiting in the queue for a worker is not
+failed with the reason and the slot is freed, or, when a trigger arrived during that run, handed to
+a new job that runs it (see :meth:`Runs.fail`). A job still waiting in the queue for a worker is not
 dead. ``active`` also expires after the job timeout, as a last resort.
 """
 
@@ -37,7 +38,6 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from jobqueue.connection import RedisUnavailable
 from jobqueue.liveness import job_state
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,6 @@ if redis.call('DEL', KEYS[1]) == 1 then
 end
 redis.call('DEL', KEYS[2])
 return 0
-"""
-
-# A run failed: free the slot and record why, but only if the slot still belongs to that job (a
-# late report of an old job must not free, or overwrite the status of, the next run).
-_FAIL = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[3], 'state', ARGV[2], 'error', ARGV[3], 'finished_at', ARGV[4], 'rerun_pending', 'false')
-return 1
 """
 
 # The job's status update, if the slot is still its own.
@@ -96,6 +85,10 @@ def _key(project_id: int, name: str) -> str:
     return f"{_PREFIX}:{int(project_id)}:{name}"
 
 
+def _new_job_id(project_id: int) -> str:
+    return f"train-{int(project_id)}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass(frozen=True)
 class TriggerResult:
     enqueued: bool  # False: a run is queued or running and will run once more afterwards
@@ -111,13 +104,12 @@ class Runs:
         self.heartbeat_seconds = heartbeat_seconds
 
     def request_training(self, project_id: int, reason: str) -> TriggerResult:
-        """Ask for a run with the project's current annotations; never blocks on the run itself."""
-        try:
-            self.settle(project_id)
-            job_id = f"train-{int(project_id)}-{uuid.uuid4().hex[:8]}"
-            enqueued = self._claim_and_enqueue(project_id, job_id, reason)
-        except redis.RedisError as exc:
-            raise RedisUnavailable(f"Redis is not reachable, training was not started ({exc})") from None
+        """Ask for a run with the project's current annotations; never blocks on the run itself.
+
+        Redis errors propagate: the server answers them in one place (503 with the reason)."""
+        self.settle(project_id)
+        job_id = _new_job_id(project_id)
+        enqueued = self._claim_and_enqueue(project_id, job_id, reason)
         if not enqueued:
             log.info(
                 "project %s: training requested (%s) while a run is active; it will run once more", project_id, reason
@@ -130,7 +122,6 @@ class Runs:
         """One transaction: the slot names the job exactly when the job exists in RQ (so a job that is
         missing from Redis really is gone, never "about to be enqueued")."""
         active, pending = _key(project_id, "active"), _key(project_id, "pending")
-        queue = Queue(TRAIN_QUEUE, connection=self.conn)
         with self.conn.pipeline() as pipe:
             while True:
                 try:
@@ -141,24 +132,31 @@ class Runs:
                     if busy:
                         self._write_status(pipe, project_id, {"rerun_pending": True}, replace=False)
                     else:
-                        pipe.set(active, job_id, ex=self.job_timeout + 300)
-                        # status in the same transaction: a fast worker may report "running" at once
-                        status = {"state": "queued", "job_id": job_id, "reason": reason, "queued_at": time.time()}
-                        self._write_status(pipe, project_id, status, replace=True)
-                        job = queue.create_job(
-                            TRAIN_JOB,
-                            args=(project_id,),
-                            job_id=job_id,
-                            timeout=self.job_timeout,
-                            result_ttl=7 * 24 * 3600,
-                            failure_ttl=7 * 24 * 3600,
-                            description=f"train Label Studio project {project_id} ({reason})",
-                        )
-                        queue.enqueue_job(job, pipeline=pipe)
+                        self._enqueue(pipe, project_id, job_id, reason, {})
                     pipe.execute()
                     return not busy
                 except redis.WatchError:  # the job finished (or another trigger won) meanwhile: look again
                     continue
+
+    def _enqueue(
+        self, pipe: redis.client.Pipeline, project_id: int, job_id: str, reason: str, status: dict[str, Any]
+    ) -> None:
+        """Queue ``job_id`` and give it the slot, inside the caller's transaction ``pipe``."""
+        pipe.set(_key(project_id, "active"), job_id, ex=self.job_timeout + 300)
+        # status in the same transaction: a fast worker may report "running" at once
+        status = {"state": "queued", "job_id": job_id, "reason": reason, "queued_at": time.time(), **status}
+        self._write_status(pipe, project_id, status, replace=True)
+        queue = Queue(TRAIN_QUEUE, connection=self.conn)
+        job = queue.create_job(
+            TRAIN_JOB,
+            args=(project_id,),
+            job_id=job_id,
+            timeout=self.job_timeout,
+            result_ttl=7 * 24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"train Label Studio project {project_id} ({reason})",
+        )
+        queue.enqueue_job(job, pipeline=pipe)
 
     def consume_pending(self, project_id: int, job_id: str) -> bool:
         """For job ``job_id``: True means train (again); False means stop (project idle, or the slot
@@ -167,11 +165,37 @@ class Runs:
         return bool(self.conn.eval(_CONSUME, 2, *keys, str(self.job_timeout + 300), job_id))
 
     def fail(self, project_id: int, job_id: str, error: str) -> bool:
-        """The run of ``job_id`` failed: report ``error`` and free the slot so the next trigger starts
-        a fresh run. False (nothing written) if the slot is no longer this job's."""
-        keys = [_key(project_id, "active"), _key(project_id, "pending"), _key(project_id, "status")]
-        args = [job_id, json.dumps("failed"), json.dumps(error), json.dumps(time.time())]
-        return bool(self.conn.eval(_FAIL, 3, *keys, *args))
+        """The run of ``job_id`` failed: report ``error`` and free the slot. False (nothing written) if
+        the slot is no longer this job's (a late report of an old job must not touch the next run).
+
+        A trigger that arrived during the failed run ("it will run once more") is not dropped: in the
+        same transaction a new job takes the slot, queued with the failure under ``previous_failure``.
+        """
+        active, pending = _key(project_id, "active"), _key(project_id, "pending")
+        failed_at, rerun_id = time.time(), _new_job_id(project_id)
+        with self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(active, pending)
+                    if cast(bytes | None, pipe.get(active)) != job_id.encode():
+                        pipe.reset()
+                        return False
+                    rerun = cast(bytes | None, pipe.get(pending))
+                    pipe.multi()
+                    if rerun is None:
+                        pipe.delete(active)
+                        fields = {"state": "failed", "error": error, "finished_at": failed_at, "rerun_pending": False}
+                        self._write_status(pipe, project_id, fields, replace=False)
+                    else:
+                        failure = {"job_id": job_id, "error": error, "finished_at": failed_at}
+                        self._enqueue(pipe, project_id, rerun_id, rerun.decode(), {"previous_failure": failure})
+                    pipe.execute()
+                except redis.WatchError:  # a trigger or the job changed the slot meanwhile: look again
+                    continue
+                if rerun is not None:
+                    log.info("project %s: run %s failed; the run requested during it is queued as %s",
+                             project_id, job_id, rerun_id)  # fmt: skip
+                return True
 
     # ---- liveness ----------------------------------------------------------------------------
     @contextmanager
@@ -242,10 +266,7 @@ class Runs:
 
     def count_annotation_event(self, project_id: int, retrain_every: int) -> bool:
         """Count one annotation change; True when this one reached ``retrain_every`` (0: never)."""
-        try:
-            n = int(cast(int, self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), str(retrain_every))))
-        except redis.RedisError as exc:
-            raise RedisUnavailable(f"Redis is not reachable, the annotation event was not counted ({exc})") from None
+        n = int(cast(int, self.conn.eval(_COUNT, 1, _key(project_id, "new_annotations"), str(retrain_every))))
         return n < 0
 
     def new_annotations(self, project_id: int) -> int:

@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     # 100 tasks with their data plus the labeling config are well under 1 MB; the cap bounds what an
     # anonymous or broken client can make the server buffer and parse.
     max_request_bytes: Count = Field(10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
+    # tasks in one /predict request; more get 413. Label Studio 1.23's Retrieve Predictions sends every selected
+    # task in one request (ml/models.py predict_tasks, no batching) with a 100 s timeout (ML_TIMEOUT_PREDICT),
+    # which a CPU model cannot meet for more than a few hundred images; 1000 is its own MAX_TASK_BATCH_SIZE.
+    max_predict_tasks: Count = Field(1000, validation_alias="MAX_PREDICT_TASKS")
+    # seconds from a connection opening (or its previous response) to the end of the next request's body; a
+    # client still sending then is cut off (10 MB on a LAN takes well under a second)
+    request_timeout: Number = Field(20.0, validation_alias="REQUEST_TIMEOUT")
+    # connections served at once; more get 503 (Label Studio holds a few; the file descriptor limit is ~1024)
+    max_connections: Count = Field(500, validation_alias="MAX_CONNECTIONS")
     # /predict requests running or waiting; more get 503 + Retry-After
     predict_queue: Count = Field(16, validation_alias="PREDICT_QUEUE")
     score_threshold: Number = Field(defaults.SCORE_THRESHOLD, validation_alias="SCORE_THRESHOLD")
@@ -150,6 +159,10 @@ class Settings(BaseSettings):
     )  # seconds an RQ training job may run
     # a running job silent this long is dead (worker killed, Redis lost)
     train_heartbeat_seconds: Count = Field(60, validation_alias="TRAIN_HEARTBEAT_SECONDS")
+    # seconds the server waits for Redis to connect / to answer a command before it answers 503: a
+    # stopped or overloaded Redis must not hold GET /runs or a webhook for as long as it hangs
+    redis_connect_timeout: Number = Field(1.0, validation_alias="REDIS_CONNECT_TIMEOUT")
+    redis_timeout: Number = Field(1.0, validation_alias="REDIS_TIMEOUT")
 
     @classmethod
     def settings_customise_sources(
@@ -207,6 +220,15 @@ class Settings(BaseSettings):
             raise SettingsError(f"{given} is set but {missing} is not: set both (or neither) for Basic Auth")
         if self.predict_queue < 1:
             raise SettingsError("PREDICT_QUEUE must be at least 1")
+        for name, seconds in (
+            ("REDIS_TIMEOUT", self.redis_timeout),
+            ("REDIS_CONNECT_TIMEOUT", self.redis_connect_timeout),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+        ):
+            if not seconds > 0:
+                raise SettingsError(f"{name} must be a number of seconds above 0")
+        if self.max_connections < 1 or self.max_predict_tasks < 1:
+            raise SettingsError("MAX_CONNECTIONS and MAX_PREDICT_TASKS must be at least 1")
         return self
 
     @property

@@ -66,14 +66,23 @@ def train_project_job(project_id: int) -> dict[str, Any]:
                 report(state="succeeded", phase="finished", finished_at=time.time(),
                        model_version=version, result=meta, preannotation=preannotation)  # fmt: skip
         except redis.ConnectionError as exc:
+            log.error("project %s: Redis connection lost during the run: %s", project_id, exc)
             _report_failure(
-                runs, project_id, job_id, f"lost the connection to Redis during the run ({exc}); start training again"
+                runs, project_id, job_id, "lost the connection to Redis during the run; start training again"
             )
             raise
         except Exception as exc:
-            _report_failure(runs, project_id, job_id, str(exc))
+            _report_failure(runs, project_id, job_id, failure_text(exc))
             raise
     return {"project": project_id, "model_version": version}
+
+
+def failure_text(exc: Exception) -> str:
+    """What ``/runs`` shows for a failed run: the exception's message, but an ``OSError`` without its file
+    name (a server path; the worker log has the traceback)."""
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or 'operating system error'} (the worker log names the file)"
+    return str(exc)
 
 
 def _report_failure(runs: Runs, project_id: int, job_id: str, error: str) -> None:

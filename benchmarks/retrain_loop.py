@@ -42,8 +42,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from combined_coco.config_from_description import config_from_description  # noqa: E402
-from combined_coco.labelstudio import keypoint_result, polygon_result  # noqa: E402
+from combined_coco.labelstudio import coco_image_results  # noqa: E402
 from combined_coco.schema import Schema  # noqa: E402
 from multitask import defaults  # noqa: E402
 from tests.support.backend import Process, backend_env, start_backend, start_train_worker  # noqa: E402
@@ -57,6 +56,7 @@ EXAMPLE = """example:
 
 FIRST_TASKS, MORE_TASKS = 20, 5
 TARGET_FIRST_S, TARGET_RETRAIN_S = 600, 180
+SCENE_CONFIG = REPO / "labeling_configs" / "scenes.xml"  # the scenes schema (multitask.synthetic)
 AP_KINDS = ("bbox_AP", "segm_AP", "keypoints_AP")
 
 
@@ -104,36 +104,6 @@ class RunResult:
     meta: dict[str, Any] = field(default_factory=dict)
     test_ap: dict[str, float] = field(default_factory=dict)
     vertices: tuple[float, float] | None = None  # median raw / simplified, on the test set
-
-
-def scene_config() -> str:
-    """The labeling config of the scenes schema, written by the same generator as the shipped configs."""
-    from multitask.synthetic import SCENE_SCHEMA
-
-    names = SCENE_SCHEMA.keypoint_names
-    description = {
-        "title": "Synthetic scenes (retrain benchmark)",
-        "categories": {c.name: list(c.keypoints) for c in SCENE_SCHEMA.categories},
-        "flip_pairs": [[names[a], names[b]] for a, b in SCENE_SCHEMA.flip_pairs],
-        "skeleton": [[names[a], names[b]] for a, b in SCENE_SCHEMA.skeleton],
-    }
-    return config_from_description(description)
-
-
-def annotation_results(coco: dict, image_id: int, schema: Schema) -> list[dict]:
-    """The scene's objects as the labeling UI stores them: a polygon each, its keypoints nested under it."""
-    info = next(im for im in coco["images"] if im["id"] == image_id)
-    width, height = info["width"], info["height"]
-    results = []
-    for ann in (a for a in coco["annotations"] if a["image_id"] == image_id):
-        pid = f"obj{ann['id']}"
-        points = list(zip(ann["segmentation"][0][0::2], ann["segmentation"][0][1::2]))
-        results.append(polygon_result(pid, schema.category_by_id(ann["category_id"]).name, points, width, height))
-        for k, name in enumerate(schema.keypoint_names):
-            x, y, v = ann["keypoints"][3 * k : 3 * k + 3]
-            if v > 0:
-                results.append(keypoint_result(f"{pid}k{k}", name, x, y, width, height, parent_id=pid))
-    return results
 
 
 def png(image: Any) -> bytes:
@@ -237,13 +207,13 @@ def run_init(
 
     project, ml, tasks = loop.project(f"retrain loop ({init})", config, images)
     for name in names[:FIRST_TASKS]:
-        loop.ls.annotate(tasks[name], annotation_results(coco, ids[name], schema))
+        loop.ls.annotate(tasks[name], coco_image_results(coco, ids[name], schema))
     first = RunResult("first run", init, FIRST_TASKS)
     first.version, first.served_s = loop.train(project, ml, f"{init} first run")
     first.meta = loop.version_meta(project, first.version)
     results.append(first)
     for name in names[FIRST_TASKS:]:
-        loop.ls.annotate(tasks[name], annotation_results(coco, ids[name], schema))
+        loop.ls.annotate(tasks[name], coco_image_results(coco, ids[name], schema))
     warm = RunResult("warm-start retrain", init, FIRST_TASKS + MORE_TASKS)
     warm.version, warm.served_s = loop.train(project, ml, f"{init} retrain")
     warm.meta = loop.version_meta(project, warm.version)
@@ -253,7 +223,7 @@ def run_init(
     if scratch_run:
         scratch_project, scratch_ml, scratch_tasks = loop.project(f"from scratch ({init})", config, images)
         for name in names:
-            loop.ls.annotate(scratch_tasks[name], annotation_results(coco, ids[name], schema))
+            loop.ls.annotate(scratch_tasks[name], coco_image_results(coco, ids[name], schema))
         scratch = RunResult("from-scratch retrain", init, FIRST_TASKS + MORE_TASKS)
         scratch.version, scratch.served_s = loop.train(scratch_project, scratch_ml, f"{init} from scratch")
         scratch.meta = loop.version_meta(scratch_project, scratch.version)
@@ -353,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="lsmt-retrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    config = scene_config()
+    config = SCENE_CONFIG.read_text()
     coco, pixels = synthetic_coco(FIRST_TASKS + MORE_TASKS, profile.size, args.seed, scenes=True)
     test_json = write_synthetic_dataset(
         root / "test-set", profile.test_images, profile.size, args.seed + 1000, scenes=True

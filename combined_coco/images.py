@@ -79,6 +79,8 @@ def _decode(
             image = Image.open(stream)  # reads the header only, so the size check is cheap
     except Image.DecompressionBombError:
         raise ImageTooLarge(label, None, max_pixels) from None
+    except Image.UnidentifiedImageError:  # its message is the stream's repr, a memory address
+        raise ImageReadError(f"{label}: not an image Pillow can read (no known image format)") from None
     except Exception as exc:
         raise ImageReadError(f"{label}: not an image Pillow can read ({exc})") from None
     with image:

@@ -12,7 +12,9 @@ look up.
 Writing: :func:`polygon_result`, :func:`rectangle_result`, :func:`keypoint_result`, :func:`occluded_result`,
 :func:`relation_result` build result items exactly as Label Studio stores them (``original_width`` /
 ``original_height``, ``parentID`` for nesting, per-region choices sharing the keypoint's id), so what the
-ML backend predicts and what tests and benchmarks feed the converter is what :func:`parse_results` reads.
+ML backend predicts and what tests and benchmarks feed the converter is what :func:`parse_results` reads;
+:func:`coco_image_results` writes one image of a polygon-only combined COCO dataset that way (the
+``--demo`` project's annotations, the benchmarks' labelling).
 
 Label Studio stores coordinates in percent of the image (``x_px = x_pct / 100 * original_width``:
 :func:`to_pixels`, :func:`to_percent`); rectangles rotate about their top-left corner, clockwise in degrees.
@@ -240,7 +242,19 @@ def _is_side(v: object) -> TypeGuard[float]:
 
 def size_fits(task_id: int | str | None, width: int, height: int, max_side: int, issues: list[Issue]) -> bool:
     """Whether an image of this size may be converted; a larger one is reported before anything of its
-    size is allocated (masks are width x height bytes)."""
+    size is allocated (masks are width x height bytes), a side that rounds to 0 px (``original_width``
+    0.25) because COCO and ``validate`` need at least one pixel."""
+    if width < 1 or height < 1:
+        issues.append(
+            Issue(
+                task_id,
+                None,
+                f"image size {shown(width)}x{shown(height)} (original_width x original_height of its regions,"
+                " rounded to whole pixels) has a side of 0 px; skipped",
+                "error",
+            )
+        )
+        return False
     if width <= max_side and height <= max_side:
         return True
     issues.append(
@@ -640,6 +654,30 @@ def occluded_result(region_id: str, *, from_name: str = "visibility", to_name: s
 def relation_result(from_id: str, to_id: str) -> dict[str, Any]:
     """A relation between two regions (the keypoint and its object, when it is not nested)."""
     return {"type": "relation", "from_id": from_id, "to_id": to_id, "direction": "right"}
+
+
+def coco_image_results(coco: dict, image_id: int, schema: Schema) -> list[dict[str, Any]]:
+    """The objects of one image of a combined COCO dataset as an annotator stores them: a polygon each,
+    its labelled keypoints nested under it (``parentID``), occluded ones (v=1) with the occluded choice.
+
+    For datasets whose objects are single polygons (the synthetic sets); ids are ``obj<annotation id>``
+    and ``obj<annotation id>k<keypoint index>``.
+    """
+    info = next(im for im in coco["images"] if im["id"] == image_id)
+    width, height = info["width"], info["height"]
+    results: list[dict[str, Any]] = []
+    for ann in (a for a in coco["annotations"] if a["image_id"] == image_id):
+        pid = f"obj{ann['id']}"
+        [flat] = ann["segmentation"]
+        points = list(zip(flat[0::2], flat[1::2]))
+        results.append(polygon_result(pid, schema.category_by_id(ann["category_id"]).name, points, width, height))
+        for k, name in enumerate(schema.keypoint_names):
+            x, y, v = ann["keypoints"][3 * k : 3 * k + 3]
+            if v > 0:
+                results.append(keypoint_result(f"{pid}k{k}", name, x, y, width, height, parent_id=pid))
+            if v == 1:
+                results.append(occluded_result(f"{pid}k{k}"))
+    return results
 
 
 def task(task_id: int, image: str, results: list[dict], *, annotation_id: int | None = None) -> dict[str, Any]:

@@ -40,13 +40,20 @@ def redis_url() -> str:
     )
 
 
-def connect(url: str | None = None) -> redis.Redis:
-    """A checked connection: raises :class:`RedisUnavailable` naming the URL instead of failing later."""
+def connect(
+    url: str | None = None, *, timeout: float | None = None, connect_timeout: float | None = None
+) -> redis.Redis:
+    """A checked connection: raises :class:`RedisUnavailable` naming the URL instead of failing later.
+
+    ``timeout``/``connect_timeout``: seconds a reply (or the connection) may take before a command
+    raises ``redis.TimeoutError`` (the ping here too: a server that is up but stopped or overloaded is
+    not "unreachable"); None waits for ever, as RQ's blocking dequeue needs.
+    """
     url = url or redis_url()
-    conn = redis.Redis.from_url(url)
+    conn = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout)
     try:
         conn.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+    except (redis.ConnectionError, OSError) as exc:
         raise RedisUnavailable(f"Redis at {url} is not reachable ({exc}). Is it running?") from None
     return conn
 

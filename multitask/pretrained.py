@@ -72,6 +72,13 @@ RANDOM_INIT = "none"
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
+# The way out when weights cannot be had, ending every "could not be loaded" message, worded for each way of running
+OFFLINE_ALTERNATIVE = (
+    "or train from random weights: TRAIN_INIT=none (scripts/stack.sh: put that line in .env in the repository"
+    " and restart the stack; python -m multitask train: --set init=none or init: none in its config)"
+)
+
+
 class PretrainedWeightsUnavailable(RuntimeError):
     """Published weights are neither in torch's cache nor downloadable; the message says what to do."""
 
@@ -120,8 +127,7 @@ def published_state_dict(weights: WeightsEnum, timeout: float = DOWNLOAD_TIMEOUT
         reason = " ".join(str(getattr(exc, "reason", None) or exc).split()) or type(exc).__name__
         message = (
             f"pretrained weights {path.name} could not be loaded ({reason}): download {weights.url} into"
-            f" {path.parent} (TORCH_HOME={path.parent.parent.parent}), or set TRAIN_INIT=none"
-            " (training config: init: none) to train from random weights"
+            f" {path.parent} (TORCH_HOME={path.parent.parent.parent}), {OFFLINE_ALTERNATIVE}"
         )
         log.error(message)  # one line in the worker log, above the traceback
         raise PretrainedWeightsUnavailable(message) from None

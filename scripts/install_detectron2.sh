@@ -4,8 +4,9 @@
 # (DETECTRON2_PYTHON names another interpreter, e.g. the Docker image's).
 # Detectron2 publishes no wheel, so it is compiled from source (C++ CPU ops: 3-6 minutes on 2 cores;
 # MAX_JOBS bounds the parallel compile). Source: ../shared/vendor/detectron2-<commit>.tar.gz when present
-# (VENDOR_DIR overrides the folder), else the same commit from the upstream repository. Re-running is
-# cheap: the build is skipped while the commit and the torch version are unchanged.
+# (VENDOR_DIR overrides the folder), else the same commit from the upstream repository; with neither, one line
+# says where to put the tarball. Re-running is cheap: the build is skipped while the commit and the torch
+# version are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,27 @@ fi
 
 log=$prefix/install-detectron2.log
 : >"$log"
-fail() { tail -40 "$log" >&2; echo "Detectron2 build failed ($1); full log: $log" >&2; exit 1; }
+# pip's "... is ignored: it is neither a file nor a directory" warnings are noise: the real error is below them
+fail() {
+  grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -40 >&2
+  echo "Detectron2 build failed ($1); full log: $log" >&2
+  exit 1
+}
+
+# The source first: without it nothing else is worth installing.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ -f "$tarball" ]; then
+  echo "==> building Detectron2 ${D2_COMMIT:0:7} from $tarball (a few minutes)"
+  tar -xzf "$tarball" -C "$work"
+else
+  echo "==> $tarball not found: fetching Detectron2 ${D2_COMMIT:0:7} from $D2_UPSTREAM"
+  if ! { git clone -q https://github.com/facebookresearch/detectron2 "$work/src" &&
+         git -C "$work/src" checkout -q "$D2_COMMIT"; } >>"$log" 2>&1; then
+    echo "Detectron2 source not found: no $(realpath -m "$tarball") (VENDOR_DIR=$VENDOR_DIR) and fetching $D2_UPSTREAM failed (offline?); put detectron2-${D2_COMMIT:0:7}.tar.gz there or point VENDOR_DIR at its folder (git log: $log)" >&2
+    exit 1
+  fi
+fi
 
 echo "==> installing Detectron2's runtime dependencies (pyproject extra 'detectron2')"
 mapfile -t deps < <("$PY" - <<'PY'
@@ -37,16 +58,6 @@ PY
 # wheel: the build below runs in this environment (no isolation), and an older setuptools needs it
 "$PY" -m pip install -q wheel "${deps[@]}" >>"$log" 2>&1 || fail "runtime dependencies"
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-if [ -f "$tarball" ]; then
-  echo "==> building Detectron2 ${D2_COMMIT:0:7} from $tarball (a few minutes)"
-  tar -xzf "$tarball" -C "$work"
-else
-  echo "==> $tarball not found: fetching Detectron2 ${D2_COMMIT:0:7} from $D2_UPSTREAM"
-  git clone -q https://github.com/facebookresearch/detectron2 "$work/src" >>"$log" 2>&1 &&
-    git -C "$work/src" checkout -q "$D2_COMMIT" >>"$log" 2>&1 || fail "fetching $D2_UPSTREAM"
-fi
 src=$(dirname "$(find "$work" -maxdepth 2 -name setup.py | head -1)")
 # setuptools >= 81 no longer ships pkg_resources, which model_zoo.py only uses to find its configs folder
 # (installed next to it as package data): look it up beside the module instead.

@@ -1,7 +1,8 @@
 """``python -m stack up``: Redis, Label Studio with the export plugin, RQ worker(s) and the ML backend.
 
 Everything runs as child processes of this one, with ``[name]``-prefixed output (also in
-``<data dir>/logs/<name>.log``). A child that fails is restarted (:mod:`stack.supervisor`), the
+``<data dir>/logs/<name>.log``). Every child gets this process's environment plus the settings in
+``.env`` (:data:`stack.services.ENV_FILE`, or ``--env-file``); a variable set in the environment wins. A child that fails is restarted (:mod:`stack.supervisor`), the
 embedded Redis included (same socket, same data); Ctrl-C or SIGTERM stops them all.
 """
 
@@ -16,11 +17,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from backend.settings import Settings, SettingsError
 from jobqueue.connection import connect, embedded_url, redis_server_command, wait_for_redis
 from stack import services
 from stack.selfcheck import check_worker
 from stack.services import (
     DATA_DIR_ENV,
+    ENV_FILE,
     ML_BACKEND_CMD_ENV,
     ML_BACKEND_MODULE,
     ML_BACKEND_PORT,
@@ -29,11 +32,14 @@ from stack.services import (
     REPO,
     WORKER_MODULE,
     Credentials,
+    read_env_file,
 )
 from stack.supervisor import Supervisor, fail
 
 EXAMPLE = """examples:
   scripts/stack.sh --demo                      # what README command 1 runs (creates .venv first)
+  echo TRAIN_INIT=none >> .env; scripts/stack.sh   # offline: train from random weights (settings: README)
+  TRAIN_STEPS=100 python -m stack up           # the environment wins over .env
   python -m stack up --demo                    # Label Studio on :8080, ML backend on :9090, 1 worker
   LSMT_DATA_DIR=/srv/lsmt python -m stack up --port 8081 --workers 2
   REDIS_URL=redis://localhost:6379/0 python -m stack up --no-backend
@@ -54,7 +60,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get(DATA_DIR_ENV, REPO / "data")),
         help=f"state: label-studio/, redis/, models/, logs/ (default: ${DATA_DIR_ENV} or ./data in the repository)",
     )
     up.add_argument("--host", default="127.0.0.1", help="interface Label Studio and the backend listen on")
@@ -64,13 +69,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     up.add_argument("--workers", type=int, default=1, help="number of RQ workers (default: 1)")
     up.add_argument(
+        "--env-file",
+        type=Path,
+        help="settings for every service, NAME=value lines such as TRAIN_INIT=none (default: .env in the "
+        "repository, if there is one); a variable set in the environment wins",
+    )
+    up.add_argument(
         "--backend-cmd",
-        default=os.environ.get(ML_BACKEND_CMD_ENV),
         help=f"command for the ML backend (default: ${ML_BACKEND_CMD_ENV} or "
         f"'python -m {ML_BACKEND_MODULE} --host HOST --port BACKEND_PORT', run only if the module exists)",
     )
     up.add_argument("--no-backend", action="store_true", help="do not start the ML backend")
-    up.add_argument("--demo", action="store_true", help="create a demo project (quokka photo) wired to the backend")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="create a demo project wired to the backend (demo/: 16 scenes, 12 of them labelled)",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,20 +100,47 @@ def _port_in_use(host: str, port: int) -> bool:
 def _backend_command(args: argparse.Namespace) -> list[str] | None:
     if args.no_backend:
         return None
-    if args.backend_cmd:
-        return shlex.split(args.backend_cmd)
+    if args.backend_cmd or os.environ.get(ML_BACKEND_CMD_ENV):
+        return shlex.split(args.backend_cmd or os.environ[ML_BACKEND_CMD_ENV])
     if not services.module_exists(ML_BACKEND_MODULE):
         return None
     return [sys.executable, "-m", ML_BACKEND_MODULE, "--host", args.host, "--port", str(args.backend_port)]
+
+
+def load_settings(env_file: Path | None) -> str:
+    """Add the settings file's variables to this process's environment, which every child inherits
+    (a variable already set wins), and check them as the ML backend and the workers will; the line to log."""
+    path = env_file or (ENV_FILE if ENV_FILE.exists() else None)
+    values: dict[str, str] = {}
+    if path is not None:
+        try:
+            values = read_env_file(path)
+        except OSError as exc:
+            fail(f"cannot read the settings file {path}: {exc.strerror}")
+        except ValueError as exc:
+            fail(str(exc))
+    kept = sorted(name for name in values if name in os.environ)
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        fail(f"{exc} (set in {path or 'the environment'}; README: Settings)")
+    if path is None:
+        return f"settings: the environment only (no {ENV_FILE})"
+    line = f"settings from {path}: {', '.join(sorted(values)) or 'none'}"
+    return line + (f"; the environment's {', '.join(kept)} kept instead" if kept else "")
 
 
 def up(args: argparse.Namespace) -> None:
     # Every child inherits this: Label Studio's SQLite file (it holds the admin token), uploads, Redis
     # data, logs and models are created readable by this user only.
     os.umask(0o077)
-    data_dir = services.make_private(args.data_dir.resolve())
+    settings_line = load_settings(args.env_file)
+    data_dir = services.make_private((args.data_dir or Path(os.environ.get(DATA_DIR_ENV, REPO / "data"))).resolve())
     os.environ[DATA_DIR_ENV] = str(data_dir)  # children (jobqueue.connection.data_dir, backend MODEL_DIR) see it
     sup = Supervisor(data_dir / "logs")
+    sup.say("stack", settings_line)
     ls_url = f"http://localhost:{args.port}"
     backend_cmd = _backend_command(args)
     for name, port in [("Label Studio", args.port)] + ([("ML backend", args.backend_port)] if backend_cmd else []):

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# Settings of the stack's processes (TRAIN_INIT=none, TRAIN_STEPS=100, ...): the file docker compose reads too
+ENV_FILE = REPO / ".env"
 SETTINGS_MODULE = "export_plugin.settings"
 
 # Variable names shared by the runner, the fixture and docker-compose.yml.
@@ -70,6 +72,31 @@ class Credentials:
             f.write(json.dumps(asdict(creds), indent=2))
         path.chmod(0o600)  # a file from an older version may have been created 0644
         return creds, created
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of a ``.env`` file, in the syntax docker compose reads: blank lines and
+    ``#`` comments are skipped (also after an unquoted value, from `` #`` on), ``export NAME=value`` is
+    accepted, and a value in matching quotes loses them.
+
+    A line that is not an assignment raises :class:`ValueError` naming the file and line (a typo must not
+    silently leave a setting at its default).
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.isidentifier():
+            raise ValueError(f"{path}, line {number}: expected NAME=value, got {raw.strip()[:80]!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:  # an unquoted value ends where a comment starts
+            value = value.split(" #", 1)[0].rstrip()
+        values[name] = value
+    return values
 
 
 def make_private(folder: Path) -> Path:

@@ -35,7 +35,6 @@ from tests.support.labelstudio import LabelStudioServer, LabelStudioStartError, 
 from tests.support.processes import repo_env, start_worker, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -57,7 +57,13 @@ from multitask.checkpoint import FORMAT, read_payload, save_payload
 from multitask.engines import EngineUnavailable, ProgressCallback, Sigmas, read_summary
 from multitask.evaluate import global_ground_truth, oks_sigmas
 from multitask.inference import DetectedInstance, InstanceMaker, check_rgb_image
-from multitask.pretrained import DOWNLOAD_TIMEOUT_S, RANDOM_INIT, PretrainedWeightsUnavailable, TransferReport
+from multitask.pretrained import (
+    DOWNLOAD_TIMEOUT_S,
+    OFFLINE_ALTERNATIVE,
+    RANDOM_INIT,
+    PretrainedWeightsUnavailable,
+    TransferReport,
+)
 from multitask.train import TrainConfig, pick_device
 
 try:
@@ -379,8 +385,7 @@ def _download(url: str) -> dict:
         reason = " ".join(str(getattr(exc, "reason", None) or exc).split())[:200] or type(exc).__name__
         raise PretrainedWeightsUnavailable(
             f"pretrained weights {https.rsplit('/', 1)[-1]} could not be loaded ({reason}): download {https} into"
-            f" {folder} (FVCORE_CACHE={get_cache_dir()}), or set TRAIN_INIT=none (training config: init: none)"
-            " to train from random weights"
+            f" {folder} (FVCORE_CACHE={get_cache_dir()}), {OFFLINE_ALTERNATIVE}"
         ) from None
     finally:
         socket.setdefaulttimeout(previous)

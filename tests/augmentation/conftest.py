@@ -10,9 +10,9 @@ import pytest
 from combined_coco.geometry import polygons_area, polygons_bbox
 from combined_coco.schema import Schema
 from multitask.synthetic import write_parts_dataset
+from tests.support.samples import QUOKKA
 
 REPO = Path(__file__).resolve().parents[2]
-QUOKKA = REPO.parent / "shared" / "data" / "quokka"
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Schema
 from combined_coco.validate import validate_coco
-from tests.augmentation.conftest import QUOKKA
+from tests.support.samples import QUOKKA
 
 
 def _pipeline_file(tmp_path: Path, *transforms: A.BasicTransform) -> Path:

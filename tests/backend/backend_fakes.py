@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -98,12 +97,7 @@ def make_backend(settings: Settings, predictor: FakePredictor, redis_url: str | 
         loads.append(path)
         return cast(Predictor, predictor)  # a stand-in: the same calls, FakeInstance for DetectedInstance
 
-    def redis_factory() -> redis.Redis:
-        from jobqueue.connection import connect
-
-        return connect(redis_url or "unix:///nonexistent/redis.sock")
-
-    app = create_app(settings, loader=loader, redis_factory=redis_factory)
+    app = create_app(settings, loader=loader, redis_url=redis_url or "unix:///nonexistent/redis.sock")
     return Backend(TestClient(app, raise_server_exceptions=False), predictor, ModelStore(settings.model_dir), loads)
 
 

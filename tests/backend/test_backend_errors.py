@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,20 @@ from backend.__main__ import build_parser
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
+from backend.training import TrainingError, failure_text
 from combined_coco.schema import Schema
-from tests.backend.backend_fakes import GENERIC, TOKEN, FakePredictor, animal, make_backend, predict_payload
-from tests.support.backend import random_checkpoint
+from jobqueue.connection import EmbeddedRedis
+from multitask.engines import Predictor
+from tests.backend.backend_fakes import (
+    GENERIC,
+    TOKEN,
+    FakePredictor,
+    animal,
+    make_backend,
+    png_bytes,
+    predict_payload,
+)
+from tests.support.backend import MediaServer, random_checkpoint
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -173,3 +185,58 @@ def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
     response = client.post("/predict", json=predict_payload())
     assert response.status_code == 503 and "train the project again" in response.json()["error"]
     assert str(tmp_path) not in response.text and "Traceback" not in response.text
+
+
+# A server path (the data directory, a Redis socket) or a memory address ("<_io.BytesIO object at 0x7f..>").
+SERVER_DETAIL = re.compile(r"(?<![\w:/.%-])/(?:tmp|home|root|work|usr|var|opt|srv|run|proc|etc)/|0x[0-9a-fA-F]{4,}")
+
+
+def _no_model(_: Path) -> Predictor:
+    raise AssertionError("these requests load no model")
+
+
+def test_error_bodies_name_no_server_path_or_memory_address(
+    settings: Settings, schema: Schema, media_server: MediaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faults whose messages used to reach the client with a path or an address, checked by a regex of their own."""
+    media_server.files["/data/upload/1/junk.png"] = b"this is not an image"
+    media_server.files["/data/upload/1/cut.png"] = png_bytes()[:60]
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LSMT_DATA_DIR", str(tmp_path / "no-stack"))  # no redis.url: the stack is not running
+    socket = f"unix://{tmp_path}/redis/redis.sock"
+    standalone = TestClient(create_app(settings, loader=_no_model), raise_server_exceptions=False)
+    redis_gone = make_backend(settings, FakePredictor(schema), socket)  # RedisUnavailable from the connect check
+    lost = EmbeddedRedis(tmp_path / "lost")  # connected to, then stopped: redis.ConnectionError naming its socket
+    redis_lost = TestClient(create_app(settings, loader=_no_model, redis_url=lost.url), raise_server_exceptions=False)
+    assert redis_lost.get("/runs/1").status_code == 200
+    lost.stop()
+    redis_gone.publish(1)
+    media = predict_payload()
+    media["tasks"] = [
+        {"id": 21, "data": {"image": "/data/upload/1/junk.png"}},
+        {"id": 22, "data": {"image": "/data/upload/1/cut.png"}},
+    ]
+    start = {"action": "START_TRAINING", "project": {"id": 1}}
+    answers = {
+        "standalone /runs": standalone.get("/runs/1"),
+        "standalone /job_status": standalone.post("/job_status", json={"job": "x"}),
+        "standalone /webhook": standalone.post("/webhook", json=start),
+        "/runs, Redis gone": redis_gone.client.get("/runs/1"),
+        "/webhook, Redis gone": redis_gone.client.post("/webhook", json=start),
+        "/runs, Redis lost": redis_lost.get("/runs/1"),
+        "/job_status, Redis lost": redis_lost.post("/job_status", json={"job": "x"}),
+        "unreadable images": redis_gone.client.post("/predict", json=media),
+    }
+    for fault, response in answers.items():
+        assert SERVER_DETAIL.search(response.text) is None, (fault, response.text)
+        assert str(tmp_path) not in response.text and "Traceback" not in response.text, (fault, response.text)
+    assert all(answers[f].status_code == 503 and "Redis" in answers[f].json()["error"] for f in list(answers)[:-1])
+    junk, cut = answers["unreadable images"].json()["results"]
+    assert junk["error"].startswith("task 21: not an image Pillow can read") and cut["error"].startswith("task 22:")
+
+
+def test_a_run_that_failed_on_a_file_reports_no_path() -> None:
+    """/runs shows a failed run's message; an OSError's carries the file's server path, which stays in the log."""
+    text = failure_text(FileNotFoundError(2, "No such file or directory", "/srv/lsmt/models/1/v0001/model.pt"))
+    assert SERVER_DETAIL.search(text) is None and text.startswith("FileNotFoundError: No such file or directory")
+    assert failure_text(TrainingError("project 1 has no annotated tasks")) == "project 1 has no annotated tasks"

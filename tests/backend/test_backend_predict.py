@@ -130,7 +130,7 @@ def test_an_empty_prediction_says_why_in_the_response_and_the_log(
         [item] = backend.client.post("/predict", json=predict_payload()).json()["results"]
     reason = "no detection above SCORE_THRESHOLD=0.5 -- train longer or lower the threshold"
     assert item["result"] == [] and item["empty_reason"] == reason
-    assert f"task 11: model {version} predicts nothing: {reason}" in caplog.text
+    assert f"model {version} predicts nothing for 1 of 1 task(s): task 11: {reason}" in caplog.text
 
 
 def test_batch_keeps_one_result_per_task_and_reports_bad_media_per_task(backend: Backend, media_server) -> None:

@@ -77,8 +77,20 @@ def _wait_for(backend: Backend, project_id: int, predicate: Callable[[dict], boo
         time.sleep(0.2)
 
 
+def _run_started(backend: Backend, project_id: int) -> str:
+    """Start Training and wait until a worker runs the job; returns its id."""
+    job = _start_training(backend, project_id)["job"]
+    _wait_for(backend, project_id, _running(job), timeout=60)
+    return job
+
+
 def _running(job_id: str) -> Callable[[dict], bool]:
     return lambda t: t.get("state") == "running" and t.get("job_id") == job_id
+
+
+def _rerun_of(job_id: str) -> Callable[[dict], bool]:
+    """A worker runs the run queued when ``job_id``'s run failed with a trigger pending."""
+    return lambda t: t.get("state") == "running" and t.get("previous_failure", {}).get("job_id") == job_id
 
 
 def _failed(t: dict) -> bool:
@@ -88,6 +100,13 @@ def _failed(t: dict) -> bool:
 def _horse_of(worker: subprocess.Popen) -> int:
     [horse] = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
     return int(horse)
+
+
+def _kill(*procs: subprocess.Popen | None) -> None:
+    for proc in procs:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
 
 def _retrain(backend: Backend, project_id: int, killed_at: float, failed_at: float) -> dict[str, float]:
@@ -111,8 +130,7 @@ def test_sigkilled_work_horse_is_reported_failed_and_the_next_trigger_trains(
     backend = _backend(settings, schema, redis_url)
     worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
     try:
-        job = _start_training(backend, 9101)["job"]
-        _wait_for(backend, 9101, _running(job), timeout=60)
+        job = _run_started(backend, 9101)
         os.kill(_horse_of(worker), signal.SIGKILL)  # the OOM killer's way; the worker itself lives on
         killed_at = time.monotonic()
         training = _wait_for(backend, 9101, _failed, timeout=30)
@@ -133,8 +151,7 @@ def test_sigkilled_worker_is_reported_failed_after_the_heartbeat_and_the_next_tr
     worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
     replacement = None
     try:
-        job = _start_training(backend, 9102)["job"]
-        _wait_for(backend, 9102, _running(job), timeout=60)
+        _run_started(backend, 9102)
         os.kill(_horse_of(worker), signal.SIGKILL)
         worker.kill()  # worker and horse gone at once: nobody tells RQ; only the heartbeat stops
         worker.wait()
@@ -147,10 +164,7 @@ def test_sigkilled_worker_is_reported_failed_after_the_heartbeat_and_the_next_tr
         times = _retrain(backend, 9102, killed_at, failed_at)
         assert HEARTBEAT_S - 1 < times["failed_after_s"] < HEARTBEAT_S + 10
     finally:
-        for proc in (worker, replacement):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        _kill(worker, replacement)
 
 
 def test_run_survives_a_redis_restart_and_a_later_death_is_still_reported(
@@ -160,14 +174,13 @@ def test_run_survives_a_redis_restart_and_a_later_death_is_still_reported(
 
     The run is alive, so it must not be reported failed: the worker reconnects, the heartbeat
     resumes, the run stays "running". Its slot still follows the job: a horse killed after the
-    restart is reported failed and the next trigger trains.
+    restart is reported failed, and the trigger that arrived during the run trains.
     """
     server = EmbeddedRedis(tmp_path / "redis")
     backend = _backend(settings, schema, server.url)
     worker = start_worker(repo_env(REDIS_URL=server.url), tmp_path / "worker.log")
     try:
-        job = _start_training(backend, 9103)["job"]
-        _wait_for(backend, 9103, _running(job), timeout=60)
+        job = _run_started(backend, 9103)
         time.sleep(1.5)  # appendfsync everysec: the "running" state is on disk
         server.proc.kill()
         server.proc.wait()
@@ -179,11 +192,8 @@ def test_run_survives_a_redis_restart_and_a_later_death_is_still_reported(
         assert _start_training(backend, 9103)["status"] == "coalesced"  # the live run keeps its slot
 
         os.kill(_horse_of(worker), signal.SIGKILL)
-        killed_at = time.monotonic()
-        training = _wait_for(backend, 9103, _failed, timeout=30)
-        failed_at = time.monotonic()
-        assert "training worker died" in training["error"], training
-        _retrain(backend, 9103, killed_at, failed_at)
+        training = _wait_for(backend, 9103, _rerun_of(job), timeout=30)  # the coalesced trigger's run
+        assert "training worker died" in training["previous_failure"]["error"], training
     finally:
         worker.kill()
         worker.wait()
@@ -200,8 +210,7 @@ def test_redis_restarted_without_its_data_leaves_nothing_running(
     worker = start_worker(repo_env(REDIS_URL=server.url), tmp_path / "worker.log")
     spare = None
     try:
-        job = _start_training(backend, 9104)["job"]
-        _wait_for(backend, 9104, _running(job), timeout=60)
+        _run_started(backend, 9104)
         server.proc.kill()
         server.proc.wait()
         for data in ("appendonly.aof", "redis.rdb"):
@@ -216,8 +225,81 @@ def test_redis_restarted_without_its_data_leaves_nothing_running(
         time.sleep(HEARTBEAT_S / 2)  # the old job's reports must not overwrite the new run's status
         assert _running(body["job"])(backend.client.get("/runs/9104").json()["training"])
     finally:
-        for proc in (worker, spare):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        _kill(worker, spare)
         server.stop()
+
+
+def _alive(pid: int) -> bool:
+    """From the process table: the pid exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _worker_processes(model_dir: Path) -> list[int]:
+    """Every ``jobqueue.worker`` process of this test, workers and their horses alike (a horse is a fork
+    of its worker: same command line, same environment), found in /proc by the test's own MODEL_DIR."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, PermissionError, NotADirectoryError, ProcessLookupError):
+            continue
+        if b"jobqueue.worker" in cmdline and f"MODEL_DIR={model_dir}".encode() in environ and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def test_sigkilled_worker_takes_its_horse_along_and_the_next_run_trains_alone(
+    redis_url: str, settings: Settings, schema: Schema, job_env: None, tmp_path: Path
+) -> None:
+    """SIGKILL on the worker process only (not its horse): the horse must not train on as an orphan
+    beside the replacement worker's horse; the run is settled failed and the next one trains alone."""
+    backend = _backend(settings, schema, redis_url)
+    worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
+    replacement = None
+    try:
+        job = _run_started(backend, 9105)
+        horse = _horse_of(worker)
+        worker.kill()
+        worker.wait()
+        killed_at = time.monotonic()
+        while _alive(horse):
+            assert time.monotonic() - killed_at < 5, f"the horse {horse} outlived its worker"
+            time.sleep(0.05)
+        print(f"horse gone {time.monotonic() - killed_at:.2f} s after its worker")
+        training = _wait_for(backend, 9105, _failed, timeout=HEARTBEAT_S + 30)
+        failed_at = time.monotonic()
+        assert training["job_id"] == job and "no heartbeat" in training["error"], training
+        replacement = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "replacement.log")
+        _retrain(backend, 9105, killed_at, failed_at)
+        assert sorted(_worker_processes(tmp_path / "models")) == sorted([replacement.pid, _horse_of(replacement)])
+    finally:
+        _kill(worker, replacement)
+
+
+def test_start_training_during_a_run_that_dies_runs_once_more(
+    redis_url: str, settings: Settings, schema: Schema, job_env: None, tmp_path: Path
+) -> None:
+    """Start Training pressed during a run answers "it will run once more"; the run's worker and horse
+    are then SIGKILLed. Once the dead run is settled, the promised run is queued and a worker trains it."""
+    backend = _backend(settings, schema, redis_url)
+    worker = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "worker.log")
+    replacement = None
+    try:
+        job = _run_started(backend, 9106)
+        assert _start_training(backend, 9106)["status"] == "coalesced"
+        assert backend.client.get("/runs/9106").json()["training"]["rerun_pending"] is True
+        os.kill(_horse_of(worker), signal.SIGKILL)
+        worker.kill()
+        worker.wait()
+        replacement = start_worker(repo_env(REDIS_URL=redis_url), tmp_path / "replacement.log")
+        training = _wait_for(backend, 9106, _rerun_of(job), timeout=HEARTBEAT_S + 60)
+        assert "no heartbeat" in training["previous_failure"]["error"], training
+        assert _alive(_horse_of(replacement))  # a process really runs it
+        assert _start_training(backend, 9106)["status"] == "coalesced"  # the rerun holds the slot
+    finally:
+        _kill(worker, replacement)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from combined_coco.cli import main
 from combined_coco.labelstudio import keypoint_result, polygon_result, task
@@ -102,3 +107,25 @@ def test_python_dash_m_entry_point() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "convert" in proc.stdout and "make-config" in proc.stdout
+
+
+sub_pixel = st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True) | st.sampled_from([1e-300, 0.25])
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=sub_pixel | st.just(float(W)), height=sub_pixel | st.just(float(H)))
+def test_a_sub_pixel_image_size_never_makes_a_file_validate_rejects(width: float, height: float) -> None:
+    """original_width/height strictly between 0 and 1 once wrote an image of width 0 that validate refused."""
+    small = [polygon_result("s", "animal", [(100, 100), (300, 100), (300, 300)], W, H)]
+    for result in small:
+        result["original_width"], result["original_height"] = width, height
+    good = [polygon_result("p", "animal", [(100, 100), (300, 100), (300, 300)], W, H)]
+    with tempfile.TemporaryDirectory() as folder:
+        export, out = Path(folder) / "export.json", Path(folder) / "coco.json"
+        export.write_text(json.dumps([task(1, "/data/upload/1/a.jpg", good), task(2, "/data/upload/1/b.jpg", small)]))
+        with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()):
+            main(["convert", str(export), "--config", str(CONFIG), "-o", str(out)])
+        if round(width) < 1 or round(height) < 1:
+            assert "error: task 2: image size" in printed.getvalue(), printed.getvalue()
+        with contextlib.redirect_stdout(io.StringIO()) as verdict:
+            assert main(["validate", str(out)]) == 0, verdict.getvalue()

@@ -43,7 +43,7 @@ def test_planetary_gearbox_gears_share_keypoints() -> None:
     assert schema.keypoint_names.count("center") == 1
 
 
-@pytest.mark.parametrize("name", ["diesel_engine", "planetary_gearbox"])
+@pytest.mark.parametrize("name", ["diesel_engine", "planetary_gearbox", "scenes"])
 def test_committed_xml_is_what_make_config_writes(name: str, tmp_path) -> None:
     out = tmp_path / "config.xml"
     assert main(["make-config", str(CONFIGS / f"{name}.yaml"), "-o", str(out)]) == 0

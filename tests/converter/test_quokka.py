@@ -14,18 +14,15 @@ from shapely.geometry import Polygon
 from combined_coco.converter import convert_export_file, convert_tasks
 from combined_coco.labelstudio import keypoint_result, polygon_result, rectangle_result, task
 from combined_coco.validate import validate_coco
+from tests.support.samples import QUOKKA as SAMPLE
 
 CONFIGS = Path(__file__).resolve().parents[2] / "labeling_configs"
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-QUOKKA = SHARED_DATA / "quokka" / "quokka_annotations.json"
+QUOKKA = SAMPLE / "quokka_annotations.json"
 W, H = 960, 643
 
 
 @pytest.fixture(scope="module")
 def sample() -> dict:
-    if not QUOKKA.exists():
-        pytest.skip(f"{QUOKKA} not present")
     return json.loads(QUOKKA.read_text())
 
 

@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from backend.model_store import ModelStore
+from backend.settings import Settings
+from combined_coco.schema import Schema
+from tests.backend.backend_fakes import GENERIC, FakePredictor, animal, make_backend, predict_payload
 from tests.support.backend import (
     GENERIC_CONFIG,
     MediaServer,
@@ -73,3 +76,36 @@ def test_retrieve_predictions_never_sends_the_token_elsewhere(
     assert log.count("is refused") == len(hostile), log[-3000:]
     assert log.count("control character, whitespace") == 5  # Label Studio passed them on unchanged
     assert f"task {good_task}:" not in log  # the uploaded image was fetched and predicted on
+
+
+def test_media_label_studio_refuses_fails_that_task_only(label_studio: LabelStudioServer, tmp_path: Path) -> None:
+    """A 403 on one task's image is that task's error; only a 401/403 on the key check means a bad key."""
+    ls = label_studio
+    project = ls.client.projects.create(title="refused media", label_config=GENERIC)
+    assert project.id is not None
+    png, _ = synthetic_image(0)
+    [good] = ls.import_images(project.id, {"animal.png": png}).values()
+    good_url = ls.client.tasks.get(str(good)).data["image"]
+    refused = ["/data/local-files/?d=pets/cat.png", "/storage-data/uploaded/?filepath=upload/1/cat.png"]
+    for url in refused:  # the oracle: Label Studio itself refuses this key these files
+        assert httpx.get(f"{ls.url}{url}", headers=ls.headers, timeout=30).status_code == 403, url
+    payload = predict_payload(project=f"{project.id}.1700000000")
+    payload["tasks"] = [
+        {"id": task_id, "project": project.id, "data": {"image": url}}
+        for task_id, url in [(good, good_url), (good + 1000, refused[0]), (good + 1001, refused[1])]
+    ]
+    schema = Schema.from_label_config(GENERIC)
+    settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.token, model_dir=tmp_path / "models")
+    backend = make_backend(settings, FakePredictor(schema, [animal(schema)]))
+    backend.publish(project.id)
+    response = backend.client.post("/predict", json=payload)
+    assert response.status_code == 200, response.text
+    fetched, local, storage = response.json()["results"]
+    assert fetched["result"] and "error" not in fetched
+    for item, task_id in [(local, good + 1000), (storage, good + 1001)]:
+        assert item["result"] == [] and item["error"].startswith(f"task {task_id}: ") and "HTTP 403" in item["error"]
+
+    wrong = Settings(**{**settings.__dict__, "label_studio_api_key": "0" * 40})
+    rejected = make_backend(wrong, FakePredictor(schema, [animal(schema)]))
+    response = rejected.client.post("/predict", json=payload)
+    assert response.status_code == 503 and "rejected LABEL_STUDIO_API_KEY" in response.json()["error"]

@@ -265,3 +265,16 @@ def test_every_annotation_of_a_task_is_exported(label_studio: LabelStudioServer)
         f"warning: task {task_id}: annotation {cancelled} was cancelled (skipped) by its annotator; not exported"
         in coco["info"]["conversion_issues"]
     )
+
+
+def test_uploaded_images_are_private_under_the_stacks_umask(label_studio: LabelStudioServer) -> None:
+    """Label Studio runs with umask 077 here, as in the stack: an upload must not be readable by others."""
+    ls = label_studio
+    project = ls.client.projects.create(title="private uploads", label_config=GENERIC_CONFIG)
+    assert project.id is not None
+    [task_id] = ls.import_images(project.id, {"private.png": png_bytes((40, 30))}).values()
+    uploads = list((ls.data_dir / "media" / "upload").rglob("*private.png"))
+    assert len(uploads) == 1, uploads
+    for path in [uploads[0], uploads[0].parent]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name}: {oct(path.stat().st_mode & 0o777)}"
+    assert httpx.get(f"{ls.url}/api/tasks/{task_id}", headers=ls.headers, timeout=30).status_code == 200

@@ -2,10 +2,10 @@
 a child that dies is restarted while Label Studio stays up.
 
 A real run in a temporary data dir (its own Label Studio, so its own migrations): the worker self-check
-passes, the demo project exists with the quokka photo and offers the COCO combined export, the logs are
-prefixed and written to files, SIGTERM stops everything and removes ``redis.url``; the data folder and
-the Label Studio database are private; a second start reuses the saved credentials (without printing
-them again) and the demo project. The ML backend is left out (``--no-backend``): its own tests
+passes, the demo project exists with its labelled and unlabelled tasks and offers the COCO combined export,
+the logs are prefixed and written to files, SIGTERM stops everything and removes ``redis.url``; the data
+folder and the Label Studio database are private; a second start reuses the saved credentials (without
+printing them again) and the demo project, and deletes a half set-up one (an interrupted start's). The ML backend is left out (``--no-backend``): its own tests
 cover it, and it would load torch on this 2-core machine.
 """
 
@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from jobqueue.connection import connect
-from stack.demo import DEMO_IMAGE, DEMO_TITLE
+from stack.demo import DEMO_CONFIG, DEMO_TITLE, LABELLED, SETUP_TITLE, UNLABELLED
 from stack.selfcheck import check_worker
 from stack.services import REPO
 from tests.support.processes import free_port
@@ -62,8 +62,6 @@ def stop(proc: subprocess.Popen, out: Path) -> str:
 
 
 def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
-    if not DEMO_IMAGE.exists():
-        pytest.fail(f"{DEMO_IMAGE} is missing: the shared data must be cloned beside the repository")
     data_dir, port = tmp_path / "data", free_port()
     url = f"http://localhost:{port}"
 
@@ -81,7 +79,13 @@ def test_stack_up_demo_and_clean_shutdown(tmp_path: Path):
         assert stat.S_IMODE(database.stat().st_mode) & 0o077 == 0, oct(database.stat().st_mode)
         headers = {"Authorization": f"Token {creds['token']}"}
         [demo] = httpx.get(f"{url}/api/projects", headers=headers, timeout=30).json()["results"]
-        assert demo["title"] == DEMO_TITLE and demo["task_number"] == 1
+        assert demo["title"] == DEMO_TITLE and demo["task_number"] == LABELLED + UNLABELLED
+        assert demo["num_tasks_with_annotations"] == LABELLED
+        # what a start killed half-way through the demo's set-up leaves behind
+        interrupted = httpx.post(
+            f"{url}/api/projects", headers=headers, json={"title": SETUP_TITLE, "label_config": DEMO_CONFIG.read_text()}
+        )
+        assert interrupted.status_code == 201, interrupted.text
         formats = httpx.get(f"{url}/api/projects/{demo['id']}/export/formats", headers=headers, timeout=30).json()
         assert any(f["name"] == "COCO_COMBINED" and not f.get("disabled") for f in formats)
     finally:

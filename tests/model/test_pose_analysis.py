@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,8 +16,7 @@ from multitask.pose_analysis import (
     load_aligned_depth,
     mask_orientation,
 )
-
-QUOKKA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "quokka"
+from tests.support.samples import QUOKKA
 
 
 def _ellipse(angle: float, size: int = 200) -> np.ndarray:

@@ -128,7 +128,10 @@ def _start(root: Path) -> LabelStudioServer:
     env = {**os.environ, **label_studio_env(data_dir, creds)}
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
-        proc = subprocess.Popen(label_studio_command(port), cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # umask 077: what the stack gives its children (stack/__main__.py), so file modes are tested as shipped
+        proc = subprocess.Popen(
+            label_studio_command(port), cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, umask=0o077
+        )
     atexit.register(stop_process, proc)
     try:
         wait_for_http(f"{url}/health", START_TIMEOUT_S, alive=lambda: proc.poll() is None)
