@@ -7,7 +7,8 @@ Endpoints (what Label Studio 1.23 calls, see ``label_studio/ml/api_connector.py`
   every prediction batch, so it only reads the ``current`` pointer (and, while nothing is published, the
   run status: a failed first run answers 503, which Label Studio shows as the model card's *Error* state).
 - ``POST /predict``: ``{"tasks", "project", "label_config", "params"}`` -> ``{"results": [{"result",
-  "score", "model_version"}]}``, one item per task.
+  "score", "model_version"}]}``, one item per task; before the first version, an empty list of predictions
+  per task and ``empty_reason`` (the form Label Studio accepts without storing or logging anything).
 - ``POST /webhook``: ``START_TRAINING`` (the "Start Training" button, 100 s timeout) queues a run and
   answers at once; annotation events (1 s timeout) are counted for ``RETRAIN_EVERY``; others get 200.
 - ``POST /job_status``: status of a training job id returned by ``START_TRAINING``.
@@ -42,7 +43,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backend import dashboard
 from backend.labelstudio import LabelStudioClient, LabelStudioError, MediaError
 from backend.model_store import UNTRAINED, ModelCache, ModelStore, ModelUnavailable, PredictorLoader
-from backend.predictions import PredictionService, predictor_loader, project_id_of, project_schema
+from backend.predictions import (
+    NO_VERSION_REASON,
+    PredictionService,
+    predictor_loader,
+    project_id_of,
+    project_schema,
+)
 from backend.request_guard import RequestGuard
 from backend.runs import Runs
 from backend.settings import Settings
@@ -203,9 +210,11 @@ def create_app(
     @app.get("/runs/{project_id}")
     def runs(project_id: int) -> dict[str, Any]:
         versions = dashboard.version_summaries(services.store, project_id, settings.holdout_min_tasks)
+        version = services.store.current_version(project_id)
         return {
             "project": project_id,
-            "model_version": services.store.current_version(project_id),
+            "model_version": version,
+            "empty_reason": NO_VERSION_REASON if version == UNTRAINED else None,  # why Retrieve Predictions brings none
             "versions": versions,
             "quality": dashboard.early_quality(versions, settings.holdout_min_tasks),
             "new_annotations": services.runs().new_annotations(project_id),

@@ -5,6 +5,9 @@ lists the version, without anyone pressing "Retrieve Predictions". The results c
 :class:`backend.predictions.PredictionService` that answers ``/predict`` (one builder), are written
 in batches through Label Studio's import-predictions API tagged with the version, and the project's
 prelabeling version is moved to the new one (unless someone chose a version we did not publish).
+Each task written gets exactly one prediction of ours, the new version's: the predictions earlier
+versions left there are deleted, and a version that finds nothing writes an empty one, so no
+annotator starts from a previous version's false positives.
 
 Pre-annotation is a courtesy of the run, not part of it: any failure is logged and reported in the
 run status (``GET /runs/<project>`` -> ``training.preannotation``), and the version stays published.
@@ -71,14 +74,17 @@ def _preannotate(
         predictions = []
         for task, item in zip(batch, response["results"]):
             reason = item.get("error") or item.get("empty_reason")
-            if item["result"]:
-                predictions.append({"task": task["id"], "result": item["result"], "score": item["score"],
-                                    "model_version": version})  # fmt: skip
-                continue
-            summary["failed" if item.get("error") else "empty"] += 1
-            if len(summary["reasons"]) < MAX_REASONS:
+            if reason and len(summary["reasons"]) < MAX_REASONS:
                 summary["reasons"].append(f"task {task['id']}: {reason}")
+            if item.get("error"):  # the version never saw this image: it has nothing to say about the task
+                summary["failed"] += 1
+                continue
+            # An empty result is written too: "this version found nothing here" replaces the last draft.
+            predictions.append({"task": task["id"], "result": item["result"], "score": item["score"],
+                                "model_version": version})  # fmt: skip
+            summary["empty"] += not item["result"]
         if predictions:
+            _delete_our_predictions(ls, [p["task"] for p in predictions], set(store.versions(project_id)))
             # SDK typing gap: typed as its pydantic PredictionRequest models, it serializes plain dicts the same.
             ls.sdk.projects.import_predictions(id=project_id, request=predictions)  # type: ignore[arg-type]
             summary["written"] += len(predictions)
@@ -87,6 +93,22 @@ def _preannotate(
     if summary["written"]:
         _prelabel_with(ls, project_id, version, store)
     return {**summary, "state": "done"}
+
+
+def _delete_our_predictions(ls: LabelStudioClient, task_ids: list[int], ours: set[str]) -> None:
+    """Delete the predictions of this backend's versions (``ours``) on these tasks before the new ones are written.
+
+    Label Studio keeps every prediction of a task, and its editor opened from the Data Manager pre-fills
+    the one whose ``model_version`` is the project's prelabeling source, else the *first* one: with the
+    source set to the backend's title (what connecting it does), that is the oldest version's. A version
+    that found nothing would then leave its predecessor's false positives as the draft. Predictions of
+    other models or imported by people carry other ``model_version`` names and stay. Deleting first means
+    an interrupted run leaves a task without a prediction of ours, never a stale one.
+    """
+    for task_id in task_ids:
+        for prediction in ls.sdk.predictions.list(task=task_id):
+            if prediction.model_version in ours and prediction.id is not None:
+                ls.sdk.predictions.delete(id=prediction.id)
 
 
 def _unannotated_tasks(ls: LabelStudioClient, project_id: int) -> Iterator[dict[str, Any]]:

@@ -50,6 +50,12 @@ def predictor_loader(settings: Settings) -> PredictorLoader:
     )
 
 
+NO_VERSION_REASON = (
+    "no model version yet: label a few tasks, then press Start Training (Settings > Model, the model's menu); "
+    "predictions appear once the run publishes a version (GET /runs/<project> shows it)"
+)
+
+
 def empty_reason(detections: Sequence[Any], score_threshold: float) -> str:
     """Why one image got no regions, in words that say what to do.
 
@@ -115,7 +121,8 @@ class PredictionService:
 
     The one builder of prediction results: ``/predict`` and the pre-annotation after training
     (``backend.preannotation``) both call :meth:`predict`. A task whose image got no regions carries
-    ``empty_reason`` (Label Studio ignores the extra key); the reason is also logged.
+    ``empty_reason`` (Label Studio ignores the extra key); the reason is also logged. Before the first
+    version the answer holds no prediction at all, with :data:`NO_VERSION_REASON` as ``empty_reason``.
     """
 
     def __init__(self, cache: ModelCache, images: Callable[[], ImageSource], settings: Settings) -> None:
@@ -133,8 +140,15 @@ class PredictionService:
             raise ValueError("'label_config' must be the project's labeling config as an XML string")
         project_id = project_id_of(payload)
         version, predictor = self._cache.get(project_id)
-        if predictor is None or not tasks:
-            # Label Studio stores nothing for an empty list, so untrained projects get no empty predictions.
+        if predictor is None:
+            # Label Studio 1.23 reads each item of "results" as one prediction or as a list of a task's
+            # predictions (ml/models.py): an empty list per task stores nothing and logs nothing, where a bare
+            # "results": [] makes it log "results field must be a list with at least one item" for every
+            # task an annotator opens. Nothing is stored, so the next open asks again.
+            if tasks:
+                log.info("project %s: %d task(s) get no prediction: %s", project_id, len(tasks), NO_VERSION_REASON)
+            return {"results": [[] for _ in tasks], "model_version": version, "empty_reason": NO_VERSION_REASON}
+        if not tasks:
             return {"results": [], "model_version": version}
         if not payload.get("label_config"):
             raise ValueError("the request has no label_config; Label Studio sends the project's labeling config")
@@ -154,8 +168,11 @@ class PredictionService:
                 images.append(None)
                 errors.append(str(exc))
         _log_some(logging.WARNING, f"project {project_id}: no usable image", [e for e in errors if e], len(tasks))
-        with self._inference:  # the predictor batches internally; a 100-task request is one call
-            instances = predictor.predict([im for im in images if im is not None])
+        with self._inference:
+            # One image per forward pass: a batch pads its images to a common size, which moves the proposals
+            # near the border, so a task's regions and its empty_reason would depend on the tasks it came with
+            # (Label Studio sends one when a task is opened, the pre-annotation 16).
+            instances = [predictor.predict([image])[0] for image in images if image is not None]
         vertex_medians = labelled_vertices(predictor)
         results = []
         empty: list[str] = []

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from backend.predictions import NO_VERSION_REASON
 from backend.settings import Settings
 from combined_coco.schema import Schema
 from tests.backend.backend_fakes import (
@@ -39,9 +40,15 @@ def test_setup_reports_untrained_then_the_published_version(backend: Backend) ->
 
 
 def test_predict_without_model_is_empty_not_an_error(backend: Backend) -> None:
+    """One empty list of predictions per task: Label Studio stores none and logs no error
+    (tests/integration/test_untrained_backend.py checks that in a real one), and says why."""
     response = backend.client.post("/predict", json=predict_payload())
     assert response.status_code == 200
-    assert response.json() == {"results": [], "model_version": "untrained"}
+    assert response.json() == {"results": [[]], "model_version": "untrained", "empty_reason": NO_VERSION_REASON}
+    assert "Start Training" in NO_VERSION_REASON
+    assert backend.client.get("/runs/1").json()["empty_reason"] == NO_VERSION_REASON
+    backend.publish(1)
+    assert backend.client.get("/runs/1").json()["empty_reason"] is None
 
 
 def test_predict_returns_polygon_and_nested_keypoints_in_percent(backend: Backend) -> None:

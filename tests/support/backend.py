@@ -68,6 +68,28 @@ def random_checkpoint(
     return engine.random_checkpoint(schema, path, engines.default_backbone("torchvision"), min_size, max_size, seed)
 
 
+def steered_checkpoint(path: Path, animal_logit: float, seed: int = 0) -> Path:
+    """A real checkpoint of the light model whose box classifier says 'animal' by ``animal_logit`` over background
+    on every proposal, whatever the image: +20, an animal everywhere (full masks, so polygons) at any
+    SCORE_THRESHOLD, i.e. false positives on plain images; -20, not a single candidate. What a version
+    predicts then does not hang on how a few training steps went; the engine's own loader runs."""
+    import torch
+
+    from multitask.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(random_checkpoint(path, seed))
+    weights = checkpoint.state_dict
+    animal = checkpoint.schema.categories[0]
+    assert animal.name == "animal" and animal.id == 1  # row 0 is the background
+    bias = torch.full_like(weights["roi_heads.box_predictor.cls_score.bias"], -40.0)
+    bias[0], bias[animal.id] = 0.0, animal_logit
+    weights["roi_heads.box_predictor.cls_score.weight"].zero_()
+    weights["roi_heads.box_predictor.cls_score.bias"] = bias
+    weights["roi_heads.mask_predictor.mask_fcn_logits.weight"][animal.id].zero_()
+    weights["roi_heads.mask_predictor.mask_fcn_logits.bias"][animal.id] = 20.0
+    return save_checkpoint(checkpoint, path)
+
+
 @dataclass(frozen=True)
 class SyntheticObject:
     """One drawn 'animal': its outline and three keypoints, in pixels."""
