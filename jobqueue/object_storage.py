@@ -229,22 +229,23 @@ class S3Location(Location):
                 target.upload(content)
 
 
-_clients: dict[int, Any] = {}
+_clients: dict[tuple[int, str | None, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
 
 def _client() -> Any:
-    """One boto3 S3 client per process (an RQ work horse is a fork: it must not reuse its parent's
-    connections); boto3 clients are thread-safe once made."""
+    """One boto3 S3 client per process and endpoint/key (an RQ work horse is a fork: it must not reuse
+    its parent's connections); boto3 clients are thread-safe once made."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    key = (os.getpid(), endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
     with _clients_lock:
-        client = _clients.get(os.getpid())
+        client = _clients.get(key)
         if client is None:
             import boto3
             from boto3.session import Config  # botocore's, as boto3 re-exports it
 
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
             config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"mode": "standard"})
             client = boto3.client("s3", endpoint_url=endpoint, config=config)
             _clients.clear()
-            _clients[os.getpid()] = client
+            _clients[key] = client
         return client
