@@ -334,6 +334,7 @@ def print_scaling(n_images: int, copies: int, workdir: Path, object_storage: boo
                     s3.put_object("bench", f"source/{path.relative_to(scale_path.parent)}", path.read_bytes())
             s3_env = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
                       "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY, "AWS_DEFAULT_REGION": REGION}  # fmt: skip
+            os.environ.update(s3_env)  # submit_run reads the dataset from S3 here too
             rates = scaling(scale_path, copies, workdir, s3_env)
         finally:
             s3.stop()
