@@ -236,6 +236,7 @@ def scaling(
     n_images = len(json.loads(coco_path.read_text())["images"])
     source = "s3://bench/source" if s3_env else str(coco_path.parent)
     rates = {}
+    procs: list[subprocess.Popen] = []
     try:
         for n_workers in (1, 2):
             procs = [
@@ -273,6 +274,8 @@ def scaling(
             while conn.smembers("rq:workers"):
                 time.sleep(0.2)
     finally:
+        for p in procs:  # a failed run leaves its workers running otherwise
+            p.kill()
         server.stop()
     return rates
 
