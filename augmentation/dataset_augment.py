@@ -38,10 +38,11 @@ from tqdm import tqdm
 from augmentation.albumentations_steps import augment_sample
 from augmentation.geometry_transform import InstanceGeometry, Limits
 from augmentation.pipelines import build_pipeline, read_pipeline
-from combined_coco.dataset import read_combined_coco, rle_compressed, write_atomic, write_json
+from combined_coco.dataset import read_combined_coco, rle_compressed, write_json
 from combined_coco.images import check_image_size, read_image
 from combined_coco.schema import Schema
 from combined_coco.validate import shared_file_clashes
+from jobqueue.object_storage import Location, location
 
 OUTPUT_JSON = "annotations.json"
 IMAGES_DIR = "images"
@@ -138,14 +139,20 @@ def augment_image(
     annotations: list[dict],
     flip_indices: Sequence[int],
     compose: A.Compose,
-    image_root: Path,
-    images_out: Path,
+    image_root: Location,
+    images_out: Location,
     options: Options,
 ) -> Shard:
     """All outputs (original if kept, then ``copies`` augmented) of the source image at ``index``."""
     out = Shard()
-    src_path = image_root / source["file_name"]
-    image = read_image(src_path)  # RGB, as Albumentations' colour transforms expect
+    src = image_root / source["file_name"]
+    try:
+        data = src.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(
+            f"cannot read image {src}: no such file; check the image root and the file_name"
+        ) from None
+    image = read_image(data, name=str(src))  # RGB, as Albumentations' colour transforms expect
     check_image_size(image, source)
     instances = [instance_from_annotation(a, flip_indices) for a in annotations]
     base_id = index * options.per_image + 1
@@ -160,7 +167,7 @@ def augment_image(
         }
         if copy_index == 0:
             entry["file_name"] = str(_relative(source["file_name"]))
-            write_atomic(images_out / entry["file_name"], src_path.read_bytes())
+            (images_out / entry["file_name"]).write_bytes(data)
             out.images.append(entry)
             out.annotations += [{**_without_id(a), "image_id": entry["id"]} for a in annotations]
             continue
@@ -169,7 +176,7 @@ def augment_image(
         )
         entry["file_name"] = augmented_name(source["file_name"], source["id"], copy_index)
         entry["height"], entry["width"] = sample.image.shape[:2]
-        write_atomic(images_out / entry["file_name"], _encode(sample.image, Path(entry["file_name"]).suffix))
+        (images_out / entry["file_name"]).write_bytes(_encode(sample.image, Path(entry["file_name"]).suffix))
         out.images.append(entry)
         for ann, inst in zip(annotations, sample.instances):
             if inst is None:
@@ -186,8 +193,8 @@ def augment_image(
 def augment_range(
     coco: dict,
     schema: Schema,
-    image_root: Path,
-    out_dir: Path,
+    image_root: str | Path | Location,
+    out_dir: str | Path | Location,
     options: Options,
     start: int,
     end: int,
@@ -195,8 +202,10 @@ def augment_range(
 ) -> Shard:
     """Augment source images ``[start, end)`` of the id-sorted image list; failures are collected
     per image (the rest still runs) so one bad file does not hide the next. ``coco`` is in the global
-    keypoint layout (:func:`combined_coco.dataset.read_combined_coco`)."""
+    keypoint layout (:func:`combined_coco.dataset.read_combined_coco`). ``image_root`` and ``out_dir``
+    are local folders or object storage (:func:`jobqueue.object_storage.location`)."""
     compose = build_pipeline(options.pipeline)
+    images_in, images_out = location(image_root), location(out_dir) / IMAGES_DIR
     flip_indices = schema.flip_indices
     by_image: dict[int, list[dict]] = {}
     for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
@@ -212,8 +221,8 @@ def augment_range(
                 by_image.get(source["id"], []),
                 flip_indices,
                 compose,
-                image_root,
-                out_dir / IMAGES_DIR,
+                images_in,
+                images_out,
                 options,
             )
         except Exception as exc:  # reported per image with its id; the caller decides whether to fail

@@ -5,7 +5,9 @@ Run state lives in Redis under ``augment:run:<id>`` (parameters, shard ranges, c
 shard, per-shard progress, per-image failures, result path) so any machine that reaches the same
 Redis can ask for status. Shards write their images with atomic renames and their part of the
 dataset to ``<out_dir>/.augment-<id>/shard-<k>.json``; the merge writes ``<out_dir>/annotations.json``
-with a rename, so the dataset appears whole or not at all.
+with a rename (on S3: one PUT), so the dataset appears whole or not at all. The dataset, the image
+root and the output are local folders all workers reach, or ``s3://`` URLs
+(:mod:`jobqueue.object_storage`) for workers that share no disk.
 
 A shard killed with its worker is *abandoned*: its job still says "started" but its heartbeat key
 (refreshed after every image) has expired. :func:`resubmit` re-runs failed and abandoned shards;
@@ -16,7 +18,7 @@ an uninterrupted run.
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -40,8 +42,10 @@ from augmentation.dataset_augment import (
     merge_shards,
 )
 from augmentation.pipelines import build_pipeline, read_pipeline
-from combined_coco.dataset import read_combined_coco, write_json
+from combined_coco.dataset import json_bytes, read_combined_coco
+from combined_coco.schema import Schema
 from jobqueue.liveness import job_state
+from jobqueue.object_storage import Location, location
 
 QUEUE = "augment"
 JOB_TIMEOUT = 3600  # seconds per shard; a shard of 50 large images with the heavy preset stays far below
@@ -65,16 +69,16 @@ def _meta(conn: redis.Redis, run_id: str) -> dict[str, str]:
     return meta
 
 
-def _tmp_dir(out_dir: Path, run_id: str) -> Path:
+def _tmp_dir(out_dir: Location, run_id: str) -> Location:
     return out_dir / f".augment-{run_id}"
 
 
 # ---- submitting -----------------------------------------------------------------------------
 def submit_run(
     conn: redis.Redis,
-    coco_path: Path,
-    image_root: Path,
-    out_dir: Path,
+    coco_path: str | Path | Location,
+    image_root: str | Path | Location,
+    out_dir: str | Path | Location,
     *,
     pipeline: str | Path = "medium",
     copies: int = 4,
@@ -85,19 +89,19 @@ def submit_run(
 ) -> str:
     """Split the dataset into shards of ``shard_size`` source images and enqueue them; returns the run id.
 
-    Paths must be reachable from the workers (absolute paths are stored). The pipeline is read and
-    checked here, so a bad pipeline fails at submit time, not on a worker.
+    Paths must be reachable from the workers (absolute paths, or ``s3://`` URLs, are stored). The
+    pipeline is read and checked here, so a bad pipeline fails at submit time, not on a worker.
     """
     pipeline_dict = read_pipeline(pipeline)
     build_pipeline(pipeline_dict)
-    n_images = len(read_combined_coco(coco_path)[0]["images"])
+    n_images = len(json.loads(location(coco_path).read_bytes())["images"])
     shards = [[s, min(s + shard_size, n_images)] for s in range(0, n_images, shard_size)]
     run_id = uuid.uuid4().hex[:12]
     options = Options(pipeline_dict, copies=copies, seed=seed, keep_originals=keep_originals)
     params = {
-        "coco_path": str(Path(coco_path).resolve()),
-        "image_root": str(Path(image_root).resolve()),
-        "out_dir": str(Path(out_dir).resolve()),
+        "coco_path": location(coco_path).url,
+        "image_root": location(image_root).url,
+        "out_dir": location(out_dir).url,
         "pipeline_name": str(pipeline),
         "options": options.to_dict(),
         "heartbeat_seconds": heartbeat_seconds,
@@ -175,40 +179,53 @@ def run_shard(run_id: str, index: int) -> int:
 
     beat(0)
     cv2.setNumThreads(1)  # one core per worker: scale out with workers, not threads
-    coco, schema = read_combined_coco(params["coco_path"])
-    out_dir = Path(params["out_dir"])
+    coco, schema = _read_dataset(params["coco_path"])
+    out_dir = location(params["out_dir"])
     shard = augment_range(
-        coco, schema, Path(params["image_root"]), out_dir, Options.from_dict(params["options"]), start, end, beat
+        coco, schema, params["image_root"], out_dir, Options.from_dict(params["options"]), start, end, beat
     )
     conn.delete(alive)
     if shard.failures:
         conn.hset(_key(run_id, "failures"), str(index), json.dumps(shard.failures))
         raise AugmentationFailed(shard.failures)
-    write_json(_tmp_dir(out_dir, run_id) / f"shard-{index:05d}.json", asdict(shard))
+    (_tmp_dir(out_dir, run_id) / f"shard-{index:05d}.json").write_bytes(json_bytes(asdict(shard)))
     return len(shard.images)
+
+
+def _read_dataset(url: str) -> tuple[dict, Schema]:
+    """A combined COCO file, local or in object storage (in the global keypoint layout)."""
+    source = location(url)
+    local = source.local_path()
+    if local is not None:
+        return read_combined_coco(local)
+    with tempfile.TemporaryDirectory(prefix="lsmt-augment-") as tmp:
+        source.download(Path(tmp) / OUTPUT_JSON)
+        return read_combined_coco(Path(tmp) / OUTPUT_JSON)
 
 
 def merge_run(run_id: str) -> str:
     """RQ job (after all shards): merge shard files into the output dataset; returns its path."""
     conn = _job_connection()
     params, shards = _load_params(conn, run_id)
-    out_dir = Path(params["out_dir"])
+    out_dir = location(params["out_dir"])
     tmp = _tmp_dir(out_dir, run_id)
     parts = []
     for k in range(len(shards)):
         path = tmp / f"shard-{k:05d}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"shard {k} of run {run_id} has no output ({path}); resubmit the run")
-        parts.append(Shard(**json.loads(path.read_text())))
-    coco, _ = read_combined_coco(params["coco_path"])
+        try:
+            parts.append(Shard(**json.loads(path.read_bytes())))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"shard {k} of run {run_id} has no output ({path}); resubmit the run") from None
+    coco, _ = _read_dataset(params["coco_path"])
     merged = merge_shards(coco, parts, Options.from_dict(params["options"]), params["pipeline_name"])
     result = out_dir / OUTPUT_JSON
-    write_json(result, merged)
-    conn.hset(_key(run_id), "result", str(result))
-    shutil.rmtree(tmp, ignore_errors=True)
-    for leftover in (out_dir / IMAGES_DIR).rglob(".*.tmp"):  # half-written by a killed worker
-        leftover.unlink(missing_ok=True)
-    return str(result)
+    result.write_bytes(json_bytes(merged))
+    conn.hset(_key(run_id), "result", result.url)
+    tmp.remove_tree()
+    if (images := (out_dir / IMAGES_DIR).local_path()) is not None:
+        for leftover in images.rglob(".*.tmp"):  # half-written by a killed worker (an S3 PUT leaves nothing)
+            leftover.unlink(missing_ok=True)
+    return result.url
 
 
 # ---- watching ---------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def install(app: FastAPI, services: Services) -> None:
 
     @app.get("/dashboard", response_class=HTMLResponse)
     def dashboard_index() -> HTMLResponse:
-        on_disk = {int(p.name) for p in settings.model_dir.glob("*") if p.is_dir() and p.name.isdigit()}
+        on_disk = services.store.projects()
         try:
             with_runs = set(services.runs().projects())
         except (redis.RedisError, RedisUnavailable):

@@ -1,6 +1,8 @@
-"""Published model versions on disk, and the per-process cache of the loaded one.
+"""Published model versions (a local folder or object storage), and the per-process cache of the loaded one.
 
-Layout, one folder per Label Studio project::
+``MODEL_DIR`` is a local path or an ``s3://bucket/prefix`` URL (:mod:`jobqueue.object_storage`), so a
+backend and workers on machines that share no disk share the models. Layout, one folder per Label
+Studio project::
 
     MODEL_DIR/<project_id>/
         v0001-20261124T081500/model.pt   # weights, written completely before anything points at them
@@ -8,25 +10,28 @@ Layout, one folder per Label Studio project::
         v0002-.../
         current                           # one line: the published version name
 
-Publishing copies the weights into a new version folder first and replaces ``current`` atomically
-last (:func:`combined_coco.dataset.write_atomic`), so a server or worker reading at any moment sees
-either the old complete model or the new complete one. Older versions stay on disk (roll back by rewriting ``current``).
+Publishing writes the new version folder completely first (locally a staging folder renamed into
+place; on S3 ``model.pt`` then ``meta.json``, and a version counts only once its ``meta.json``
+exists) and replaces ``current`` atomically last, so a server or worker reading at any moment sees
+either the old complete model or the new complete one. Older versions stay (roll back by rewriting
+``current``). A version in object storage is loaded from a local copy in this process's private
+data folder (``<LSMT_DATA_DIR>/model-cache``), fetched once per version: versions never change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from combined_coco.dataset import write_atomic
+from jobqueue.connection import data_dir
+from jobqueue.object_storage import Location, location
 from multitask import defaults
 from multitask.engines import Predictor
 
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 UNTRAINED = "untrained"
 CHECKPOINT_NAME = "model.pt"
 POINTER_NAME = "current"
+META_NAME = "meta.json"
 _VERSION_RE = re.compile(r"^v(\d+)-")
 _VERSION_NAME = re.compile(r"v\d+-[0-9A-Za-z]+")  # what publish() writes; a pointer naming anything else is corrupt
 
@@ -82,29 +88,52 @@ def load_multitask_predictor(
 
 
 class ModelStore:
-    """Reads and publishes versions under ``MODEL_DIR/<project_id>/``."""
+    """Reads and publishes versions under ``MODEL_DIR/<project_id>/`` (a local folder or ``s3://``)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: str | Path, cache_dir: Path | None = None) -> None:
+        self.root: Location = location(root)
+        # versions fetched from object storage, per store (two stores may hold equally named versions)
+        digest = hashlib.sha256(self.root.url.encode()).hexdigest()[:12]
+        self._cache = (cache_dir or data_dir() / "model-cache") / digest
 
-    def project_dir(self, project_id: int) -> Path:
+    def project_dir(self, project_id: int) -> Location:
         return self.root / str(int(project_id))
+
+    def pointer(self, project_id: int) -> Location:
+        return self.project_dir(project_id) / POINTER_NAME
 
     def current_version(self, project_id: int) -> str:
         """The published version name, or ``"untrained"`` when the project has none yet."""
         try:
-            return (self.project_dir(project_id) / POINTER_NAME).read_text().strip() or UNTRAINED
+            return self.pointer(project_id).read_bytes().decode().strip() or UNTRAINED
         except FileNotFoundError:
             return UNTRAINED
 
     def checkpoint(self, project_id: int, version: str) -> Path:
-        return self.project_dir(project_id) / version / CHECKPOINT_NAME
+        """The version's weights as a local file (fetched once from object storage into this process's
+        cache); the path does not exist when the version has no weights."""
+        source = self.project_dir(project_id) / version / CHECKPOINT_NAME
+        local = source.local_path()
+        if local is not None:
+            return local
+        cached = self._cache / str(int(project_id)) / version / CHECKPOINT_NAME
+        if not cached.is_file():
+            try:
+                source.download(cached)  # atomically: a fetch cut short leaves no truncated model behind
+            except FileNotFoundError:
+                pass
+        return cached
+
+    def projects(self) -> set[int]:
+        """Projects that have anything in the store (their folder names are their ids)."""
+        return {int(top) for name in self.root.files() if (top := name.partition("/")[0]).isdigit()}
 
     def versions(self, project_id: int) -> list[str]:
-        folder = self.project_dir(project_id)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+        """Complete versions: those whose ``meta.json`` (written last) exists."""
+        found = {
+            name.partition("/")[0] for name in self.project_dir(project_id).files() if name.endswith("/" + META_NAME)
+        }
+        return sorted(v for v in found if _VERSION_RE.match(v))
 
     def version_summaries(self, project_id: int) -> list[dict]:
         """Every version's ``meta.json``, oldest first, each with ``version`` and the :data:`SUMMARY_KEYS`.
@@ -115,7 +144,7 @@ class ModelStore:
         summaries = []
         for version in self.versions(project_id):
             try:
-                meta = json.loads((self.project_dir(project_id) / version / "meta.json").read_text())
+                meta = json.loads((self.project_dir(project_id) / version / META_NAME).read_bytes())
             except (OSError, ValueError) as exc:
                 log.warning("project %s: metadata of %s unreadable (%s)", project_id, version, exc)
                 meta = {}
@@ -125,44 +154,32 @@ class ModelStore:
         return summaries
 
     def publish(self, project_id: int, checkpoint: Path, meta: dict) -> str:
-        """Copy ``checkpoint`` into a new version folder, then point ``current`` at it; returns the version."""
-        folder = self.project_dir(project_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``checkpoint`` into a new complete version folder, then point ``current`` at it; returns the version."""
         numbers = [int(m.group(1)) for v in self.versions(project_id) if (m := _VERSION_RE.match(v))]
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         version = f"v{max(numbers, default=0) + 1:04d}-{stamp}"
-        staging = folder / f".{version}.partial"
-        staging.mkdir()
-        shutil.copyfile(checkpoint, staging / CHECKPOINT_NAME)
-        (staging / "meta.json").write_text(json.dumps({**meta, "version": version}, indent=2))
-        _fsync_tree(staging)
-        staging.rename(folder / version)
-        write_atomic(folder / POINTER_NAME, (version + "\n").encode())
+        meta_bytes = json.dumps({**meta, "version": version}, indent=2).encode()
+        # meta.json last: on S3 it marks the version complete (see versions())
+        (self.project_dir(project_id) / version).write_folder({CHECKPOINT_NAME: checkpoint, META_NAME: meta_bytes})
+        self.pointer(project_id).write_bytes((version + "\n").encode())
         log.info("project %s: published model version %s", project_id, version)
         return version
 
     def make_current(self, project_id: int, version: str) -> None:
         """Point ``current`` at an already published ``version`` (rollback), atomically as :meth:`publish`
         does; :class:`ModelCache` sees the new pointer on its next lookup and serves that version."""
-        if version not in self.versions(project_id) or not self.checkpoint(project_id, version).is_file():
+        if (
+            version not in self.versions(project_id)
+            or not (self.project_dir(project_id) / version / CHECKPOINT_NAME).exists()
+        ):
             raise ValueError(f"project {project_id} has no published model version {version!r}")
-        write_atomic(self.project_dir(project_id) / POINTER_NAME, (version + "\n").encode())
+        self.pointer(project_id).write_bytes((version + "\n").encode())
         log.info("project %s: model version %s made current again", project_id, version)
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        _fsync_file(path)
 
 
 @dataclass
 class _Loaded:
-    pointer_stamp: tuple[int, int, int]
+    pointer_stamp: Hashable | None
     version: str
     predictor: Predictor | None
     problem: str | None = None  # why the published version is not the one served, for /setup and logs
@@ -171,8 +188,8 @@ class _Loaded:
 class ModelCache:
     """The loaded model per project for this process, reloaded when ``current`` changes.
 
-    Each lookup costs one ``stat`` of the pointer file; the file is re-read only when its
-    inode/mtime/size changed, and a model is loaded only when the version named in it changed.
+    Each lookup costs one ``stat`` of the pointer file (a HEAD request in object storage); the file is
+    re-read only when it changed (inode/mtime/size, or ETag), and a model is loaded only when the version named in it changed.
     A published version that does not load (corrupt, missing, not a checkpoint) is logged once and
     the newest older version that loads is served instead, so one bad publish does not turn every
     ``/predict`` into an error; :meth:`served` tells ``/setup`` which version that is and why.
@@ -199,15 +216,12 @@ class ModelCache:
         """``(version, problem)`` without loading anything: what the last load chose if the pointer is
         unchanged since, else the published version (cheap enough for every ``/setup``)."""
         cached = self._loaded.get(project_id)
-        if cached and cached.pointer_stamp == _stamp(self._pointer(project_id)):
+        if cached and cached.pointer_stamp == self._store.pointer(project_id).stamp():
             return cached.version, cached.problem
         return self._store.current_version(project_id), None
 
-    def _pointer(self, project_id: int) -> Path:
-        return self._store.project_dir(project_id) / POINTER_NAME
-
     def _current(self, project_id: int) -> _Loaded:
-        stamp = _stamp(self._pointer(project_id))
+        stamp = self._store.pointer(project_id).stamp()
         cached = self._loaded.get(project_id)
         if cached and cached.pointer_stamp == stamp:
             return cached
@@ -225,7 +239,7 @@ class ModelCache:
             self._loaded[project_id] = loaded
             return loaded
 
-    def _load_newest(self, project_id: int, stamp: tuple[int, int, int], published: str) -> _Loaded:
+    def _load_newest(self, project_id: int, stamp: Hashable | None, published: str) -> _Loaded:
         """The published version if it loads, else the newest older version that does."""
         predictor, failure = self._try_load(project_id, published)
         if predictor is not None:
@@ -256,11 +270,3 @@ class ModelCache:
     def _lock_for(self, project_id: int) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(project_id, threading.Lock())
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return (0, 0, 0)
-    return (st.st_ino, st.st_mtime_ns, st.st_size)

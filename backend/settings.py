@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobqueue.connection import data_dir
+from jobqueue.object_storage import location
 from multitask import defaults
 from multitask.engines import DEFAULT_ENGINE, ENGINE_NAMES, default_backbone
 
@@ -64,12 +64,23 @@ def _flag(raw: Any) -> Any:
     raise ValueError("is not true/false")
 
 
+def _storage_url(raw: Any) -> Any:
+    """A folder (made absolute: other processes read it) or an ``s3://`` URL, as :mod:`jobqueue.object_storage` names it."""
+    if isinstance(raw, str | os.PathLike):
+        try:
+            return location(raw).url
+        except ValueError as exc:
+            raise ValueError(f"is not a folder or s3:// URL ({exc})") from None
+    return raw
+
+
 # Typed env values whose errors say what is wrong in words (the variable name is added by _one_line),
 # so a typo fails at start-up in one line, not mid-request or as a pydantic traceback.
 Count = Annotated[int, BeforeValidator(_whole_number)]
 Number = Annotated[float, BeforeValidator(_number)]
 Share = Annotated[float, BeforeValidator(_share)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
+StorageUrl = Annotated[str, BeforeValidator(_storage_url)]
 
 
 class _MappingSource(EnvSettingsSource):
@@ -91,7 +102,11 @@ class Settings(BaseSettings):
 
     label_studio_url: str | None = Field(None, validation_alias="LABEL_STUDIO_URL")
     label_studio_api_key: str | None = Field(None, validation_alias="LABEL_STUDIO_API_KEY")
-    model_dir: Path = Field(default_factory=lambda: data_dir() / "models", validation_alias="MODEL_DIR")
+    # a local folder or s3://bucket/prefix (jobqueue.object_storage): where every server and worker finds the models
+    model_dir: StorageUrl = Field(default_factory=lambda: str(data_dir() / "models"), validation_alias="MODEL_DIR")
+    # where a training run's augmentation shards read and write when augmentation workers run them: a
+    # folder they all reach (on one machine the default; on several, s3://bucket/prefix)
+    augment_dir: StorageUrl = Field(default_factory=lambda: str(data_dir() / "augment"), validation_alias="AUGMENT_DIR")
     # 0: annotation events never trigger training on their own
     retrain_every: Count = Field(0, validation_alias="RETRAIN_EVERY")
     basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
@@ -193,11 +208,6 @@ class Settings(BaseSettings):
     @classmethod
     def _without_trailing_slash(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None
-
-    @field_validator("model_dir")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        return path.resolve()
 
     @field_validator("train_engine")
     @classmethod

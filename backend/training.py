@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import get_current_job
+from rq import Queue, Worker, get_current_job
+from rq.job import Job
 
 from backend.labelstudio import LabelStudioClient
 from backend.model_store import UNTRAINED, ModelStore
@@ -32,6 +34,7 @@ from combined_coco.data_url import is_data_url
 from combined_coco.dataset import write_json
 from combined_coco.schema import Schema
 from jobqueue.connection import connect
+from jobqueue.object_storage import Location, location
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +189,7 @@ def train_and_publish(
             _download_images(fetch, heldout, image_root)
             write_json(work / "heldout.json", heldout)
         if settings.train_augment_copies > 0:
-            from augmentation import augment_dataset
-
-            report(phase="augmenting")
-            dataset = augment_dataset(
-                dataset, image_root, work / "augmented", copies=settings.train_augment_copies, seed=settings.train_seed
-            )
-            image_root = dataset.parent / "images"
+            dataset, image_root = _augment(project_id, dataset, image_root, work / "augmented", settings, report)
         report(phase="training", step=0, total=start.steps, training_started_at=time.time())
         config = TrainConfig(
             dataset=str(dataset),
@@ -252,6 +249,92 @@ def train_and_publish(
         }
         version = store.publish(project_id, checkpoint, meta)
     return version, meta
+
+
+AUGMENT_PIPELINE = "light"  # what a training run's augmentation applies, on workers or in-process
+
+
+def _augment(
+    project_id: int, dataset: Path, image_root: Path, out_dir: Path, settings: Settings, report: Callable[..., bool]
+) -> tuple[Path, Path]:
+    """``TRAIN_AUGMENT_COPIES`` copies of every training image; returns the augmented dataset and its images.
+
+    With augmentation workers running (others than this job's own), the images go as shard jobs to
+    them (:mod:`augmentation.jobs`), through ``AUGMENT_DIR`` (a folder they all reach, or object
+    storage), one shard per worker; otherwise, or outside RQ, in this process. The run status's
+    ``augmentation`` field (and the worker log) says which.
+    """
+    from augmentation import augment_dataset
+
+    job = get_current_job()
+    workers = _augmentation_workers(job) if job is not None else 0
+    if job is None or not workers:
+        note = "in-process: no augmentation worker is running"
+        log.info("project %s: augmenting %s", project_id, note)
+        report(phase="augmenting", augmentation=note)
+        result = augment_dataset(
+            dataset, image_root, out_dir, pipeline=AUGMENT_PIPELINE,
+            copies=settings.train_augment_copies, seed=settings.train_seed,
+        )  # fmt: skip
+        return result, result.parent / "images"
+    shared = location(settings.augment_dir) / f"train-{project_id}-{job.id}"
+    try:
+        return _augment_on_workers(
+            project_id, job.connection, workers, dataset, image_root, out_dir, shared, settings, report
+        )
+    finally:
+        shared.remove_tree()
+
+
+def _augment_on_workers(
+    project_id: int,
+    conn: redis.Redis,
+    workers: int,
+    dataset: Path,
+    image_root: Path,
+    out_dir: Path,
+    shared: Location,
+    settings: Settings,
+    report: Callable[..., bool],
+) -> tuple[Path, Path]:
+    from augmentation import jobs
+    from augmentation.dataset_augment import IMAGES_DIR, OUTPUT_JSON
+
+    images = sorted({image["file_name"] for image in json.loads(dataset.read_bytes())["images"]})
+    (shared / "source" / OUTPUT_JSON).upload(dataset)
+    for name in images:
+        (shared / "source" / IMAGES_DIR / name).upload(image_root / name)
+    run_id = jobs.submit_run(
+        conn, shared / "source" / OUTPUT_JSON, shared / "source" / IMAGES_DIR, shared / "augmented",
+        pipeline=AUGMENT_PIPELINE, copies=settings.train_augment_copies, seed=settings.train_seed,
+        shard_size=max(1, math.ceil(len(images) / workers)),
+    )  # fmt: skip
+    note = f"on {workers} augmentation worker(s): run {run_id}"
+    log.info("project %s: augmenting %s", project_id, note)
+    report(phase="augmenting", augmentation=note)
+
+    def progress(status: dict[str, Any]) -> None:
+        report(augmented=status["done"], augment_total=status["total"])
+
+    status = jobs.wait(conn, run_id, settings.train_job_timeout, poll=1.0, on_status=progress)
+    if status["state"] != "finished":
+        failures = "; ".join(f"image {f['image_id']}: {f['error']}" for f in status["failures"][:3])
+        raise TrainingError(
+            f"the augmentation run {run_id} failed ({failures or 'a worker stopped during it'}); start training again"
+        )
+    result = location(status["result"])
+    result.download(out_dir / OUTPUT_JSON)
+    for image in json.loads((out_dir / OUTPUT_JSON).read_bytes())["images"]:
+        (shared / "augmented" / IMAGES_DIR / image["file_name"]).download(out_dir / IMAGES_DIR / image["file_name"])
+    return out_dir / OUTPUT_JSON, out_dir / IMAGES_DIR
+
+
+def _augmentation_workers(job: Job) -> int:
+    """Workers listening on the augmentation queue, other than the one running ``job`` (which waits)."""
+    from augmentation.jobs import QUEUE
+
+    listening = Worker.all(connection=job.connection, queue=Queue(QUEUE, connection=job.connection))
+    return sum(1 for worker in listening if worker.name != job.worker_name)
 
 
 def holdout_split(coco: dict, share: float) -> tuple[dict, dict]:

@@ -10,6 +10,8 @@
    instances, keypoint accuracy (within 1 px under the right name), left/right accuracy (pair
    keypoints in mirrored samples).
 3. Throughput with 1 vs 2 real RQ worker processes (python -m jobqueue.worker) on an embedded Redis.
+   With ``--object-storage`` only this part, with workers that share no disk: each its own
+   ``LSMT_DATA_DIR``, the dataset, images and output on an S3 server (moto's, over HTTP) as ``s3://`` URLs.
 """
 
 from __future__ import annotations
@@ -219,27 +221,33 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[float, float]]:
+def scaling(
+    coco_path: Path, copies: int, workdir: Path, s3_env: dict[str, str] | None = None
+) -> dict[int, tuple[float, float]]:
     """Images/s of a whole RQ run (submit -> merged json) with 1 and 2 worker processes, and the
     workers' CPU seconds per image during the run (their own and their finished work-horses'): if
     that stays flat from 1 to 2 workers, the work splits cleanly and a shortfall in speed-up is
-    cores that other processes were using."""
+    cores that other processes were using. With ``s3_env`` (boto3's variables of an S3 server whose
+    bucket ``bench`` holds the dataset under ``source/``), inputs and outputs are ``s3://`` URLs and
+    each worker has its own private data folder."""
     server = EmbeddedRedis(workdir / "redis")
-    env = {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **(s3_env or {}), "REDIS_URL": server.url, "PYTHONPATH": str(REPO)}
     conn = connect(server.url)
     n_images = len(json.loads(coco_path.read_text())["images"])
+    source = "s3://bench/source" if s3_env else str(coco_path.parent)
     rates = {}
+    procs: list[subprocess.Popen] = []
     try:
         for n_workers in (1, 2):
             procs = [
                 subprocess.Popen(
                     [sys.executable, "-m", "jobqueue.worker", "--queues", "augment"],
                     cwd=REPO,
-                    env=env,
+                    env={**env, "LSMT_DATA_DIR": str(workdir / f"worker-{n_workers}-{k}")},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                for _ in range(n_workers)
+                for k in range(n_workers)
             ]
             # until started and preloaded (redis-py types the result Awaitable | set: this client is sync)
             while len(cast(set[bytes], conn.smembers("rq:workers"))) < n_workers:
@@ -248,9 +256,9 @@ def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[floa
             start = time.perf_counter()
             run = jobs.submit_run(
                 conn,
-                coco_path,
-                coco_path.parent / "images",
-                workdir / f"out{n_workers}",
+                f"{source}/{coco_path.name}",
+                f"{source}/images",
+                f"s3://bench/out{n_workers}" if s3_env else workdir / f"out{n_workers}",
                 pipeline="medium",
                 copies=copies,
                 shard_size=max(1, n_images // 8),
@@ -266,6 +274,8 @@ def scaling(coco_path: Path, copies: int, workdir: Path) -> dict[int, tuple[floa
             while conn.smembers("rq:workers"):
                 time.sleep(0.2)
     finally:
+        for p in procs:  # a failed run leaves its workers running otherwise
+            p.kill()
         server.stop()
     return rates
 
@@ -276,7 +286,14 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="timing rounds; the best round counts")
     parser.add_argument("--scaling-images", type=int, default=32, help="images for the 1 vs 2 worker run (0: skip)")
+    parser.add_argument(
+        "--object-storage", action="store_true", help="only the 1 vs 2 worker run, workers sharing only an S3 server"
+    )
     args = parser.parse_args()
+    if args.object_storage:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_scaling(args.scaling_images, args.copies, Path(tmp), True)
+        return
     pipeline = read_pipeline("medium")
     with tempfile.TemporaryDirectory() as tmp:
         coco_path = write_parts_dataset(Path(tmp) / "data", args.images, 1280, 720, n_objects=8, seed=11)
@@ -303,17 +320,37 @@ def main() -> None:
             )
         os.sched_setaffinity(0, cores)
         if args.scaling_images:
-            scale_path = write_parts_dataset(
-                Path(tmp) / "scale", args.scaling_images, 1280, 720, 8, seed=12, suffix=".jpg"
-            )
-            rates = scaling(scale_path, args.copies, Path(tmp))
-            print(f"\nload average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            print(
-                f"\n## RQ workers (real processes), medium, {args.scaling_images} images x {args.copies} copies, submit to merged json, incl. JPEG I/O\n"
-            )
-            print("| workers | images/s (wall) | speed-up | worker CPU ms / image |\n|---|---|---|---|")
-            for n, (rate, cpu) in rates.items():
-                print(f"| {n} | {rate:.1f} | {rate / rates[1][0]:.2f}x | {1000 * cpu:.1f} |")
+            print_scaling(args.scaling_images, args.copies, Path(tmp), False)
+
+
+def print_scaling(n_images: int, copies: int, workdir: Path, object_storage: bool) -> None:
+    scale_path = write_parts_dataset(workdir / "scale", n_images, 1280, 720, 8, seed=12, suffix=".jpg")
+    load = os.getloadavg()[0]
+    if object_storage:
+        from tests.support.object_storage import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
+
+        s3 = S3Server()
+        try:
+            s3.create_bucket("bench")
+            for path in sorted(scale_path.parent.rglob("*")):
+                if path.is_file():
+                    s3.put_object("bench", f"source/{path.relative_to(scale_path.parent)}", path.read_bytes())
+            s3_env = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                      "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY, "AWS_DEFAULT_REGION": REGION}  # fmt: skip
+            os.environ.update(s3_env)  # submit_run reads the dataset from S3 here too
+            rates = scaling(scale_path, copies, workdir, s3_env)
+        finally:
+            s3.stop()
+    else:
+        rates = scaling(scale_path, copies, workdir)
+    where = "workers sharing only an S3 server (moto)" if object_storage else "one shared folder"
+    print(f"\nload average before: {load:.1f}, after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"\n## RQ workers (real processes), {where}, medium, {n_images} images x {copies} copies, submit to merged json, incl. JPEG I/O\n"
+    )
+    print("| workers | images/s (wall) | speed-up | worker CPU ms / image |\n|---|---|---|---|")
+    for n, (rate, cpu) in rates.items():
+        print(f"| {n} | {rate:.1f} | {rate / rates[1][0]:.2f}x | {1000 * cpu:.1f} |")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,12 @@ def write_atomic(path: str | os.PathLike, content: bytes | Callable[[IO[bytes]],
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """``data`` as compact UTF-8 JSON, atomically (combined COCO files, shard files)."""
-    return write_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return write_atomic(path, json_bytes(data))
+
+
+def json_bytes(data: Any) -> bytes:
+    """The bytes :func:`write_json` writes (for a file stored elsewhere, e.g. object storage)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def read_combined_coco(path: str | os.PathLike) -> tuple[dict, Schema]:

@@ -26,6 +26,12 @@ LOCAL_ONLY_ENV = {"PYTHONPATH"}
 CREDS = Credentials("a@example.com", "password", "token")
 LABEL_STUDIO_ENV = set(services.label_studio_env(Path("/data/label-studio"), CREDS)) - LOCAL_ONLY_ENV
 JOB_ENV = set(services.job_env(Path("/data"), "redis://redis:6379/0", "http://label-studio:8080", "t")) - LOCAL_ONLY_ENV
+# Containers share no disk: models and augmentation go to the MinIO service (the local runner keeps them in
+# its data folder). MODEL_DIR/AUGMENT_DIR are backend.settings variables; the AWS_* ones are boto3's.
+OBJECT_STORAGE_ENV = {
+    "MODEL_DIR", "AUGMENT_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+}  # fmt: skip
+ONE_SHOT = {"minio-bucket"}  # runs once and exits: nothing to health-check
 
 
 def _python_module(command: list[str]) -> str:
@@ -34,9 +40,12 @@ def _python_module(command: list[str]) -> str:
 
 
 def test_services_present():
-    assert set(SERVICES) == {"postgres", "redis", *APP_SERVICES}
+    assert set(SERVICES) == {"postgres", "redis", "minio", *ONE_SHOT, *APP_SERVICES}
     for name, service in SERVICES.items():
-        assert "healthcheck" in service, f"{name} has no healthcheck"
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", f"{name} runs once"
+        else:
+            assert "healthcheck" in service, f"{name} has no healthcheck"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -75,13 +84,39 @@ def test_label_studio_env_names_match_local_runner():
 
 @pytest.mark.parametrize("name", ["ml-backend", "rq-worker"])
 def test_job_env_names_match_local_runner(name: str):
-    assert set(SERVICES[name]["environment"]) == JOB_ENV
+    assert set(SERVICES[name]["environment"]) == JOB_ENV | OBJECT_STORAGE_ENV
 
 
-def test_backend_and_workers_share_the_models_volume():
-    mounts = {name: set(SERVICES[name].get("volumes", [])) for name in ("ml-backend", "rq-worker")}
-    assert "models:/data/models" in mounts["ml-backend"] & mounts["rq-worker"]
-    assert set(COMPOSE["volumes"]) >= {"postgres", "redis", "label-studio", "models"}
+def _default(value: str) -> str:
+    """The value compose uses when .env does not override it: ``${NAME:-default}`` -> ``default``."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_backend_and_workers_share_models_and_augmentation_through_minio_only():
+    """No shared volume: a worker on another machine has the same view as one next to the backend."""
+    env = SERVICES["rq-worker"]["environment"]
+    assert SERVICES["ml-backend"]["environment"] == env
+    for name in ("ml-backend", "rq-worker"):
+        assert not [v for v in SERVICES[name].get("volumes", []) if v.split(":")[1] in ("/data", "/data/models")]
+    minio = SERVICES["minio"]
+    bucket_init = " ".join(SERVICES["minio-bucket"]["entrypoint"])
+    for variable in ("MODEL_DIR", "AUGMENT_DIR"):
+        bucket = env[variable].removeprefix("s3://").split("/")[0]
+        assert env[variable].startswith("s3://") and f"mb --ignore-existing local/{bucket}" in bucket_init
+    assert _default(env["AWS_ENDPOINT_URL"]) == "http://minio:9000" and "9000:9000" in minio["ports"]
+    assert env["AWS_ACCESS_KEY_ID"] == minio["environment"]["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"]
+    for name in ("ml-backend", "rq-worker"):
+        assert SERVICES[name]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert "minio" in COMPOSE["volumes"] and "models" not in COMPOSE["volumes"]
+
+
+def test_the_compose_object_storage_settings_are_valid_backend_settings():
+    from backend.settings import Settings
+
+    env = {k: _default(str(v)) for k, v in SERVICES["rq-worker"]["environment"].items()}
+    settings = Settings.from_env({k: v for k, v in env.items() if "${" not in v})
+    assert settings.model_dir == "s3://lsmt/models" and settings.augment_dir == "s3://lsmt/augment"
 
 
 def test_rq_worker_is_scalable():

@@ -84,7 +84,7 @@ class Backend:
     loads: list[Path]
 
     def publish(self, project_id: int = 1) -> str:
-        checkpoint = self.store.root / "fake.pt"
+        checkpoint = Path(self.store.root.url) / "fake.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_bytes(b"weights")
         return self.store.publish(project_id, checkpoint, {"note": "protocol test"})

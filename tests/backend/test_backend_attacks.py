@@ -132,7 +132,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         REQUEST_TIMEOUT=str(REQUEST_TIMEOUT_S),
     )
     url, process = start_backend(env, root / "backend.log")
-    yield Served(url, process, store.root)
+    yield Served(url, process, Path(store.root.url))
     process.stop()
 
 

@@ -157,7 +157,7 @@ def test_malformed_payloads_are_client_errors_in_the_documented_shape(
     response = backend.client.post(path, json=body)
     assert response.status_code == status, response.text
     assert status == 200 or set(response.json()) == {"error"}
-    assert str(settings.model_dir.parent) not in response.text
+    assert str(Path(settings.model_dir).parent) not in response.text
 
 
 def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
@@ -180,8 +180,8 @@ def test_a_corrupt_published_model_falls_back_to_the_newest_that_loads(
     answer = client.post("/setup", json=setup).json()
     assert answer["model_version"] == good and broken in answer["warning"] and str(tmp_path) not in answer["warning"]
 
-    shutil.rmtree(store.project_dir(1) / good)  # nothing loadable left: a 503 that says what to do
-    (store.project_dir(1) / "current").write_text(broken + "\n")
+    shutil.rmtree(Path(settings.model_dir) / "1" / good)  # nothing loadable left: a 503 that says what to do
+    store.pointer(1).write_bytes(f"{broken}\n".encode())
     response = client.post("/predict", json=predict_payload())
     assert response.status_code == 503 and "train the project again" in response.json()["error"]
     assert str(tmp_path) not in response.text and "Traceback" not in response.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -39,7 +40,7 @@ def test_dashboard_needs_the_backends_credentials(guarded: Backend) -> None:
 
 
 def test_few_tasks_say_how_many_more_instead_of_a_bare_null(guarded: Backend, settings: Settings) -> None:
-    checkpoint = guarded.store.root / "fake.pt"
+    checkpoint = Path(guarded.store.root.url) / "fake.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"weights")
     guarded.store.publish(5, checkpoint, {"tasks": 4, "heldout": None, "training_set_fit": {"bbox_AP": 0.5}})
@@ -71,7 +72,7 @@ def test_rollback_changes_current_and_what_predict_serves(guarded: Backend) -> N
 
     answer = guarded.client.post("/dashboard/2/current", json={"version": first}, headers=AUTH)
     assert answer.json() == {"project": 2, "model_version": first, "previous": second}
-    assert (guarded.store.project_dir(2) / "current").read_text().strip() == first
+    assert (guarded.store.project_dir(2) / "current").read_bytes().decode().strip() == first
     assert guarded.client.post("/predict", json=payload, headers=AUTH).json()["model_version"] == first
 
 

@@ -121,10 +121,10 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(
     meta = {"started_from": "version " + first, "steps": 100, "training_set_fit": {"bbox_AP": 0.9},
             "heldout": {"tasks": 2, "bbox_AP": 0.5}, "heldout_edit_cost": {"ratio": 0.25, "actions": 30, "scratch": 120},
             "beat_previous": True, "train_seconds": 12.5}  # fmt: skip
-    checkpoint = backend.store.root / "fake.pt"
+    checkpoint = Path(backend.store.root.url) / "fake.pt"
     second = backend.store.publish(4, checkpoint, meta)
     third = backend.store.publish(4, checkpoint, {})
-    (backend.store.project_dir(4) / third / "meta.json").write_text("{not json")  # a damaged file hides nothing
+    (Path(backend.store.root.url) / "4" / third / "meta.json").write_text("{not json")  # a damaged file hides nothing
 
     body = backend.client.get("/runs/4").json()
     assert body["model_version"] == third
@@ -134,7 +134,7 @@ def test_runs_lists_every_version_with_its_scores_oldest_first(
         assert {k: summary[k] for k in ("started_from", "heldout", "beat_previous", "train_seconds")} == dict.fromkeys(
             ("started_from", "heldout", "beat_previous", "train_seconds")
         )
-    assert json.loads((backend.store.project_dir(4) / second / "meta.json").read_text())["beat_previous"] is True
+    assert json.loads((backend.store.project_dir(4) / second / "meta.json").read_bytes())["beat_previous"] is True
 
 
 def test_two_runs_hold_out_the_same_tasks_and_compare_versions_on_them(

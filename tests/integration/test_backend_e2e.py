@@ -38,6 +38,7 @@ def test_start_training_publishes_a_version(trained: TrainedProject, tmp_path_fa
     assert version["train_seconds"] > 0
     assert run["result"]["annotations"] == len(trained.labeled_task_ids)  # the new image is not trained on
     assert run["result"]["augment_copies"] == 1
+    assert run["augmentation"] == "in-process: no augmentation worker is running"  # its worker takes "train" only
     assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
     models = tmp_path_factory.getbasetemp() / "backend-e2e" / "models" / str(trained.project_id)
     assert (models / "current").read_text().strip() == trained.model_version

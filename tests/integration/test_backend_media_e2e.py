@@ -64,7 +64,7 @@ def test_retrieve_predictions_never_sends_the_token_elsewhere(
 
     store = ModelStore(tmp_path / "models")
     version = store.publish(project.id, random_checkpoint(tmp_path / "random.pt", min_size=64, max_size=96), {})
-    backend_url, backend = start_backend(backend_env(ls, redis_url, store.root), tmp_path / "backend.log")
+    backend_url, backend = start_backend(backend_env(ls, redis_url, tmp_path / "models"), tmp_path / "backend.log")
     try:
         ls.client.ml.create(project=project.id, url=backend_url, title="multitask", is_interactive=False)
         retrieve_predictions(ls, project.id)

@@ -317,7 +317,7 @@ def _train_through_label_studio(
 ) -> TrainedProject:
     root.mkdir(parents=True, exist_ok=True)
     # each journey gets its own Redis database, so one journey's worker never takes another's run
-    env = {**backend_env(ls, _redis_database(redis_url, len(_shared)), root / "models"), **env_overrides}
+    env = {**backend_env(ls, redis_database(redis_url, len(_shared)), root / "models"), **env_overrides}
     if env.get("TRAIN_INIT", "coco") == "coco":
         _place_coco_stand_in(env)
     backend_url, backend = start_backend(env, root / "backend.log")
@@ -339,7 +339,7 @@ def _train_through_label_studio(
     )
 
 
-def _redis_database(url: str, db: int) -> str:
+def redis_database(url: str, db: int) -> str:
     """``url`` on logical database ``db`` (``redis://host/N`` or ``unix://path?db=N``; 0: ``url`` unchanged)."""
     if db == 0:
         return url
