@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from backend.model_store import ModelCache, ModelStore
 from jobqueue.object_storage import location
-from tests.support.object_storage import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
+from tests.support.object_storage import S3Server
 
 BUCKET = "lsmt"
 
@@ -32,25 +30,9 @@ def s3() -> Iterator[S3Server]:
 @pytest.fixture
 def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """boto3's standard variables, as a worker would have them."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3.url,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
+    for name, value in s3.aws_env().items():
         monkeypatch.setenv(name, value)
     return s3
-
-
-def _raw(s3: S3Server) -> Any:
-    return boto3.client(
-        "s3", endpoint_url=s3.url, region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
-    )  # fmt: skip
-
-
-def _object(s3: S3Server, key: str) -> bytes:
-    return bytes(_raw(s3).get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -102,8 +84,8 @@ def test_model_versions_on_s3_are_visible_only_when_complete_and_current_comes_l
     weights.write_bytes(b"weights of version one")
     first = store.publish(7, weights, {"steps": 3})
     # read back by another client, not through the layer: the objects a reader on another machine sees
-    assert _object(s3_env, "models/7/current").decode().strip() == first
-    assert _object(s3_env, f"models/7/{first}/model.pt") == b"weights of version one"
+    assert s3_env.get_object(BUCKET, "models/7/current").decode().strip() == first
+    assert s3_env.get_object(BUCKET, f"models/7/{first}/model.pt") == b"weights of version one"
     assert store.version_summaries(7)[0]["steps"] == 3
 
     # a publisher that died after the weights and before meta.json and current: nobody sees that version
@@ -155,6 +137,6 @@ def test_a_version_whose_weights_are_gone_leaves_nothing_in_the_cache(s3_env: S3
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"w")
     version = store.publish(5, weights, {})
-    _raw(s3_env).delete_object(Bucket=BUCKET, Key=f"gone/5/{version}/model.pt")
+    s3_env.client().delete_object(Bucket=BUCKET, Key=f"gone/5/{version}/model.pt")
     assert not store.checkpoint(5, version).exists()
     assert list((tmp_path / "private").rglob("*.pt")) == []

@@ -15,9 +15,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 from rq import Worker
 from rq.job import Job
@@ -36,7 +34,7 @@ from tests.support.backend import (
     wait_for_training,
 )
 from tests.support.labelstudio import LabelStudioServer
-from tests.support.object_storage import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
+from tests.support.object_storage import S3Server
 from tests.support.processes import start_worker
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -53,15 +51,6 @@ def s3() -> Iterator[S3Server]:
     server.stop()
 
 
-def _s3_env(s3: S3Server) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": s3.url,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-    }
-
-
 def test_backend_and_two_workers_share_only_object_storage(
     label_studio: LabelStudioServer, redis_url: str, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,7 +58,7 @@ def test_backend_and_two_workers_share_only_object_storage(
     url = redis_database(redis_url, REDIS_DB)
     shared = {
         **backend_env(ls, url, tmp_path / "unused"),
-        **_s3_env(s3),
+        **s3.aws_env(),
         "MODEL_DIR": f"s3://{BUCKET}/models",
         "AUGMENT_DIR": f"s3://{BUCKET}/augment",
         "TRAIN_AUGMENT_COPIES": "2",
@@ -105,11 +94,11 @@ def test_backend_and_two_workers_share_only_object_storage(
         shard_puts = [r.path for r in s3.requests if r.method == "PUT" and "/augment/" in r.path]
         assert any(f"/.augment-{run_id}/shard-" in p for p in shard_puts), logs
         assert any(p.endswith("/augmented/annotations.json") for p in shard_puts)
-        assert _keys(s3, "augment/") == []  # the run's shared folder is removed afterwards
+        assert s3.keys(BUCKET, "augment/") == []  # the run's shared folder is removed afterwards
 
         # the version is in object storage and nowhere on the three disks
-        assert _object(s3, f"models/{project_id}/current").decode().strip() == version
-        assert len(_object(s3, f"models/{project_id}/{version}/model.pt")) > 1_000_000
+        assert s3.get_object(BUCKET, f"models/{project_id}/current").decode().strip() == version
+        assert len(s3.get_object(BUCKET, f"models/{project_id}/{version}/model.pt")) > 1_000_000
         for folder in data.values():
             assert not (folder / "models").exists()
 
@@ -118,13 +107,13 @@ def test_backend_and_two_workers_share_only_object_storage(
         stored = {p.task: p.model_version for p in ls.client.predictions.list(project=project_id)}
         assert {task: stored.get(task) for task in labeled + new} == dict.fromkeys(labeled + new, version)
         (cached,) = data["backend"].glob(f"model-cache/*/{project_id}/{version}/model.pt")
-        assert cached.read_bytes() == _object(s3, f"models/{project_id}/{version}/model.pt")
+        assert cached.read_bytes() == s3.get_object(BUCKET, f"models/{project_id}/{version}/model.pt")
         model_gets = [r for r in s3.reads(BUCKET) if r.path == f"/{BUCKET}/models/{project_id}/{version}/model.pt"]
         assert len(model_gets) >= 1  # the backend's (and the worker's pre-annotation) fetch
         assert not any(r.carries(ls.token) for r in s3.requests)  # Label Studio's key never reaches the storage
 
         # a sharded augmentation run on both workers, inputs and outputs in S3 only
-        for name, value in _s3_env(s3).items():
+        for name, value in s3.aws_env().items():
             monkeypatch.setenv(name, value)
         _sharded_run_matches_the_local_one(s3, url, tmp_path)
     finally:
@@ -166,13 +155,13 @@ def _sharded_run_matches_the_local_one(s3: S3Server, redis_url: str, tmp_path: P
     expected = augment_dataset(
         local / "dataset.json", local / "images", local / "out", pipeline="medium", copies=2, seed=5
     )
-    assert json.loads(_object(s3, "runs/out/annotations.json")) == json.loads(expected.read_bytes())
+    assert json.loads(s3.get_object(BUCKET, "runs/out/annotations.json")) == json.loads(expected.read_bytes())
     for image in json.loads(expected.read_bytes())["images"]:
         assert (
-            _object(s3, f"runs/out/images/{image['file_name']}")
+            s3.get_object(BUCKET, f"runs/out/images/{image['file_name']}")
             == (local / "out" / "images" / image["file_name"]).read_bytes()
         )
-    assert not [k for k in _keys(s3, "runs/out/") if "/.augment-" in f"/{k}"]  # shard files removed by the merge
+    assert not [k for k in s3.keys(BUCKET, "runs/out/") if "/.augment-" in f"/{k}"]  # shard files removed by the merge
 
 
 def _wait_for_workers(redis_url: str, count: int) -> None:
@@ -183,18 +172,3 @@ def _wait_for_workers(redis_url: str, count: int) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{count} workers did not register within 60 s")
-
-
-def _client(s3: S3Server) -> Any:
-    return boto3.client(
-        "s3", endpoint_url=s3.url, region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
-    )  # fmt: skip
-
-
-def _object(s3: S3Server, key: str) -> bytes:
-    return bytes(_client(s3).get_object(Bucket=BUCKET, Key=key)["Body"].read())
-
-
-def _keys(s3: S3Server, prefix: str) -> list[str]:
-    return [o["Key"] for o in _client(s3).list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]

@@ -80,6 +80,31 @@ class S3Server:
         response = httpx.put(f"{self.url}/{bucket}/{key}", content=data, headers={"Content-Type": content_type})
         response.raise_for_status()
 
+    def aws_env(self) -> dict[str, str]:
+        """boto3's standard variables pointing at this server, as a worker or backend would have them."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def client(self) -> Any:
+        """A boto3 client of its own, to check what the code under test stored without going through it."""
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
+        )  # fmt: skip
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return bytes(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        listing = self.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for o in listing.get("Contents", [])]
+
     def reads(self, bucket: str) -> list[S3Request]:
         """The GETs of objects in ``bucket`` (not listings), in arrival order."""
         with self._lock:
