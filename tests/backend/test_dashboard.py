@@ -53,9 +53,14 @@ def test_few_tasks_say_how_many_more_instead_of_a_bare_null(guarded: Backend, se
     page = guarded.client.get("/dashboard/5", headers=AUTH).text
     assert f"annotate {need} more" in page
 
-    guarded.store.publish(5, checkpoint, {"tasks": 12, "heldout": {"tasks": 3, "bbox_AP": 0.4}})
+    edit_cost = {"ratio": 0.25, "actions": 30, "from_scratch": 120}
+    guarded.store.publish(
+        5, checkpoint, {"tasks": 12, "heldout": {"tasks": 3, "bbox_AP": 0.4}, "heldout_edit_cost": edit_cost}
+    )
     body = guarded.client.get("/runs/5", headers=AUTH).json()
     assert body["quality"] is None and "heldout_note" not in body["versions"][1]
+    page = guarded.client.get("/dashboard/5", headers=AUTH).text  # the held-out edit cost, as the annotator reads it
+    assert "0.25" in page and "30 of 120 actions" in page
 
 
 def test_rollback_changes_current_and_what_predict_serves(guarded: Backend) -> None:
