@@ -69,7 +69,7 @@ def test_the_published_version_preannotates_the_unannotated_tasks(trained: Train
 def test_label_studio_stores_polygons_with_nested_keypoints(
     label_studio: LabelStudioServer, trained: TrainedProject
 ) -> None:
-    assert_polygons_with_nested_keypoints(label_studio, trained)
+    assert_polygons_with_nested_keypoints(label_studio, trained, require_keypoints=True)
 
 
 # The paper's engine: Detectron2 R50-FPN, a handful of steps (R50 on CPU is slow), from the model-zoo
@@ -108,11 +108,18 @@ def test_start_training_with_the_detectron2_engine(
     )
     assert run["result"]["training_set_fit"].keys() == {"bbox_AP", "segm_AP", "keypoints_AP"}
     assert run["result"]["checkpoint_model_version"].startswith("multitask-detectron2-resnet50_fpn-")
-    assert_polygons_with_nested_keypoints(label_studio, trained)
+    # 4 steps of R50 from a random stand-in may still call every object a 'tool', which no task labelled: its
+    # keypoints were never taught and must not be drawn (issue 20); the helper checks each label's keypoints.
+    assert_polygons_with_nested_keypoints(label_studio, trained, require_keypoints=False)
 
 
-def assert_polygons_with_nested_keypoints(label_studio: LabelStudioServer, trained: TrainedProject) -> None:
-    """Retrieve Predictions, then every task holds the version's polygons with keypoints nested under them."""
+def assert_polygons_with_nested_keypoints(
+    label_studio: LabelStudioServer, trained: TrainedProject, *, require_keypoints: bool
+) -> None:
+    """Retrieve Predictions, then every task holds the version's polygons with keypoints nested under them:
+    exactly the keypoints the training data labelled on the polygon's label (the version's ``taught`` record;
+    the tasks label only animals' eyes and nose), all of them where the run calibrated no threshold.
+    ``require_keypoints``: at least one object must carry keypoints (the model must call something an animal)."""
     retrieve_predictions(label_studio, trained.project_id)
     ml = label_studio.client.ml.get(id=trained.ml_backend_id)
     assert ml.model_version == trained.model_version
@@ -122,6 +129,13 @@ def assert_polygons_with_nested_keypoints(label_studio: LabelStudioServer, train
         (p.task, p.model_version) for p in predictions
     ]
     schema = Schema.from_label_config(GENERIC_CONFIG.read_text())
+    (version,) = [v for v in trained.run_status["versions"] if v["version"] == trained.model_version]
+    taught = {
+        label: {name for name, count in counts.items() if count > 0}
+        for label, counts in version["taught"]["keypoints_labelled"].items()
+    }
+    assert taught["animal"] == {"eye_left", "eye_right", "nose"} and taught["tool"] == set()
+    uncalibrated = {n for n, t in version["taught"]["keypoint_thresholds"].items() if t is None}
     with_keypoints = 0
     for prediction in by_task.values():
         regions = prediction.result
@@ -139,4 +153,8 @@ def assert_polygons_with_nested_keypoints(label_studio: LabelStudioServer, train
         for polygon in polygons.values():
             assert polygon["value"]["polygonlabels"][0] in schema.category_names
             assert all(0 <= x <= 100 and 0 <= y <= 100 for x, y in polygon["value"]["points"])
-    assert with_keypoints > 0, [p.result for p in by_task.values()]
+            nested = {r["value"]["keypointlabels"][0] for r in regions if r.get("parentID") == polygon["id"]}
+            label = polygon["value"]["polygonlabels"][0]
+            assert taught[label] & uncalibrated <= nested <= taught[label], (label, nested)
+    if require_keypoints:
+        assert with_keypoints > 0, [p.result for p in by_task.values()]
