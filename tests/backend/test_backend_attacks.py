@@ -76,10 +76,12 @@ class HealthProbe:
         self.failures: list[str] = []
         self.count = 0
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> HealthProbe:
         self._thread.start()
+        self._ready.wait(10)  # polling before the attack starts: a quick attack must not outrun the probe's set-up
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -92,7 +94,8 @@ class HealthProbe:
 
     def _run(self) -> None:
         with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
+            self._ready.set()
+            while True:  # at least one probe, however short the attack
                 started = time.perf_counter()
                 try:
                     status = client.get(f"{self.url}/health").status_code
@@ -103,7 +106,8 @@ class HealthProbe:
                         self.failures.append(f"HTTP {status}")
                 self.slowest = max(self.slowest, time.perf_counter() - started)
                 self.count += 1
-                self._stop.wait(0.1)
+                if self._stop.wait(0.1):
+                    break
 
 
 class Served:

@@ -108,8 +108,9 @@ def test_predictor_matches_detectron2s_default_predictor(run: dict, dataset: Pat
     from detectron2.config import get_cfg
     from detectron2.engine import DefaultPredictor
 
-    # every detection, whatever its score after 2 steps: the comparison needs some
-    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0)
+    # every detection, whatever its score after 2 steps: the comparison needs some; and no mask NMS, which is
+    # ours, after Detectron2's (DefaultPredictor keeps same-label duplicates)
+    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0, mask_nms_iou=None)
     assert (
         predictor.schema == SCHEMA and predictor.model_version == engines.read_summary(run["checkpoint"]).model_version
     )
@@ -140,8 +141,9 @@ def test_evaluation_agrees_with_pycocotools_on_the_models_own_detections_as_grou
     """Ground truth = the predictor's detections (box, RLE mask, keypoints of discs): Detectron2's
     COCOEvaluator, on its own loader and model run, must give the AP pycocotools gives on the
     predictor's detections, and 1 for boxes. A 2-step model scores 0 on the real labels,
-    so this is what shows that classes, masks and keypoint coordinates line up between the two."""
-    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0)
+    so this is what shows that classes, masks and keypoint coordinates line up between the two. No mask NMS:
+    the evaluator's own run of the model keeps every detection, as evaluation does."""
+    predictor = engines.load_predictor(run["checkpoint"], score_threshold=0.0, mask_nms_iou=None)
     coco, schema = read_combined_coco(dataset)
     annotations: list[dict[str, Any]] = []
     detections: list[dict[str, Any]] = []
