@@ -118,6 +118,10 @@ def create_app(
     predict_threads = anyio.CapacityLimiter(PREDICT_THREADS)
     predicts_pending = 0  # running or waiting; only touched on the event loop, so no lock
 
+    def public_url(request: Request) -> str:
+        """Where a person opens this backend: ``DASHBOARD_URL``, else the address the request came to."""
+        return settings.dashboard_url or str(request.base_url)
+
     @app.get("/")
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -134,7 +138,7 @@ def create_app(
         version, problem = services.models.served(project_id)
         if version == UNTRAINED:  # Redis in a thread: /setup never waits on the event loop
             failure = await anyio.to_thread.run_sync(
-                dashboard.first_run_failure, services.runs, project_id, str(request.base_url)
+                dashboard.first_run_failure, services.runs, project_id, public_url(request)
             )
             if failure:
                 raise HTTPException(503, failure)
@@ -179,7 +183,7 @@ def create_app(
         if action == "START_TRAINING":
             project_id = project_id_of(payload)
             result = services.runs().request_training(project_id, "Start Training")
-            watch = dashboard.dashboard_url(str(request.base_url), project_id)
+            watch = dashboard.dashboard_url(public_url(request), project_id)
             log.info("project %s: Start Training; watch the run at %s", project_id, watch)
             body = {"job": result.job_id, "status": "queued" if result.enqueued else "coalesced", "dashboard": watch}
             if not result.enqueued:

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     augment_dir: StorageUrl = Field(default_factory=lambda: str(data_dir() / "augment"), validation_alias="AUGMENT_DIR")
     # 0: annotation events never trigger training on their own
     retrain_every: Count = Field(0, validation_alias="RETRAIN_EVERY")
+    # where people open the backend's pages (the dashboard links in logs and errors), when that is not the address
+    # Label Studio calls (docker compose: Label Studio calls http://ml-backend:9090, a browser opens
+    # http://localhost:9090); None: the address each request came to
+    dashboard_url: str | None = Field(None, validation_alias="DASHBOARD_URL")
     basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
     basic_auth_pass: str | None = Field(None, validation_alias="BASIC_AUTH_PASS")
     bearer_token: str | None = Field(None, validation_alias="ML_BACKEND_TOKEN")
@@ -204,7 +208,7 @@ class Settings(BaseSettings):
         """From the environment variables (``os.environ`` unless ``env``); an empty variable means its default."""
         return cls(**_MappingSource(cls, os.environ if env is None else env)())
 
-    @field_validator("label_studio_url")
+    @field_validator("label_studio_url", "dashboard_url")
     @classmethod
     def _without_trailing_slash(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None

@@ -121,3 +121,20 @@ def test_a_failed_first_run_is_an_error_for_label_studios_card_until_a_version_s
     runs.conn.set("lsmt:backend:6:active", "job-7")
     assert runs.fail(6, "job-7", "a retrain failed")
     assert guarded.client.post("/setup", json=setup, headers=AUTH).status_code == 200  # the version keeps serving
+
+
+def test_links_name_dashboard_url_where_a_browser_opens_the_backend(
+    settings: Settings, schema: Schema, backend_redis_url: str
+) -> None:
+    """docker compose: Label Studio calls http://ml-backend:9090, a browser on the host opens localhost:9090."""
+    public = settings.model_copy(update={"dashboard_url": "http://localhost:9090"})
+    backend = make_backend(public, FakePredictor(schema, [animal(schema)]), backend_redis_url)
+    inside = "http://ml-backend:9090"  # the address Label Studio calls, which the request carries
+    started = backend.client.post(f"{inside}/webhook", json={"action": "START_TRAINING", "project": {"id": 8}})
+    assert started.status_code == 201 and started.json()["dashboard"] == "http://localhost:9090/dashboard/8"
+
+    runs = Runs(connect(backend_redis_url), job_timeout=60)
+    runs.conn.set("lsmt:backend:9:active", "job-9")
+    assert runs.fail(9, "job-9", "pretrained weights x could not be loaded; set TRAIN_INIT=none")
+    error = backend.client.post(f"{inside}/setup", json={"project": "9.1700000000"}).json()["error"]
+    assert "(see http://localhost:9090/dashboard/9)" in error and "ml-backend" not in error
