@@ -31,6 +31,8 @@ JOB_ENV = set(services.job_env(Path("/data"), "redis://redis:6379/0", "http://la
 OBJECT_STORAGE_ENV = {
     "MODEL_DIR", "AUGMENT_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
 }  # fmt: skip
+# Only people open the backend's pages, so only the backend needs to know their address.
+BACKEND_ONLY_ENV = {"DASHBOARD_URL"}
 ONE_SHOT = {"minio-bucket"}  # runs once and exits: nothing to health-check
 
 
@@ -84,7 +86,17 @@ def test_label_studio_env_names_match_local_runner():
 
 @pytest.mark.parametrize("name", ["ml-backend", "rq-worker"])
 def test_job_env_names_match_local_runner(name: str):
-    assert set(SERVICES[name]["environment"]) == JOB_ENV | OBJECT_STORAGE_ENV
+    assert set(SERVICES[name]["environment"]) - BACKEND_ONLY_ENV == JOB_ENV | OBJECT_STORAGE_ENV
+
+
+def test_dashboard_is_reachable_from_the_host_at_the_address_its_links_name():
+    """Label Studio calls http://ml-backend:9090, which a browser on the host cannot open."""
+    from backend.settings import Settings
+
+    backend = SERVICES["ml-backend"]
+    url = Settings.from_env({"DASHBOARD_URL": _default(backend["environment"]["DASHBOARD_URL"])}).dashboard_url
+    port = url.rsplit(":", 1)[1]
+    assert url.startswith("http://localhost:") and f"127.0.0.1:{port}:{services.ML_BACKEND_PORT}" in backend["ports"]
 
 
 def _default(value: str) -> str:
@@ -95,7 +107,8 @@ def _default(value: str) -> str:
 def test_backend_and_workers_share_models_and_augmentation_through_minio_only():
     """No shared volume: a worker on another machine has the same view as one next to the backend."""
     env = SERVICES["rq-worker"]["environment"]
-    assert SERVICES["ml-backend"]["environment"] == env
+    backend = SERVICES["ml-backend"]["environment"]
+    assert {k: v for k, v in backend.items() if k not in BACKEND_ONLY_ENV} == env
     for name in ("ml-backend", "rq-worker"):
         assert not [v for v in SERVICES[name].get("volumes", []) if v.split(":")[1] in ("/data", "/data/models")]
     minio = SERVICES["minio"]
@@ -133,3 +146,19 @@ def test_workers_share_torchs_cache_on_a_volume():
     )
     volume = next(v.split(":")[0] for v in SERVICES["rq-worker"]["volumes"] if v.split(":")[1] == torch_home)
     assert volume in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("name", ["ml-backend", "rq-worker"])
+def test_settings_in_dot_env_reach_backend_and_workers(name: str):
+    """README, Settings: ``echo TRAIN_INIT=none >> .env`` works for compose as for scripts/stack.sh."""
+    local = services.ENV_FILE.relative_to(REPO).as_posix()
+    assert SERVICES[name]["env_file"] == [{"path": local, "required": False}]
+
+
+def test_third_party_images_are_pinned():
+    """An unpinned image changes under a deployment at its next pull (MinIO publishes no newer image at all)."""
+    for name, service in SERVICES.items():
+        if name in APP_SERVICES:
+            continue
+        tag = service["image"].partition(":")[2]
+        assert tag and tag != "latest", f"{name}: {service['image']}"
