@@ -151,6 +151,17 @@ def resubmit(conn: redis.Redis, run_id: str, *, force: bool = False) -> list[int
     return redo
 
 
+def cancel(conn: redis.Redis, run_id: str) -> None:
+    """Take the run's unfinished jobs off the queue (someone else does its work now). A shard already
+    running finishes into its run folder, which nobody reads any more."""
+    meta = _meta(conn, run_id)
+    for job_id in [v for k, v in meta.items() if k.startswith("job:")] + [meta["merge_job"]]:
+        try:
+            Job.fetch(job_id, connection=conn).cancel()
+        except (NoSuchJobError, InvalidJobOperation):  # gone, finished or already cancelled
+            pass
+
+
 # ---- what the workers run ---------------------------------------------------------------------
 def _load_params(conn: redis.Redis, run_id: str) -> tuple[dict[str, Any], list[list[int]]]:
     meta = _meta(conn, run_id)
@@ -230,7 +241,7 @@ def merge_run(run_id: str) -> str:
 
 # ---- watching ---------------------------------------------------------------------------------
 def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
-    """``{"run_id", "state", "done", "total", "failures", "result", "shards"}``.
+    """``{"run_id", "state", "done", "total", "failures", "result", "shards", "merge"}``.
 
     ``state``: queued | running | finished | failed. ``failed`` means some shard failed or was
     abandoned (its worker died) or the merge failed; :func:`resubmit` continues such a run.
@@ -270,6 +281,7 @@ def run_status(conn: redis.Redis, run_id: str) -> dict[str, Any]:
         "failures": sorted(failures, key=lambda f: f["image_id"]),
         "result": meta.get("result"),
         "shards": shard_rows,
+        "merge": merge_state,
     }
 
 

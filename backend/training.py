@@ -254,6 +254,10 @@ def train_and_publish(
 AUGMENT_PIPELINE = "light"  # what a training run's augmentation applies, on workers or in-process
 
 
+class _ShardsLost(RuntimeError):
+    """The augmentation workers did not finish the shards: the training job augments them itself."""
+
+
 def _augment(
     project_id: int, dataset: Path, image_root: Path, out_dir: Path, settings: Settings, report: Callable[..., bool]
 ) -> tuple[Path, Path]:
@@ -261,29 +265,48 @@ def _augment(
 
     With augmentation workers running (others than this job's own), the images go as shard jobs to
     them (:mod:`augmentation.jobs`), through ``AUGMENT_DIR`` (a folder they all reach, or object
-    storage), one shard per worker; otherwise, or outside RQ, in this process. The run status's
-    ``augmentation`` field (and the worker log) says which.
+    storage), one shard per worker; otherwise, or outside RQ, in this process. Workers that die (or
+    a killed worker still registered, which takes nothing) do not hold the run: shards that fail
+    without an image's error, or that nobody works on for ``TRAIN_HEARTBEAT_SECONDS``, are augmented
+    in this process instead (every sample's seed is (run seed, image, copy): the same images either
+    way). The run status's ``augmentation`` field (and the worker log) says which.
     """
-    from augmentation import augment_dataset
-
     job = get_current_job()
     workers = _augmentation_workers(job) if job is not None else 0
     if job is None or not workers:
-        note = "in-process: no augmentation worker is running"
-        log.info("project %s: augmenting %s", project_id, note)
-        report(phase="augmenting", augmentation=note)
-        result = augment_dataset(
-            dataset, image_root, out_dir, pipeline=AUGMENT_PIPELINE,
-            copies=settings.train_augment_copies, seed=settings.train_seed,
-        )  # fmt: skip
-        return result, result.parent / "images"
+        return _augment_here(
+            project_id, dataset, image_root, out_dir, settings, report, "no augmentation worker is running"
+        )
     shared = location(settings.augment_dir) / f"train-{project_id}-{job.id}"
     try:
         return _augment_on_workers(
             project_id, job.connection, workers, dataset, image_root, out_dir, shared, settings, report
         )
+    except _ShardsLost as lost:
+        return _augment_here(project_id, dataset, image_root, out_dir, settings, report, str(lost))
     finally:
         shared.remove_tree()
+
+
+def _augment_here(
+    project_id: int,
+    dataset: Path,
+    image_root: Path,
+    out_dir: Path,
+    settings: Settings,
+    report: Callable[..., bool],
+    why: str,
+) -> tuple[Path, Path]:
+    from augmentation import augment_dataset
+
+    note = f"in-process: {why}"
+    log.info("project %s: augmenting %s", project_id, note)
+    report(phase="augmenting", augmentation=note)
+    result = augment_dataset(
+        dataset, image_root, out_dir, pipeline=AUGMENT_PIPELINE,
+        copies=settings.train_augment_copies, seed=settings.train_seed,
+    )  # fmt: skip
+    return result, result.parent / "images"
 
 
 def _augment_on_workers(
@@ -297,6 +320,7 @@ def _augment_on_workers(
     settings: Settings,
     report: Callable[..., bool],
 ) -> tuple[Path, Path]:
+    """Raises :class:`_ShardsLost` (with the run's jobs cancelled) when the workers do not finish it."""
     from augmentation import jobs
     from augmentation.dataset_augment import IMAGES_DIR, OUTPUT_JSON
 
@@ -307,26 +331,51 @@ def _augment_on_workers(
     run_id = jobs.submit_run(
         conn, shared / "source" / OUTPUT_JSON, shared / "source" / IMAGES_DIR, shared / "augmented",
         pipeline=AUGMENT_PIPELINE, copies=settings.train_augment_copies, seed=settings.train_seed,
-        shard_size=max(1, math.ceil(len(images) / workers)),
+        shard_size=max(1, math.ceil(len(images) / workers)), heartbeat_seconds=settings.train_heartbeat_seconds,
     )  # fmt: skip
     note = f"on {workers} augmentation worker(s): run {run_id}"
     log.info("project %s: augmenting %s", project_id, note)
     report(phase="augmenting", augmentation=note)
+    stall = _StallWatch(settings.train_heartbeat_seconds)
 
     def progress(status: dict[str, Any]) -> None:
         report(augmented=status["done"], augment_total=status["total"])
+        if stall.stalled(status):
+            raise _ShardsLost(f"no augmentation worker took run {run_id} for {settings.train_heartbeat_seconds} s")
 
-    status = jobs.wait(conn, run_id, settings.train_job_timeout, poll=1.0, on_status=progress)
+    try:
+        status = jobs.wait(conn, run_id, settings.train_job_timeout, poll=1.0, on_status=progress)
+        if status["state"] != "finished" and not status["failures"]:
+            raise _ShardsLost(f"the augmentation workers stopped during run {run_id}")
+    except _ShardsLost:
+        jobs.cancel(conn, run_id)
+        raise
     if status["state"] != "finished":
         failures = "; ".join(f"image {f['image_id']}: {f['error']}" for f in status["failures"][:3])
-        raise TrainingError(
-            f"the augmentation run {run_id} failed ({failures or 'a worker stopped during it'}); start training again"
-        )
+        raise TrainingError(f"the augmentation run {run_id} failed ({failures}); start training again")
     result = location(status["result"])
     result.download(out_dir / OUTPUT_JSON)
     for image in json.loads((out_dir / OUTPUT_JSON).read_bytes())["images"]:
         (shared / "augmented" / IMAGES_DIR / image["file_name"]).download(out_dir / IMAGES_DIR / image["file_name"])
     return out_dir / OUTPUT_JSON, out_dir / IMAGES_DIR
+
+
+class _StallWatch:
+    """An augmentation run is stalled when nothing of it runs and nothing changes for ``seconds``: no live
+    worker takes its jobs (a shard whose worker dies while running it is *abandoned*, a failure)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last: tuple[Any, ...] | None = None
+        self.since = time.monotonic()
+
+    def stalled(self, status: dict[str, Any]) -> bool:
+        snapshot = (status["done"], tuple(shard["state"] for shard in status["shards"]))
+        running = status["merge"] == "running" or any(shard["state"] == "running" for shard in status["shards"])
+        if snapshot != self.last or running:
+            self.last, self.since = snapshot, time.monotonic()
+            return False
+        return time.monotonic() - self.since > self.seconds
 
 
 def _augmentation_workers(job: Job) -> int:
