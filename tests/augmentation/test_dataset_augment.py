@@ -21,6 +21,7 @@ from augmentation.split import split_by_source
 from combined_coco.geometry import polygons_bbox
 from combined_coco.schema import Schema
 from combined_coco.validate import validate_coco
+from tests.support.processes import tree_bytes
 from tests.support.samples import QUOKKA
 
 
@@ -30,15 +31,11 @@ def _pipeline_file(tmp_path: Path, *transforms: A.BasicTransform) -> Path:
     return path
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_output_is_deterministic_valid_coco_with_stable_ids(synthetic: Path, tmp_path: Path) -> None:
     images = synthetic.parent / "images"
     first = augment_dataset(synthetic, images, tmp_path / "a", pipeline="medium", copies=2, seed=5)
     second = augment_dataset(synthetic, images, tmp_path / "b", pipeline="medium", copies=2, seed=5)
-    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
     other_seed = augment_dataset(synthetic, images, tmp_path / "c", pipeline="medium", copies=2, seed=6)
     assert other_seed.read_bytes() != first.read_bytes()
 

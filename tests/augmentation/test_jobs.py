@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,20 +12,9 @@ from pycocotools.coco import COCO
 from augmentation import jobs
 from jobqueue.connection import connect
 from multitask.synthetic import write_parts_dataset
+from tests.support.processes import kill_with_horse, tree_bytes
 
 pytestmark = pytest.mark.slow
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    """Every output file by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _kill_with_horse(pid: int) -> None:
-    """SIGKILL a worker and the work-horse it forked for the job, as if the machine had gone away."""
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        os.kill(int(child), signal.SIGKILL)
-    os.kill(pid, signal.SIGKILL)
 
 
 def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_factory, tmp_path: Path) -> None:
@@ -43,7 +30,7 @@ def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_fac
     assert status["state"] == "finished", status
     assert (status["done"], status["total"], status["failures"]) == (6, 6, [])
     assert len(COCO(status["result"]).getImgIds()) == 6 * 4
-    reference = _files(tmp_path / "clean")
+    reference = tree_bytes(tmp_path / "clean")
     for proc in workers:
         proc.terminate()
         proc.wait(30)
@@ -56,7 +43,7 @@ def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_fac
     while jobs.run_status(conn, run)["shards"][0]["done"] < 1:
         assert time.monotonic() < deadline, "the worker never started shard 0"
         time.sleep(0.02)
-    _kill_with_horse(victim.pid)
+    kill_with_horse(victim.pid)
     victim.wait(10)
 
     status = jobs.wait(conn, run, timeout=30)  # the heartbeat expires: the shard is abandoned
@@ -69,7 +56,7 @@ def test_killed_worker_then_resubmit_gives_identical_bytes(redis_url, worker_fac
     status = jobs.wait(conn, run, timeout=120)
     assert status["state"] == "finished", status
     assert status["done"] == status["total"] == 6
-    assert _files(tmp_path / "killed") == reference
+    assert tree_bytes(tmp_path / "killed") == reference
     assert not list((tmp_path / "killed").rglob(".*"))  # no shard files, no half-written images
 
 

@@ -8,11 +8,10 @@ with RQ's own ``register_birth``. Oracle: the same augmentation run in the test 
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from rq import Queue, Worker
@@ -22,7 +21,7 @@ from augmentation import augment_dataset, jobs
 from backend.training import AUGMENT_PIPELINE
 from jobqueue.connection import EmbeddedRedis, connect
 from multitask.synthetic import write_parts_dataset
-from tests.support.processes import repo_env, start_worker, stop_process
+from tests.support.processes import kill_with_horse, repo_env, start_worker, stop_process, tree_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +33,6 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
     server = EmbeddedRedis(tmp_path / "redis")
     yield server.url
     server.stop()
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _kill_with_horse(pid: int) -> None:
-    """SIGKILL a worker and the work-horse it forked for its job, as if its machine had gone away."""
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        os.kill(int(child), signal.SIGKILL)
-    os.kill(pid, signal.SIGKILL)
 
 
 class _TrainingJob:
@@ -75,6 +63,7 @@ class _TrainingJob:
         took = time.monotonic() - self.started
         assert self.job.get_status() == "finished", self.log.read_text()[-2000:]
         result = Job.fetch(self.job.id, connection=self.conn).return_value()
+        assert isinstance(result, dict)
         notes = [r["augmentation"] for r in result["reports"] if "augmentation" in r]
         assert notes[0].startswith("on 1 augmentation worker(s): run ")
         assert Path(result["dataset"]) == self.tmp / "augmented" / "annotations.json"
@@ -88,7 +77,7 @@ class _TrainingJob:
             self.coco, self.coco.parent / "images", self.tmp / "reference", pipeline=AUGMENT_PIPELINE, copies=2, seed=4
         )
         assert reference == self.tmp / "reference" / "annotations.json"
-        assert _files(self.tmp / "augmented") == _files(self.tmp / "reference")
+        assert tree_bytes(self.tmp / "augmented") == tree_bytes(self.tmp / "reference")
 
 
 def test_shards_nobody_takes_are_augmented_by_the_training_job(private_redis: str, tmp_path: Path) -> None:
@@ -114,11 +103,14 @@ def test_a_shard_whose_worker_dies_is_augmented_by_the_training_job(private_redi
         run = _TrainingJob(private_redis, tmp_path, coco)
         deadline = time.monotonic() + 60
         while not [
-            row for key in conn.scan_iter("augment:run:*:done") for row in conn.hvals(key) if int(row) >= 1
+            row
+            for key in conn.scan_iter("augment:run:*:done")
+            for row in cast(list[bytes], conn.hvals(key))
+            if int(row)
         ]:  # the worker is inside its shard: one image done
             assert time.monotonic() < deadline, (tmp_path / "augment-worker.log").read_text()[-2000:]
             time.sleep(0.05)
-        _kill_with_horse(augmenter.pid)
+        kill_with_horse(augmenter.pid)
         augmenter.wait(10)
     finally:
         stop_process(augmenter)

@@ -4,6 +4,7 @@ the session."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,3 +46,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kill_with_horse(pid: int) -> None:
+    """SIGKILL an RQ worker and the work-horse it forked for its job, as if its machine had gone away."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        os.kill(int(child), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` by relative path: two outputs compared byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
