@@ -171,21 +171,20 @@ def sparse_outline(
     IoU holds; then, when that still has more than ``most`` vertices, the fewest vertices from ``target``
     up that reach :data:`CLOSE_FIT_IOU`, or else the closest fit with at most ``most`` that keeps
     ``min_iou``, taken in Douglas-Peucker's order of importance (:func:`_vertex_ranks`), so the corners
-    that shape the object come first. The IoU wins over ``most``: a shape that needs more vertices than
-    people drew for its label keeps them. The result is a valid polygon; an invalid input
-    (a contour touching itself) is repaired first and its largest part kept.
+    that shape the object come first, or from plain Douglas-Peucker at coarser tolerances, whichever fits
+    better. The IoU wins over ``most``: a shape that needs more vertices than people drew for its label
+    keeps them. The IoU is measured as :func:`_outline_fit` says. The result is a valid polygon; an invalid
+    input (a contour touching itself) is repaired first and its largest part kept.
     """
     outline = _valid_outline(points)
     if outline is None:
         return points
-    # ``min_iou`` is meant on pixels: on a small object the pixels an outline half-covers (about its
-    # perimeter over its area) move the pixel IoU away from the area IoU, so the area IoU keeps a margin
-    min_iou = min(0.99, min_iou + outline.length / outline.area / 12)
+    fit, min_iou = _outline_fit(outline, min_iou)
     base = outline
     tolerance = smoothing
     while tolerance >= 0.25:
         simple = outline.simplify(tolerance, preserve_topology=True)
-        if isinstance(simple, Polygon) and not simple.is_empty and outline_iou(simple, outline) >= min_iou:
+        if isinstance(simple, Polygon) and not simple.is_empty and fit(simple) >= min_iou:
             base = simple
             break
         tolerance /= 2
@@ -193,25 +192,49 @@ def sparse_outline(
     if most is None or len(coords) <= most:
         return coords
     ranks = _vertex_ranks(coords)
-    # plain Douglas-Peucker at coarser tolerances places vertices differently: a second candidate per count
-    coarser: dict[int, Polygon] = {}
-    for step in np.geomspace(max(tolerance, 0.25), max(tolerance, 0.25) * 40, 24):
+    # plain Douglas-Peucker at coarser tolerances places vertices differently: per vertex count, the one that
+    # fits best is a second candidate
+    coarser: dict[int, tuple[float, Polygon]] = {}
+    seen: set[bytes] = set()
+    for step in np.geomspace(max(tolerance, 0.25), max(tolerance, 0.25) * 240, 64):
         simple = outline.simplify(float(step), preserve_topology=True)
-        if isinstance(simple, Polygon) and simple.is_valid and not simple.is_empty:
-            coarser.setdefault(len(simple.exterior.coords) - 1, simple)
+        if not (isinstance(simple, Polygon) and simple.is_valid and not simple.is_empty):
+            continue
+        ring = np.asarray(simple.exterior.coords)
+        if ring.tobytes() in seen:
+            continue
+        seen.add(ring.tobytes())
+        score, count = fit(simple), len(ring) - 1
+        if score > coarser.get(count, (-1.0, simple))[0]:
+            coarser[count] = (score, simple)
     best, best_iou = coords, 0.0
     for count in range(max(3, min(target or 3, most)), len(coords)):
-        for candidate in (_fitted(coords, ranks < count, outline), coarser.get(count)):
-            iou = outline_iou(candidate, outline) if candidate is not None else 0.0
-            if candidate is not None and iou > best_iou:
-                best, best_iou = np.asarray(candidate.exterior.coords)[:-1], iou
+        for candidate in (_fitted(coords, ranks < count, outline, fit), coarser.get(count)):
+            if candidate is not None and candidate[0] > best_iou:
+                best_iou, best = candidate[0], np.asarray(candidate[1].exterior.coords)[:-1]
         if best_iou >= (CLOSE_FIT_IOU if count < most else min_iou):
             return best
     return coords
 
 
-def _fitted(ring: np.ndarray, keep: np.ndarray, outline: Polygon) -> Polygon | None:
-    """The outline through ``ring[keep]``, its corners moved to where a person clicks them; None if invalid.
+def _outline_fit(outline: Polygon, min_iou: float) -> tuple[Callable[[Polygon], float], float]:
+    """How an outline's fit to ``outline`` is measured (area IoU), and the ``min_iou`` that measure must reach.
+
+    ``min_iou`` is meant on the mask an annotator sees: on a small object the pixels an outline half-covers
+    (about its perimeter over its area) move a pixel IoU away from the area IoU, so the area IoU keeps a
+    margin of perimeter/area/12, at most 0.01: more would cost a tiny shape vertices a person never clicks
+    (a 10 px triangle asked 0.95 and got 10 vertices), and there one pixel more or less is a rasteriser's
+    edge rule, not the shape.
+    """
+    margin = min(0.01, outline.length / outline.area / 12)
+    return (lambda candidate: outline_iou(candidate, outline)), min(0.99, min_iou + margin)
+
+
+def _fitted(
+    ring: np.ndarray, keep: np.ndarray, outline: Polygon, fit: Callable[[Polygon], float]
+) -> tuple[float, Polygon] | None:
+    """The outline through ``ring[keep]``, its corners moved to where a person clicks them, with its fit; None if
+    invalid.
 
     A mask rounds an object's corners, so its outline's vertices sit inside them, and chords between
     outline vertices cut off every convex bulge. Each kept edge gets the line fitted to the outline
@@ -232,7 +255,7 @@ def _fitted(ring: np.ndarray, keep: np.ndarray, outline: Polygon) -> Polygon | N
         for g in options
         if isinstance(g, Polygon) and g.is_valid and not g.is_empty and len(g.exterior.coords) == count
     ]
-    return max(valid, key=lambda g: outline_iou(g, outline))
+    return max(((fit(g), g) for g in valid), key=lambda scored: scored[0])
 
 
 def _corners_from_edges(ring: np.ndarray, kept: np.ndarray) -> Polygon | None:
