@@ -106,7 +106,8 @@ def task_regions(
             continue
         polygon = largest_polygon(inst.polygons)
         if polygon is not None and controls.polygon and inst.label in controls.polygon_labels:
-            known.append((inst, predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))))
+            outline = predicted_outline(polygon, polygon_tolerance, (vertex_medians or {}).get(inst.label))
+            known.append((inst, image.inside(outline)))
         elif (
             controls.rectangle and inst.label in controls.rectangle_labels and inst.label not in controls.polygon_labels
         ):
@@ -167,6 +168,11 @@ class _ImageRegions:
 
     def _inside(self, x: float, y: float) -> tuple[float, float]:
         return min(max(float(x), 0.0), float(self.width)), min(max(float(y), 0.0), float(self.height))
+
+    def inside(self, points: np.ndarray) -> np.ndarray:
+        """An outline's vertices moved into the image, as :meth:`polygon` sends them: the duplicate rule must
+        judge the outlines Label Studio gets (a mask spilling over the border is cut there)."""
+        return np.column_stack([np.clip(points[:, 0], 0.0, self.width), np.clip(points[:, 1], 0.0, self.height)])
 
     def polygon(self, label: str, points: np.ndarray, score: float) -> dict[str, Any]:
         assert self.controls.polygon is not None

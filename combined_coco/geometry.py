@@ -386,16 +386,22 @@ def suppress_overlaps(
     return sorted(kept)
 
 
+_HALF_OPEN = 1e-7  # px: far below any coordinate's precision that matters, far above float64's at 10^4 px
+
+
 def outline_pixel_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two outlines (``(N, 2)`` vertices) as masks: the pixels whose centres lie inside each.
 
     Pixels, not exact areas: a duplicate is judged on the masks an outline covers, as the masks it came from
-    were (an exact-area IoU differs from the pixel one by a few percent on objects ten pixels wide)."""
+    were (an exact-area IoU differs from the pixel one by a few percent on objects ten pixels wide). Outlines
+    traced from masks run along half-pixel lines, through pixel centres: a centre on an edge is decided
+    half-open, as rasterisers do (sampled a hair right of and below the centre), where a strict "inside" test
+    drops it from both masks (one such pair measured 0.493 against 0.507 counted half-open)."""
     lo = np.floor(np.minimum(a.min(0), b.min(0))).astype(int)
     hi = np.ceil(np.maximum(a.max(0), b.max(0))).astype(int)
     if (np.maximum(a.min(0), b.min(0)) >= np.minimum(a.max(0), b.max(0))).any():
         return 0.0
-    ys, xs = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]] + 0.5
+    ys, xs = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]] + (0.5 + _HALF_OPEN)
     inside_a = shapely.contains_xy(Polygon(a), xs, ys)
     inside_b = shapely.contains_xy(Polygon(b), xs, ys)
     union = np.logical_or(inside_a, inside_b).sum()

@@ -1,6 +1,9 @@
 """Clipping and repair keep instances whole and bbox/area consistent with the polygons."""
 
-from combined_coco.geometry import clean_polygons, polygons_area, polygons_bbox
+import numpy as np
+import pytest
+
+from combined_coco.geometry import clean_polygons, outline_pixel_iou, polygons_area, polygons_bbox
 
 
 def test_valid_polygon_inside_image_is_unchanged() -> None:
@@ -37,3 +40,15 @@ def test_union_area_counts_overlap_once() -> None:
     a = [0.0, 0, 4, 0, 4, 4, 0, 4]
     b = [2.0, 0, 6, 0, 6, 4, 2, 4]
     assert polygons_area([a, b]) == 24
+
+
+def test_outline_pixel_iou_counts_a_centre_on_an_edge_once() -> None:
+    """Outlines traced from masks run through pixel centres. Two 4 x 4 px squares on half-pixel lines, offset
+    by 2 px, cover 4 x 4 pixels each and share 2 x 4 (hand-counted: IoU 8 / 24); dropping every centre on an
+    edge would count 3 x 3 each and share 1 x 3 (IoU 3 / 15)."""
+
+    def square(x: float, y: float) -> np.ndarray:
+        return np.array([[x, y], [x + 4, y], [x + 4, y + 4], [x, y + 4]])
+
+    assert outline_pixel_iou(square(0.5, 0.5), square(2.5, 0.5)) == pytest.approx(8 / 24)
+    assert outline_pixel_iou(square(0.5, 0.5), square(0.5, 0.5)) == 1.0
