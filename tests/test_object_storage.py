@@ -14,17 +14,15 @@ import pytest
 
 from backend.model_store import ModelCache, ModelStore
 from jobqueue.object_storage import location
-from tests.support.object_storage import S3Server
+from tests.support.object_storage import S3Server, running_s3
 
 BUCKET = "lsmt"
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    with running_s3(BUCKET) as server:
+        yield server
 
 
 @pytest.fixture

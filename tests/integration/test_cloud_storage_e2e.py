@@ -32,7 +32,7 @@ from tests.support.backend import (
     wait_for_training,
 )
 from tests.support.labelstudio import LabelStudioServer
-from tests.support.object_storage import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
+from tests.support.object_storage import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, running_s3
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -49,10 +49,8 @@ CLOUD_TRAINING_ENV = {
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    with running_s3(BUCKET) as server:
+        yield server
 
 
 def s3_project(ls: LabelStudioServer, s3: S3Server, presign: bool) -> tuple[int, dict[int, str]]:

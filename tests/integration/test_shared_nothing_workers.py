@@ -34,7 +34,7 @@ from tests.support.backend import (
     wait_for_training,
 )
 from tests.support.labelstudio import LabelStudioServer
-from tests.support.object_storage import S3Server
+from tests.support.object_storage import S3Server, running_s3
 from tests.support.processes import start_worker
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -45,10 +45,8 @@ REDIS_DB = 9  # apart from the other journeys' workers, which would take this pr
 
 @pytest.fixture
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    with running_s3(BUCKET) as server:
+        yield server
 
 
 def test_backend_and_two_workers_share_only_object_storage(

@@ -10,7 +10,8 @@ this process (``moto[server]`` in the ``test`` extra).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -116,3 +117,15 @@ class S3Server:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+
+
+@contextmanager
+def running_s3(*buckets: str) -> Iterator[S3Server]:
+    """An S3 server with ``buckets`` created, stopped afterwards (the tests' fixtures)."""
+    server = S3Server()
+    try:
+        for bucket in buckets:
+            server.create_bucket(bucket)
+        yield server
+    finally:
+        server.stop()
