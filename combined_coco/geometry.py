@@ -173,18 +173,18 @@ def sparse_outline(
     ``min_iou``, taken in Douglas-Peucker's order of importance (:func:`_vertex_ranks`), so the corners
     that shape the object come first, or from plain Douglas-Peucker at coarser tolerances, whichever fits
     better. The IoU wins over ``most``: a shape that needs more vertices than people drew for its label
-    keeps them. The IoU is measured as :func:`_outline_fit` says. The result is a valid polygon; an invalid
-    input (a contour touching itself) is repaired first and its largest part kept.
+    keeps them. The IoU is the area IoU, held to :func:`_area_min_iou`. The result is a valid polygon; an
+    invalid input (a contour touching itself) is repaired first and its largest part kept.
     """
     outline = _valid_outline(points)
     if outline is None:
         return points
-    fit, min_iou = _outline_fit(outline, min_iou)
+    min_iou = _area_min_iou(outline, min_iou)
     base = outline
     tolerance = smoothing
     while tolerance >= 0.25:
         simple = outline.simplify(tolerance, preserve_topology=True)
-        if isinstance(simple, Polygon) and not simple.is_empty and fit(simple) >= min_iou:
+        if isinstance(simple, Polygon) and not simple.is_empty and outline_iou(simple, outline) >= min_iou:
             base = simple
             break
         tolerance /= 2
@@ -204,12 +204,12 @@ def sparse_outline(
         if ring.tobytes() in seen:
             continue
         seen.add(ring.tobytes())
-        score, count = fit(simple), len(ring) - 1
+        score, count = outline_iou(simple, outline), len(ring) - 1
         if score > coarser.get(count, (-1.0, simple))[0]:
             coarser[count] = (score, simple)
     best, best_iou = coords, 0.0
     for count in range(max(3, min(target or 3, most)), len(coords)):
-        for candidate in (_fitted(coords, ranks < count, outline, fit), coarser.get(count)):
+        for candidate in (_fitted(coords, ranks < count, outline), coarser.get(count)):
             if candidate is not None and candidate[0] > best_iou:
                 best_iou, best = candidate[0], np.asarray(candidate[1].exterior.coords)[:-1]
         if best_iou >= (CLOSE_FIT_IOU if count < most else min_iou):
@@ -217,8 +217,8 @@ def sparse_outline(
     return coords
 
 
-def _outline_fit(outline: Polygon, min_iou: float) -> tuple[Callable[[Polygon], float], float]:
-    """How an outline's fit to ``outline`` is measured (area IoU), and the ``min_iou`` that measure must reach.
+def _area_min_iou(outline: Polygon, min_iou: float) -> float:
+    """The area IoU with ``outline`` that keeps ``min_iou``.
 
     ``min_iou`` is meant on the mask an annotator sees: on a small object the pixels an outline half-covers
     (about its perimeter over its area) move a pixel IoU away from the area IoU, so the area IoU keeps a
@@ -226,15 +226,12 @@ def _outline_fit(outline: Polygon, min_iou: float) -> tuple[Callable[[Polygon], 
     (a 10 px triangle asked 0.95 and got 10 vertices), and there one pixel more or less is a rasteriser's
     edge rule, not the shape.
     """
-    margin = min(0.01, outline.length / outline.area / 12)
-    return (lambda candidate: outline_iou(candidate, outline)), min(0.99, min_iou + margin)
+    return min(0.99, min_iou + min(0.01, outline.length / outline.area / 12))
 
 
-def _fitted(
-    ring: np.ndarray, keep: np.ndarray, outline: Polygon, fit: Callable[[Polygon], float]
-) -> tuple[float, Polygon] | None:
-    """The outline through ``ring[keep]``, its corners moved to where a person clicks them, with its fit; None if
-    invalid.
+def _fitted(ring: np.ndarray, keep: np.ndarray, outline: Polygon) -> tuple[float, Polygon] | None:
+    """The outline through ``ring[keep]``, its corners moved to where a person clicks them, with its IoU; None
+    if invalid.
 
     A mask rounds an object's corners, so its outline's vertices sit inside them, and chords between
     outline vertices cut off every convex bulge. Each kept edge gets the line fitted to the outline
@@ -255,7 +252,7 @@ def _fitted(
         for g in options
         if isinstance(g, Polygon) and g.is_valid and not g.is_empty and len(g.exterior.coords) == count
     ]
-    return max(((fit(g), g) for g in valid), key=lambda scored: scored[0])
+    return max(((outline_iou(g, outline), g) for g in valid), key=lambda scored: scored[0])
 
 
 def _corners_from_edges(ring: np.ndarray, kept: np.ndarray) -> Polygon | None:
