@@ -166,20 +166,22 @@ class _ImageRegions:
     def __init__(self, controls: Controls, width: int, height: int) -> None:
         self.controls, self.width, self.height = controls, width, height
 
-    def _inside(self, x: float, y: float) -> tuple[float, float]:
-        return min(max(float(x), 0.0), float(self.width)), min(max(float(y), 0.0), float(self.height))
-
     def inside(self, points: np.ndarray) -> np.ndarray:
-        """An outline's vertices moved into the image, as :meth:`polygon` sends them: the duplicate rule must
-        judge the outlines Label Studio gets (a mask spilling over the border is cut there)."""
-        return np.column_stack([np.clip(points[:, 0], 0.0, self.width), np.clip(points[:, 1], 0.0, self.height)])
+        """``(N, 2)`` pixel points moved into the image. Outlines get it before the duplicate rule judges them,
+        which must see the outlines Label Studio gets (a mask spilling over the border is cut there)."""
+        return np.clip(np.asarray(points, dtype=float), 0.0, [float(self.width), float(self.height)])
+
+    def _inside(self, x: float, y: float) -> tuple[float, float]:
+        ((cx, cy),) = self.inside(np.array([[x, y]]))
+        return float(cx), float(cy)
 
     def polygon(self, label: str, points: np.ndarray, score: float) -> dict[str, Any]:
+        """``points``: an outline already inside the image (:meth:`inside`)."""
         assert self.controls.polygon is not None
         return polygon_result(
             _region_id(),
             label,
-            [self._inside(x, y) for x, y in points],
+            [(float(x), float(y)) for x, y in points],
             self.width,
             self.height,
             from_name=self.controls.polygon,
