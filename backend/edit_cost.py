@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pycocotools import mask as mask_utils
 
+from combined_coco.dataset import rle_decode
 from combined_coco.schema import Schema
 
 if TYPE_CHECKING:
@@ -303,10 +303,7 @@ def _truth(ann: Mapping[str, Any], category: Mapping[str, Any], width: int, heig
         mask = _rasterise(polygons, width, height)
         vertices = sum(len(p) for p in polygons)
     else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-        mask = mask_utils.decode(rle).astype(bool)
+        mask = rle_decode(segmentation).astype(bool)
         vertices = _outline_vertices(mask)
     if label in box_only:
         vertices = RECTANGLE_CLICKS
